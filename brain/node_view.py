@@ -1,0 +1,77 @@
+"""What the brain knows of a Node: a small, immutable view built from the Node object.
+
+The kopf index holds these (never whole Node objects), and the planner decides from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pitstop import contract
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    reboot_required: bool = False
+    reboot_required_since: datetime | None = None
+    reboot_reason: str = ""
+    priority: int = 0
+    emergency: bool = False
+    unschedulable: bool = False
+    ready: bool = True
+    boot_id: str = ""
+    # Annotation keys present on the node (for nodeAnnotations blockers); values are not kept.
+    annotation_keys: frozenset[str] = frozenset()
+    action: str = ""  # contract.ACTION_ANNOTATION value, if any
+    uid: str = ""
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _parse_int(value: str | None) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0
+
+
+def node_view_from_object(node: Mapping[str, Any]) -> NodeView:
+    """Build a NodeView from a Node as a plain dict (the shape kopf and the API return)."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    labels: dict[str, str] = dict(metadata.get("labels") or {})
+    annotations: dict[str, str] = dict(metadata.get("annotations") or {})
+    ready = False
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == contract.READY_CONDITION:
+            ready = condition.get("status") == "True"
+    return NodeView(
+        name=str(metadata.get("name", "")),
+        labels=labels,
+        reboot_required=labels.get(contract.REBOOT_REQUIRED_LABEL) == contract.REBOOT_REQUIRED_VALUE,
+        reboot_required_since=_parse_time(
+            annotations.get(contract.REBOOT_REQUIRED_SINCE_ANNOTATION)
+        ),
+        reboot_reason=annotations.get(contract.REBOOT_REASON_ANNOTATION, ""),
+        priority=_parse_int(annotations.get(contract.PRIORITY_ANNOTATION)),
+        emergency=annotations.get(contract.EMERGENCY_ANNOTATION) == contract.EMERGENCY_VALUE,
+        unschedulable=bool(spec.get("unschedulable")),
+        ready=ready,
+        boot_id=str((status.get("nodeInfo") or {}).get("bootID") or ""),
+        annotation_keys=frozenset(annotations),
+        action=annotations.get(contract.ACTION_ANNOTATION, ""),
+        uid=str(metadata.get("uid", "")),
+    )

@@ -1,0 +1,41 @@
+"""The phases a node goes through, and which transitions between them are legal.
+
+Pending is derived (flagged, governed, not in the lock); every other phase except Done is held
+in the lock, so the lock alone says who is in maintenance.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    DRAINING = "Draining"
+    REBOOTING = "Rebooting"
+    WAITING_FOR_NODE = "WaitingForNode"
+    HEALTH_CHECK = "HealthCheck"
+    DONE = "Done"
+    FAILED = "Failed"
+
+
+# Phases that hold a slot of a window's budget (every phase recorded in the lock).
+IN_MAINTENANCE: frozenset[Phase] = frozenset(
+    {Phase.DRAINING, Phase.REBOOTING, Phase.WAITING_FOR_NODE, Phase.HEALTH_CHECK, Phase.FAILED}
+)
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.PENDING: frozenset({Phase.DRAINING}),
+    # Draining may go back to Pending (drain aborted at its timeout: slot freed, node uncordoned).
+    Phase.DRAINING: frozenset({Phase.REBOOTING, Phase.PENDING, Phase.FAILED}),
+    Phase.REBOOTING: frozenset({Phase.WAITING_FOR_NODE, Phase.FAILED}),
+    Phase.WAITING_FOR_NODE: frozenset({Phase.HEALTH_CHECK, Phase.FAILED}),
+    Phase.HEALTH_CHECK: frozenset({Phase.DONE, Phase.FAILED}),
+    # A person acts on a Failed node: retry (back to Draining) or release (slot freed).
+    Phase.FAILED: frozenset({Phase.DRAINING, Phase.PENDING, Phase.DONE}),
+    Phase.DONE: frozenset(),
+}
+
+
+def can_transition(current: Phase, target: Phase) -> bool:
+    return target in TRANSITIONS[current]

@@ -1,0 +1,48 @@
+"""The node contract: every label, annotation and taint name Pitstop reads or writes on Nodes.
+
+The detector writes the `reboot-required` label and annotations; the brain reads them and owns
+the rest. Both import this module, so a name is changed in one place. Imports nothing heavy:
+the detector's memory budget depends on it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DOMAIN: Final = "pitstop.dev"
+
+# Written by the detector (only these, enforced by its ValidatingAdmissionPolicy).
+REBOOT_REQUIRED_LABEL: Final = f"{DOMAIN}/reboot-required"
+REBOOT_REQUIRED_VALUE: Final = "true"
+REBOOT_REQUIRED_SINCE_ANNOTATION: Final = f"{DOMAIN}/reboot-required-since"
+REBOOT_REASON_ANNOTATION: Final = f"{DOMAIN}/reboot-reason"
+REBOOT_REASON_MAX_BYTES: Final = 1024
+DETECTOR_OWNED_PREFIX: Final = f"{DOMAIN}/reboot-"
+
+# kured's own annotations, written only when kured compatibility is switched on.
+KURED_REBOOT_NEEDED_ANNOTATION: Final = "weave.works/kured-most-recent-reboot-needed"
+KURED_REBOOT_IN_PROGRESS_ANNOTATION: Final = "weave.works/kured-reboot-in-progress"
+
+# Set by people (or their automation) and read by the brain.
+PRIORITY_ANNOTATION: Final = f"{DOMAIN}/priority"
+EMERGENCY_ANNOTATION: Final = f"{DOMAIN}/emergency"
+EMERGENCY_VALUE: Final = "true"
+# `pitstop retry NODE` / `pitstop release NODE` write this; the brain acts and removes it.
+ACTION_ANNOTATION: Final = f"{DOMAIN}/action"
+ACTION_RETRY: Final = "retry"
+ACTION_RELEASE: Final = "release"
+
+# Written by the brain while a node is in its care, removed when it is done.
+PHASE_ANNOTATION: Final = f"{DOMAIN}/phase"
+WINDOW_ANNOTATION: Final = f"{DOMAIN}/window"
+PENDING_TAINT_KEY: Final = f"{DOMAIN}/reboot-pending"
+PENDING_TAINT_EFFECT: Final = "PreferNoSchedule"
+
+# Labels of the reboot Jobs (and their pods) the brain creates.
+JOB_NODE_LABEL: Final = f"{DOMAIN}/node"
+JOB_BOOT_ID_LABEL: Final = f"{DOMAIN}/boot-id"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "pitstop"
+
+# The Node condition Pitstop reads for readiness.
+READY_CONDITION: Final = "Ready"
