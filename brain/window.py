@@ -1,0 +1,588 @@
+"""The NodesMaintenanceWindow API as pydantic models: what users write (spec) and read (status).
+
+The CRD in `crds/pitstop.dev_nodesmaintenancewindows.yaml` describes the same API for the API
+server. Both are kept by hand (pydantic's JSON Schema is not a valid structural CRD schema), so
+every cross-field rule below mirrors a CEL rule of the CRD with the same message, and an
+integration test feeds both the same valid and invalid examples and checks that they agree.
+
+One rule is stricter here than in the CRD: the API server can only check the shape of
+`schedule.timeZone`, while pydantic checks that the zone really exists (tzdata). The brain
+reports a window that fails to parse as a condition instead of acting on it.
+
+Field names are camelCase in the API and snake_case in Python (aliases, populate_by_name).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from brain.phase import Phase
+
+GROUP: Final = "pitstop.dev"
+VERSION: Final = "v1alpha1"
+KIND: Final = "NodesMaintenanceWindow"
+PLURAL: Final = "nodesmaintenancewindows"
+SHORT_NAME: Final = "nmw"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+# The messages of the CEL rules in the CRD; pydantic raises the same text.
+MESSAGE_END_AFTER_START: Final = "end must be after start"
+MESSAGE_INT_OR_PERCENT: Final = (
+    "must be a whole number of at least 1 or a percentage from 1% to 100%, like 2 or 10%"
+)
+MESSAGE_SELECTOR_VALUES: Final = (
+    "values must be set for the operators In and NotIn and must be empty for Exists and"
+    " DoesNotExist"
+)
+MESSAGE_DAYS_UNIQUE: Final = "days must not repeat a day"
+MESSAGE_TIME_ZONE_SHAPE: Final = "timeZone must be an IANA time zone name like UTC or Europe/Berlin"
+MESSAGE_TIME_OF_DAY: Final = "must be a time of day HH:MM between 00:00 and 23:59, like 22:00"
+MESSAGE_TIMESTAMP: Final = (
+    "must be an RFC 3339 date-time with seconds and a time zone offset, like 2025-12-24T22:00:00Z"
+)
+MESSAGE_DURATION: Final = "must be a duration made of whole h, m, s or ms, like 90s, 15m or 1h30m"
+MESSAGE_POSITIVE_DURATION: Final = "must be longer than 0s"
+MESSAGE_URL: Final = "must be an http:// or https:// URL"
+
+# The same patterns are in the CRD (CEL `matches` uses RE2; these use no RE2/Python differences).
+TIME_ZONE_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+TIME_OF_DAY_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+TIMESTAMP_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+DURATION_PATTERN: Final = r"^([0-9]+(ms|h|m|s))+$"
+PERCENT_PATTERN: Final = r"^(100|[1-9][0-9]?)%$"
+URL_PATTERN: Final = r"^https?://[^ ]+$"
+
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+WEEKDAYS: Final[tuple[Weekday, ...]] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|h|m|s)")
+_DURATION_UNITS: Final = {
+    "h": timedelta(hours=1),
+    "m": timedelta(minutes=1),
+    "s": timedelta(seconds=1),
+    "ms": timedelta(milliseconds=1),
+}
+
+
+# --- Scalar types: each parses the API's string form and serializes back to it. -------------
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration ("1h30m", "90s", "0s") into a timedelta."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(MESSAGE_DURATION)
+    try:
+        return sum(
+            (_DURATION_UNITS[unit] * int(amount) for amount, unit in _DURATION_PART.findall(text)),
+            timedelta(),
+        )
+    except OverflowError as error:
+        raise ValueError(f"{MESSAGE_DURATION} (too long)") from error
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Go-style text for a duration, the inverse of parse_duration."""
+    milliseconds = round(value.total_seconds() * 1000)
+    if milliseconds == 0:
+        return "0s"
+    parts: list[str] = []
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        amount, milliseconds = divmod(milliseconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts)
+
+
+def _validate_duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(MESSAGE_DURATION)
+    return parse_duration(value)
+
+
+def _require_positive(value: timedelta) -> timedelta:
+    if value <= timedelta():
+        raise ValueError(MESSAGE_POSITIVE_DURATION)
+    return value
+
+
+Duration = Annotated[
+    timedelta,
+    PlainValidator(_validate_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+PositiveDuration = Annotated[Duration, AfterValidator(_require_positive)]
+
+
+def _validate_time_of_day(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(TIME_OF_DAY_PATTERN, value):
+        raise ValueError(MESSAGE_TIME_OF_DAY)
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+TimeOfDay = Annotated[
+    time,
+    PlainValidator(_validate_time_of_day),
+    PlainSerializer(lambda value: value.strftime("%H:%M"), return_type=str),
+]
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z, the form Kubernetes itself writes."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _validate_timestamp(value: object) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(MESSAGE_TIMESTAMP)
+        return value
+    if not isinstance(value, str) or not re.fullmatch(TIMESTAMP_PATTERN, value):
+        raise ValueError(MESSAGE_TIMESTAMP)
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise ValueError(MESSAGE_TIMESTAMP) from error
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(_validate_timestamp),
+    PlainSerializer(format_timestamp, return_type=str),
+]
+
+
+def _validate_int_or_percent(value: object) -> int | str:
+    # bool is an int in Python but not in the API: reject it like the API server does.
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(MESSAGE_INT_OR_PERCENT)
+        return value
+    if isinstance(value, str) and re.fullmatch(PERCENT_PATTERN, value):
+        return value
+    raise ValueError(MESSAGE_INT_OR_PERCENT)
+
+
+IntOrPercent = Annotated[int | str, PlainValidator(_validate_int_or_percent)]
+
+
+def resolve_int_or_percent(value: int | str, total: int) -> int:
+    """A budget from maxUnavailable: a number as is, a percentage of `total` rounded down, min 1."""
+    if isinstance(value, int):
+        return max(1, value)
+    percent = int(value.rstrip("%"))
+    return max(1, math.floor(total * percent / 100))
+
+
+def _validate_url(value: str) -> str:
+    if not re.fullmatch(URL_PATTERN, value):
+        raise ValueError(MESSAGE_URL)
+    return value
+
+
+Url = Annotated[str, Field(max_length=2048), AfterValidator(_validate_url)]
+
+
+# --- Spec models. ------------------------------------------------------------------------------
+
+
+class _ApiModel(BaseModel):
+    """camelCase in the API, snake_case in Python; unknown fields rejected like `kubectl`
+    (strict field validation) rejects them."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(_ApiModel):
+    key: str = Field(min_length=1, max_length=317)
+    operator: SelectorOperator
+    values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values != bool(self.values):
+            raise ValueError(MESSAGE_SELECTOR_VALUES)
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Kubernetes semantics: NotIn and DoesNotExist match a node without the key."""
+        if self.operator is SelectorOperator.EXISTS:
+            return self.key in labels
+        if self.operator is SelectorOperator.DOES_NOT_EXIST:
+            return self.key not in labels
+        if self.operator is SelectorOperator.IN:
+            return self.key in labels and labels[self.key] in self.values
+        return self.key not in labels or labels[self.key] not in self.values
+
+
+class LabelSelector(_ApiModel):
+    """A standard Kubernetes label selector; the empty selector matches everything."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(key) == value for key, value in self.match_labels.items()) and all(
+            requirement.matches(labels) for requirement in self.match_expressions
+        )
+
+
+class RecurringWindow(_ApiModel):
+    """Open every listed day from `start` to `end` local time; end <= start crosses midnight."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7)
+    start: TimeOfDay
+    end: TimeOfDay
+
+    @model_validator(mode="after")
+    def _days_unique(self) -> RecurringWindow:
+        if len(set(self.days)) != len(self.days):
+            raise ValueError(MESSAGE_DAYS_UNIQUE)
+        return self
+
+
+class TimeRange(_ApiModel):
+    """An absolute span of time: a one-off opening or a blackout."""
+
+    start: Timestamp
+    end: Timestamp
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> TimeRange:
+        if self.end <= self.start:
+            raise ValueError(MESSAGE_END_AFTER_START)
+        return self
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+def _validate_time_zone(value: str) -> str:
+    if not re.fullmatch(TIME_ZONE_PATTERN, value):
+        raise ValueError(MESSAGE_TIME_ZONE_SHAPE)
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"timeZone {value!r} is not a known IANA time zone (the API server checks only its"
+            " shape; the brain reports the window as invalid)"
+        ) from error
+    return value
+
+
+class Schedule(_ApiModel):
+    """When the window is open. No `windows` and no `oneOff` means always open; blackouts win."""
+
+    time_zone: Annotated[str, Field(max_length=64), AfterValidator(_validate_time_zone)] = "UTC"
+    windows: list[RecurringWindow] = Field(default_factory=list, max_length=32)
+    one_off: list[TimeRange] = Field(default_factory=list, max_length=32)
+    blackouts: list[TimeRange] = Field(default_factory=list, max_length=32)
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+
+class Topology(_ApiModel):
+    """A per-domain limit on top of the window's: at most `max_unavailable` per label value."""
+
+    key: str = Field(default="topology.kubernetes.io/zone", min_length=1, max_length=317)
+    max_unavailable: IntOrPercent = 1
+
+
+class OnTimeout(StrEnum):
+    ABORT = "Abort"
+    FORCE = "Force"
+
+
+class Drain(_ApiModel):
+    enabled: StrictBool = True
+    timeout: PositiveDuration = timedelta(minutes=10)
+    grace_period_seconds: StrictInt | None = Field(default=None, ge=0, le=86_400)
+    pod_selector: LabelSelector | None = None
+    delete_empty_dir_data: StrictBool = False
+    force: StrictBool = False
+    on_timeout: OnTimeout = OnTimeout.ABORT
+
+
+class PrometheusBlocker(_ApiModel):
+    url: Url
+    alert_filter: str = Field(default="", max_length=1024)
+    filter_match_only: StrictBool = False
+    firing_only: StrictBool = True
+
+
+class PodBlocker(_ApiModel):
+    namespace_selector: LabelSelector | None = None
+    label_selector: LabelSelector
+
+
+class Blockers(_ApiModel):
+    prometheus: PrometheusBlocker | None = None
+    pods: list[PodBlocker] = Field(default_factory=list, max_length=16)
+    node_annotations: list[Annotated[str, Field(min_length=1, max_length=317)]] = Field(
+        default_factory=list, max_length=16
+    )
+
+
+class RebootMethod(StrEnum):
+    DBUS = "DBus"
+    SIGNAL = "Signal"
+    COMMAND = "Command"
+    HOST_AGENT = "HostAgent"
+
+
+class HealthGate(_ApiModel):
+    pods_ready: StrictBool = True
+    timeout: PositiveDuration = timedelta(minutes=10)
+
+
+class Reboot(_ApiModel):
+    method: RebootMethod = RebootMethod.DBUS
+    job_template: dict[str, Any] | None = None
+    node_return_timeout: PositiveDuration = timedelta(minutes=15)
+    delay_between_nodes: Duration = timedelta()
+    health_gate: HealthGate = Field(default_factory=HealthGate)
+
+
+class Hook(_ApiModel):
+    url: Url
+    timeout: PositiveDuration = timedelta(seconds=10)
+    retries: StrictInt = Field(default=3, ge=0, le=20)
+
+
+class Hooks(_ApiModel):
+    pre_drain: Hook | None = None
+    post_reboot: Hook | None = None
+
+
+class NotifyEvent(StrEnum):
+    STARTED = "Started"
+    DONE = "Done"
+    FAILED = "Failed"
+    BLOCKED = "Blocked"
+    CONFLICT = "Conflict"
+
+
+class SecretKeyRef(_ApiModel):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="urls", min_length=1, max_length=253)
+
+
+class Notify(_ApiModel):
+    secret_ref: SecretKeyRef
+    events: list[NotifyEvent] = Field(
+        default_factory=lambda: [NotifyEvent.DONE, NotifyEvent.FAILED], max_length=5
+    )
+
+
+class EmergencyDrain(StrEnum):
+    SKIP = "Skip"
+    NORMAL = "Normal"
+
+
+class Emergency(_ApiModel):
+    drain: EmergencyDrain = EmergencyDrain.NORMAL
+
+
+class WindowSpec(_ApiModel):
+    """The spec of a NodesMaintenanceWindow; the field docs live in the CRD descriptions."""
+
+    node_selector: LabelSelector = Field(default_factory=LabelSelector)
+    priority: StrictInt = Field(default=0, ge=0, le=1_000_000)
+    schedule: Schedule = Field(default_factory=Schedule)
+    max_unavailable: IntOrPercent = 1
+    count_unhealthy: StrictBool = True
+    topology: Topology | None = None
+    drain: Drain = Field(default_factory=Drain)
+    blockers: Blockers = Field(default_factory=Blockers)
+    reboot: Reboot = Field(default_factory=Reboot)
+    hooks: Hooks = Field(default_factory=Hooks)
+    notify: Notify | None = None
+    emergency: Emergency = Field(default_factory=Emergency)
+    suspend: StrictBool = False
+
+
+class WindowSpecError(ValueError):
+    """A window whose spec does not parse; the message names the window and every problem."""
+
+    def __init__(self, name: str, problems: Sequence[str]) -> None:
+        self.window = name
+        self.problems = tuple(problems)
+        super().__init__(f"NodesMaintenanceWindow {name!r} is invalid: " + "; ".join(problems))
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "spec") -> list[str]:
+    """One line per problem, with the API path (`spec.schedule.oneOff[0]: end must be ...`)."""
+    lines: list[str] = []
+    for detail in error.errors():
+        path = prefix
+        for part in detail["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        lines.append(f"{path}: {message}")
+    return lines
+
+
+def parse_window_spec(spec: Mapping[str, Any], name: str = "") -> WindowSpec:
+    """Validate a spec dict; raise WindowSpecError naming the window on any problem."""
+    try:
+        return WindowSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        raise WindowSpecError(name or "<unnamed>", describe_validation_error(error)) from error
+
+
+def parse_window_object(window: Mapping[str, Any]) -> tuple[str, int, WindowSpec]:
+    """Parse a whole NodesMaintenanceWindow object (as a dict) into (name, generation, spec)."""
+    metadata = window.get("metadata") or {}
+    name = str(metadata.get("name") or "")
+    if not name:
+        raise WindowSpecError("<unnamed>", ["metadata.name is missing"])
+    kind = window.get("kind")
+    if kind is not None and kind != KIND:
+        raise WindowSpecError(name, [f"kind is {kind!r}, expected {KIND!r}"])
+    spec = window.get("spec")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise WindowSpecError(name, ["spec must be an object"])
+    generation = int(metadata.get("generation") or 0)
+    return name, generation, parse_window_spec(spec, name)
+
+
+# --- Status models. ----------------------------------------------------------------------------
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    WINDOW_OPEN = "WindowOpen"
+    PROGRESSING = "Progressing"
+    BLOCKED = "Blocked"
+    DEGRADED = "Degraded"
+    CONFLICT = "Conflict"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_ApiModel):
+    type: str = Field(min_length=1, max_length=316)
+    status: ConditionStatus
+    reason: str = Field(default="", max_length=1024)
+    message: str = Field(default="", max_length=32_768)
+    last_transition_time: Timestamp
+    observed_generation: int = Field(default=0, ge=0)
+
+
+class NodeStatus(_ApiModel):
+    name: str
+    phase: Phase
+    since: Timestamp | None = None
+    message: str = ""
+    boot_id_before: str = Field(default="", alias="bootIDBefore")
+
+
+class Counts(_ApiModel):
+    governed: int = Field(default=0, ge=0)
+    pending: int = Field(default=0, ge=0)
+    in_maintenance: int = Field(default=0, ge=0)
+    done: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+
+
+class WindowStatus(_ApiModel):
+    observed_generation: int = Field(default=0, ge=0)
+    conditions: list[Condition] = Field(default_factory=list)
+    next_window_start: Timestamp | None = None
+    next_window_end: Timestamp | None = None
+    nodes: list[NodeStatus] = Field(default_factory=list)
+    counts: Counts = Field(default_factory=Counts)
+
+    def to_api(self) -> dict[str, Any]:
+        """The dict to patch into `.status` (camelCase, no None fields)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    condition_type: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    now: datetime,
+    observed_generation: int = 0,
+) -> list[Condition]:
+    """A new condition list with one condition set; lastTransitionTime moves only when the status
+    changes, so `kubectl describe` shows how long a state has lasted, not when we last looked."""
+    result: list[Condition] = []
+    found = False
+    for condition in conditions:
+        if condition.type != condition_type:
+            result.append(condition)
+            continue
+        found = True
+        transition_time = condition.last_transition_time if condition.status == status else now
+        result.append(
+            Condition(
+                type=condition_type,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=transition_time,
+                observed_generation=observed_generation,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=condition_type,
+                status=status,
+                reason=reason,
+                message=message,
+                last_transition_time=now,
+                observed_generation=observed_generation,
+            )
+        )
+    return result
