@@ -20,10 +20,10 @@ def schedule(**fields: Any) -> Schedule:
     return Schedule.model_validate(fields)
 
 
-def berlin(*parts: int, fold: int = 0) -> datetime:
+def berlin(year: int, month: int, day: int, hour: int, minute: int, fold: int = 0) -> datetime:
     """A Berlin wall-clock time as a UTC instant (Python never finds an ambiguous local time
     equal to a time in another zone, so tests compare in UTC)."""
-    return datetime(*parts, tzinfo=BERLIN, fold=fold).astimezone(UTC)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN, fold=fold).astimezone(UTC)
 
 
 WEEKEND_NIGHTS = schedule(
