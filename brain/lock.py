@@ -8,10 +8,14 @@ decides again. This module holds the content model (pure) and the ConfigMap I/O.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
 
+from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
 
+from brain.kube import Kube
 from brain.phase import IN_MAINTENANCE, Phase
 
 LOCK_DATA_KEY = "state.json"
@@ -74,3 +78,105 @@ class LockState(_LockModel):
         if not text:
             return cls()
         return cls.model_validate_json(text)
+
+
+# -- ConfigMap I/O -------------------------------------------------------------------------------
+
+MAX_WRITE_ATTEMPTS = 20
+
+
+class LockConflictError(RuntimeError):
+    """The lock kept changing under us; the pass is abandoned and retried later."""
+
+
+class LockStore:
+    """Reads and writes the lock ConfigMap with optimistic concurrency.
+
+    `update(decide)` hands `decide` the freshest state it has; `decide` returns the new state,
+    or None to write nothing. A 409 (someone else wrote first) re-reads the ConfigMap and calls
+    `decide` again on what it finds, so every decision is made on the state it is written over.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        namespace: str,
+        name: str,
+        on_conflict: Callable[[], None] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self._on_conflict = on_conflict
+        self._state = LockState()
+        self._resource_version: str | None = None
+        self._loaded = False
+        self._mutex = asyncio.Lock()
+
+    async def refresh(self) -> LockState:
+        """Read the ConfigMap (a missing one is an empty lock)."""
+        try:
+            config_map = await self.kube.call(
+                self.kube.core.read_namespaced_config_map, self.name, self.namespace
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            self._state, self._resource_version = LockState(), None
+        else:
+            data = config_map.data or {}
+            self._state = LockState.from_json(data.get(LOCK_DATA_KEY))
+            self._resource_version = config_map.metadata.resource_version
+        self._loaded = True
+        return self._state.model_copy(deep=True)
+
+    async def read(self) -> LockState:
+        """The last state read or written (reads the ConfigMap the first time)."""
+        if not self._loaded:
+            return await self.refresh()
+        return self._state.model_copy(deep=True)
+
+    async def update(self, decide: Callable[[LockState], LockState | None]) -> LockState:
+        async with self._mutex:
+            if not self._loaded:
+                await self.refresh()
+            for _ in range(MAX_WRITE_ATTEMPTS):
+                proposed = decide(self._state.model_copy(deep=True))
+                if proposed is None:
+                    return self._state.model_copy(deep=True)
+                try:
+                    await self._write(proposed)
+                    return proposed.model_copy(deep=True)
+                except ApiException as error:
+                    if error.status != 409:
+                        raise
+                    if self._on_conflict is not None:
+                        self._on_conflict()
+                    await self.refresh()
+            raise LockConflictError(
+                f"lock {self.namespace}/{self.name} changed {MAX_WRITE_ATTEMPTS} times in a row"
+            )
+
+    async def _write(self, state: LockState) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "pitstop"},
+            },
+            "data": {LOCK_DATA_KEY: state.to_json()},
+        }
+        if self._resource_version is None:
+            # The lock is created lazily; a 409 here means another brain created it first.
+            written = await self.kube.call(
+                self.kube.core.create_namespaced_config_map, self.namespace, body
+            )
+        else:
+            body["metadata"]["resourceVersion"] = self._resource_version  # type: ignore[index]
+            written = await self.kube.call(
+                self.kube.core.replace_namespaced_config_map, self.name, self.namespace, body
+            )
+        self._state = state.model_copy(deep=True)
+        self._resource_version = written.metadata.resource_version

@@ -14,6 +14,19 @@ from pitstop import contract
 
 
 @dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        taint = {"key": self.key, "effect": self.effect}
+        if self.value:
+            taint["value"] = self.value
+        return taint
+
+
+@dataclass(frozen=True)
 class NodeView:
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -29,6 +42,10 @@ class NodeView:
     annotation_keys: frozenset[str] = frozenset()
     action: str = ""  # contract.ACTION_ANNOTATION value, if any
     uid: str = ""
+    taints: tuple[Taint, ...] = ()
+
+    def has_taint(self, key: str) -> bool:
+        return any(taint.key == key for taint in self.taints)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -61,7 +78,8 @@ def node_view_from_object(node: Mapping[str, Any]) -> NodeView:
     return NodeView(
         name=str(metadata.get("name", "")),
         labels=labels,
-        reboot_required=labels.get(contract.REBOOT_REQUIRED_LABEL) == contract.REBOOT_REQUIRED_VALUE,
+        reboot_required=labels.get(contract.REBOOT_REQUIRED_LABEL)
+        == contract.REBOOT_REQUIRED_VALUE,
         reboot_required_since=_parse_time(
             annotations.get(contract.REBOOT_REQUIRED_SINCE_ANNOTATION)
         ),
@@ -74,4 +92,12 @@ def node_view_from_object(node: Mapping[str, Any]) -> NodeView:
         annotation_keys=frozenset(annotations),
         action=annotations.get(contract.ACTION_ANNOTATION, ""),
         uid=str(metadata.get("uid", "")),
+        taints=tuple(
+            Taint(
+                str(taint.get("key", "")),
+                str(taint.get("value") or ""),
+                str(taint.get("effect", "")),
+            )
+            for taint in spec.get("taints") or []
+        ),
     )

@@ -11,6 +11,7 @@ virtual environment exists.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -23,12 +24,13 @@ from pathlib import Path
 from localcluster import versions
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
+# kwok's standard stages (paths inside its module): "fast" pods go Running at once.
 STAGE_FILES = (
-    "node-initialize",
-    "node-heartbeat-with-lease",
-    "pod-ready",
-    "pod-complete",
-    "pod-delete",
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
 )
 
 
@@ -56,7 +58,9 @@ def _log(message: str) -> None:
 def _is_pinned_kubernetes(path: Path) -> bool:
     """A Kubernetes binary found outside our cache is used only at the pinned minor version."""
     minor = ".".join(versions.KUBERNETES_VERSION.split(".")[:2])  # v1.35
-    args = [str(path), "version", "--client"] if path.name == "kubectl" else [str(path), "--version"]
+    args = (
+        [str(path), "version", "--client"] if path.name == "kubectl" else [str(path), "--version"]
+    )
     try:
         output = subprocess.run(args, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.TimeoutExpired):
@@ -153,8 +157,15 @@ def _build_kubernetes(work: Path, out: Path, log: Path) -> None:
     for name in versions.KUBERNETES_COMMANDS:
         _run(
             name,
-            ["go", "build", "-o", str(out / name), "-ldflags", ldflags,
-             f"{KUBERNETES_MODULE}/cmd/{name}"],
+            [
+                "go",
+                "build",
+                "-o",
+                str(out / name),
+                "-ldflags",
+                ldflags,
+                f"{KUBERNETES_MODULE}/cmd/{name}",
+            ],
             module,
             log,
             env,
@@ -167,13 +178,19 @@ def _build_etcd(work: Path, out: Path, log: Path) -> None:
     env = _go_env(out)
     (module / "go.mod").write_text("module pitstop.local/etcd\n\ngo 1.25\n")
     (module / "main.go").write_text(
-        "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\n"
+        'package main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\n'
         "func main() {\n\tetcdmain.Main(os.Args)\n}\n"
     )
-    _run("etcd modules", ["go", "get", f"go.etcd.io/etcd/server/v3@{versions.ETCD_VERSION}"],
-         module, log, env)
-    _run("etcd", ["go", "build", "-o", str(out / "etcd"), "-ldflags", "-s -w", "."],
-         module, log, env)
+    _run(
+        "etcd modules",
+        ["go", "get", f"go.etcd.io/etcd/server/v3@{versions.ETCD_VERSION}"],
+        module,
+        log,
+        env,
+    )
+    _run(
+        "etcd", ["go", "build", "-o", str(out / "etcd"), "-ldflags", "-s -w", "."], module, log, env
+    )
 
 
 def _build_installables(work: Path, out: Path, log: Path) -> None:
@@ -184,14 +201,6 @@ def _build_installables(work: Path, out: Path, log: Path) -> None:
         ("helm", f"helm.sh/helm/v3/cmd/helm@{versions.HELM_VERSION}"),
     ):
         _run(step, ["go", "install", "-ldflags", "-s -w", package], work, log, env)
-    kwok_dir = _module_dir("sigs.k8s.io/kwok", versions.KWOK_VERSION, work, env)
-    stages = out / "kwok-stages"
-    stages.mkdir(exist_ok=True)
-    for name in STAGE_FILES:
-        found = list((kwok_dir / "kustomize" / "stage").rglob(f"{name}.yaml"))
-        if not found:
-            raise BuildError(f"kwok {versions.KWOK_VERSION} ships no stage {name}.yaml")
-        shutil.copyfile(found[0], stages / f"{name}.yaml")
 
 
 def build(target: Path) -> None:
@@ -244,8 +253,26 @@ def resolve(names: tuple[str, ...] = versions.CONTROL_PLANE_BINARIES) -> dict[st
 
 
 def kwok_stage_files() -> list[Path]:
-    cache = ensure_cache()
-    return [cache / "kwok-stages" / f"{name}.yaml" for name in STAGE_FILES]
+    """kwok's stage files, copied once from its Go module into the cache."""
+    key = hashlib.sha256("|".join(STAGE_FILES).encode()).hexdigest()[:8]
+    folder = cache_root() / "kwok-stages" / f"{versions.KWOK_VERSION}-{key}"
+    files = [folder / Path(name).name for name in STAGE_FILES]
+    if all(path.is_file() for path in files):
+        return files
+    if shutil.which("go") is None:
+        raise BuildError("no `go` on PATH to fetch kwok's stage files")
+    scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = _go_env(scratch)
+    env["GOFLAGS"] = ""
+    kwok_dir = _module_dir("sigs.k8s.io/kwok", versions.KWOK_VERSION, scratch, env)
+    for name in STAGE_FILES:
+        shutil.copyfile(kwok_dir / name, scratch / Path(name).name)
+    try:
+        scratch.rename(folder)
+    except OSError:  # another run finished first; its copy is as good as ours
+        shutil.rmtree(scratch, ignore_errors=True)
+    return files
 
 
 def main() -> int:
@@ -253,6 +280,7 @@ def main() -> int:
     try:
         for name, path in sorted(resolve().items()):
             print(f"{name}\t{path}")
+        print(f"kwok-stages\t{kwok_stage_files()[0].parent}")
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

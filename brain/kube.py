@@ -1,0 +1,53 @@
+"""The brain's access to the Kubernetes API: the `kubernetes` client, run in threads.
+
+The client is blocking; every call goes through `call()` so that the operator's event loop
+never blocks, and every failed call is counted for the `pitstop_api_errors_total` metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
+
+
+def make_api_client() -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Typed, thread-offloaded access to the API groups the brain uses."""
+
+    def __init__(
+        self, api_client: client.ApiClient, on_error: Callable[[ApiException], None] | None = None
+    ) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self._on_error = on_error
+
+    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        except ApiException as error:
+            # 404 and 409 are answers the flow expects, not API errors.
+            if self._on_error is not None and error.status not in (404, 409):
+                self._on_error(error)
+            raise
+
+
+def is_status(error: BaseException, *statuses: int) -> bool:
+    return isinstance(error, ApiException) and error.status in statuses

@@ -1,0 +1,344 @@
+"""A real Kubernetes control plane as local processes: etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok (simulated nodes and pods).
+
+Ports are chosen free at start, so two control planes can run side by side. Every component
+logs to its own file under the work folder; a failure to start names the component, its
+command and the last lines of its log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from localcluster import binaries
+from localcluster.certs import Certificates, make_certificates
+from localcluster.processes import Component, free_port
+
+# Nodes carrying this annotation are managed (made Ready, heart-beaten) by kwok.
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_NODE_VALUE = "fake"
+# While a node carries this annotation kwok keeps its hands off (a simulated reboot is under way).
+SIMULATED_DOWN_ANNOTATION = "localcluster.pitstop.dev/simulated-down"
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
+ADMIN_USER = "pitstop-admin"
+
+
+def _kwok_stages(target: Path) -> Path:
+    """kwok's standard stages, with node stages that leave a simulated-down node alone."""
+    documents: list[dict[str, object]] = []
+    hands_off = {
+        "key": f'.metadata.annotations["{SIMULATED_DOWN_ANNOTATION}"]',
+        "operator": "DoesNotExist",
+    }
+    for path in binaries.kwok_stage_files():
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document:
+                continue
+            if document["spec"]["resourceRef"]["kind"] == "Node":
+                document["spec"]["selector"]["matchExpressions"].append(hands_off)
+            documents.append(document)
+    target.write_text(yaml.safe_dump_all(documents))
+    return target
+
+
+class ControlPlane:
+    """One local control plane. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, workdir: Path | None = None, name: str = "pitstop") -> None:
+        self.name = name
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{name}-cluster-"))
+        self.binaries = binaries.resolve()
+        self.admin_token = secrets.token_hex(16)
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
+        self.apiserver_port = free_port()
+        self.server = f"https://127.0.0.1:{self.apiserver_port}"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.logs = self.workdir / "logs"
+        self.certificates: Certificates | None = None
+        self.components: dict[str, Component] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            self.certificates = make_certificates(self.workdir / "pki")
+            self._write_kubeconfig()
+            self._start_etcd()
+            self.start_apiserver()
+            self._start_controllers()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every component (newest first); remove the work folder if we made it."""
+        for component in reversed(list(self.components.values())):
+            component.stop()
+        if self._own_workdir and not os.environ.get("PITSTOP_KEEP_CLUSTER_DIR"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_paths(self) -> dict[str, Path]:
+        return {name: component.log_path for name, component in self.components.items()}
+
+    # -- components ----------------------------------------------------------------------------
+
+    def _component(self, name: str, command: list[str]) -> Component:
+        component = Component(name, command, self.logs / f"{name}.log")
+        self.components[name] = component
+        component.start()
+        return component
+
+    def _start_etcd(self) -> None:
+        client_url = f"http://127.0.0.1:{self.etcd_port}"
+        peer_url = f"http://127.0.0.1:{self.etcd_peer_port}"
+        etcd = self._component(
+            "etcd",
+            [
+                str(self.binaries["etcd"]),
+                "--name",
+                "default",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                client_url,
+                "--advertise-client-urls",
+                client_url,
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+                "--initial-cluster",
+                f"default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
+        etcd.wait_until(
+            lambda: urllib.request.urlopen(f"{client_url}/health", timeout=1).status == 200,
+            "healthy",
+        )
+
+    def start_apiserver(self) -> None:
+        """Start (or start again, on the same port) the API server and wait until it is ready."""
+        assert self.certificates is not None
+        certificates = self.certificates
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f"{self.admin_token},{ADMIN_USER},{ADMIN_USER},system:masters\n")
+        apiserver = self._component(
+            "kube-apiserver",
+            [
+                str(self.binaries["kube-apiserver"]),
+                "--etcd-servers",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.apiserver_port),
+                "--tls-cert-file",
+                str(certificates.serving_cert),
+                "--tls-private-key-file",
+                str(certificates.serving_key),
+                "--client-ca-file",
+                str(certificates.ca_cert),
+                "--token-auth-file",
+                str(tokens),
+                "--service-account-key-file",
+                str(certificates.service_account_public_key),
+                "--service-account-signing-key-file",
+                str(certificates.service_account_key),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range",
+                SERVICE_CLUSTER_IP_RANGE,
+                "--authorization-mode",
+                "Node,RBAC",
+                "--enable-admission-plugins",
+                "NodeRestriction",
+                "--endpoint-reconciler-type",
+                "none",
+                "--allow-privileged=true",
+                "--cert-dir",
+                str(self.workdir / "apiserver-certs"),
+                "--profiling=false",
+                "--v",
+                "1",
+            ],
+        )
+        apiserver.wait_until(lambda: self._get("/readyz") == 200, "ready", timeout=90)
+
+    def stop_apiserver(self) -> None:
+        """Stop only the API server (an outage); start_apiserver() brings it back."""
+        component = self.components.pop("kube-apiserver", None)
+        if component is not None:
+            component.stop()
+
+    def _start_controllers(self) -> None:
+        assert self.certificates is not None
+        kubeconfig = str(self.kubeconfig)
+        self._component(
+            "kube-controller-manager",
+            [
+                str(self.binaries["kube-controller-manager"]),
+                "--kubeconfig",
+                kubeconfig,
+                "--authentication-kubeconfig",
+                kubeconfig,
+                "--authorization-kubeconfig",
+                kubeconfig,
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+                "--service-account-private-key-file",
+                str(self.certificates.service_account_key),
+                "--root-ca-file",
+                str(self.certificates.ca_cert),
+                "--service-cluster-ip-range",
+                SERVICE_CLUSTER_IP_RANGE,
+                "--controllers",
+                "*",
+                "--v",
+                "1",
+            ],
+        )
+        self._component(
+            "kube-scheduler",
+            [
+                str(self.binaries["kube-scheduler"]),
+                "--kubeconfig",
+                kubeconfig,
+                "--authentication-kubeconfig",
+                kubeconfig,
+                "--authorization-kubeconfig",
+                kubeconfig,
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+                "--v",
+                "1",
+            ],
+        )
+        stages = _kwok_stages(self.workdir / "kwok-stages.yaml")
+        kwok = self._component(
+            "kwok",
+            [
+                str(self.binaries["kwok"]),
+                "--kubeconfig",
+                kubeconfig,
+                "--config",
+                str(stages),
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector",
+                f"{KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}",
+                "--node-lease-duration-seconds",
+                "40",
+                "--cidr",
+                "10.240.0.0/16",
+                "--node-ip",
+                "10.250.0.1",
+            ],
+        )
+        # The service-account token controller and the default namespace show the rest is up.
+        for component in self.components.values():
+            if not component.running:
+                raise component.failure("died at start")
+        self.components["kube-controller-manager"].wait_until(
+            self._default_service_account_exists, "creating service accounts", timeout=60
+        )
+        kwok.wait_until(lambda: True, "running")
+
+    def _default_service_account_exists(self) -> bool:
+        return self._get("/api/v1/namespaces/default/serviceaccounts/default") == 200
+
+    # -- access --------------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        assert self.certificates is not None
+        return ssl.create_default_context(cafile=str(self.certificates.ca_cert))
+
+    def _get(self, path: str) -> int:
+        request = urllib.request.Request(
+            self.server + path, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=self._ssl_context()) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    def _write_kubeconfig(self) -> None:
+        assert self.certificates is not None
+        ca_data = base64.b64encode(self.certificates.ca_cert.read_bytes()).decode()
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": self.name,
+                    "cluster": {"server": self.server, "certificate-authority-data": ca_data},
+                }
+            ],
+            "users": [{"name": ADMIN_USER, "user": {"token": self.admin_token}}],
+            "contexts": [
+                {"name": self.name, "context": {"cluster": self.name, "user": ADMIN_USER}}
+            ],
+            "current-context": self.name,
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the pinned kubectl against this control plane."""
+        result = subprocess.run(
+            [str(self.binaries["kubectl"]), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    def environment(self) -> dict[str, str]:
+        """Environment for a child process (kubectl, brain, detector) to use this cluster."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = os.pathsep.join(
+            [
+                str(self.binaries["kubectl"].parent),
+                str(self.binaries["helm"].parent),
+                env.get("PATH", ""),
+            ]
+        )
+        return env
