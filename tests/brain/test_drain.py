@@ -1,0 +1,362 @@
+"""The drain's pure parts: which pods a drain evicts, skips or refuses, and how it reports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from brain.drain import (
+    DrainOptions,
+    PodRef,
+    _blocking_budget,
+    _covering_budgets,
+    _evict_once,
+    _GoneTracker,
+    _PodProgress,
+    _timeout_message,
+    classify_pods,
+)
+from brain.selectors import SelectorError, parse_selector, selector_from_object
+
+
+def pod(
+    name: str,
+    *,
+    namespace: str = "default",
+    owner: str | None = "ReplicaSet",
+    phase: str = "Running",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    uid: str | None = None,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": uid or f"uid-{name}",
+        "labels": labels or {},
+        "annotations": annotations or {},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [
+            {"kind": owner, "name": f"{name}-owner", "controller": True, "uid": "x"}
+        ]
+    return {"metadata": metadata, "spec": {"volumes": volumes or []}, "status": {"phase": phase}}
+
+
+DEFAULTS = DrainOptions()
+EMPTY_DIR = [{"name": "scratch", "emptyDir": {}}]
+
+
+def names(refs: list[PodRef]) -> list[str]:
+    return [ref.name for ref in refs]
+
+
+def test_replicated_pods_are_evicted() -> None:
+    to_evict, skipped, problems = classify_pods([pod("web-1"), pod("web-2")], DEFAULTS)
+    assert names(to_evict) == ["web-1", "web-2"]
+    assert to_evict[0] == PodRef("default", "web-1", "uid-web-1")
+    assert skipped == [] and problems == []
+
+
+def test_daemonset_pods_are_skipped_even_with_emptydir_and_no_force() -> None:
+    to_evict, skipped, problems = classify_pods(
+        [pod("agent", owner="DaemonSet", volumes=EMPTY_DIR)], DEFAULTS
+    )
+    assert to_evict == [] and problems == []
+    assert [(s.pod.name, s.reason) for s in skipped] == [("agent", "DaemonSet-managed pod")]
+
+
+def test_mirror_pods_are_skipped_even_without_a_controller() -> None:
+    static = pod("etcd", owner=None, annotations={"kubernetes.io/config.mirror": "abc"})
+    to_evict, skipped, problems = classify_pods([static], DEFAULTS)
+    assert to_evict == [] and problems == []
+    assert skipped[0].pod.name == "etcd" and "mirror" in skipped[0].reason
+
+
+def test_a_non_controller_owner_does_not_count_as_a_controller() -> None:
+    owned = pod("loose", owner=None)
+    owned["metadata"]["ownerReferences"] = [{"kind": "ConfigMap", "name": "c", "uid": "y"}]
+    _, _, problems = classify_pods([owned], DEFAULTS)
+    assert [p.pod.name for p in problems] == ["loose"]
+
+
+def test_a_bare_pod_is_refused_without_force_and_named() -> None:
+    to_evict, _, problems = classify_pods([pod("bare", owner=None), pod("web")], DEFAULTS)
+    assert names(to_evict) == ["web"]
+    assert len(problems) == 1
+    assert problems[0].pod == PodRef("default", "bare", "uid-bare")
+    assert "no controller" in problems[0].reason
+    assert str(problems[0]).startswith("default/bare: ")
+
+
+def test_a_bare_pod_is_evicted_with_force() -> None:
+    to_evict, _, problems = classify_pods([pod("bare", owner=None)], DrainOptions(force=True))
+    assert names(to_evict) == ["bare"] and problems == []
+
+
+def test_emptydir_pods_need_delete_emptydir_data() -> None:
+    cache = pod("cache", volumes=EMPTY_DIR)
+    _, _, problems = classify_pods([cache], DEFAULTS)
+    assert [p.pod.name for p in problems] == ["cache"] and "emptyDir" in problems[0].reason
+    to_evict, _, problems = classify_pods([cache], DrainOptions(delete_emptydir_data=True))
+    assert names(to_evict) == ["cache"] and problems == []
+
+
+def test_other_volume_kinds_need_nothing() -> None:
+    configured = pod("configured", volumes=[{"name": "c", "configMap": {"name": "c"}}])
+    to_evict, _, problems = classify_pods([configured], DEFAULTS)
+    assert names(to_evict) == ["configured"] and problems == []
+
+
+def test_a_pod_failing_both_checks_gets_both_reasons() -> None:
+    _, _, problems = classify_pods([pod("both", owner=None, volumes=EMPTY_DIR)], DEFAULTS)
+    assert len(problems) == 1
+    assert "no controller" in problems[0].reason and "emptyDir" in problems[0].reason
+    # force alone leaves the emptyDir refusal.
+    _, _, problems = classify_pods(
+        [pod("both", owner=None, volumes=EMPTY_DIR)], DrainOptions(force=True)
+    )
+    assert "no controller" not in problems[0].reason and "emptyDir" in problems[0].reason
+
+
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_finished_pods_are_removed_freely(phase: str) -> None:
+    done = pod("done", owner=None, phase=phase, volumes=EMPTY_DIR)
+    to_evict, skipped, problems = classify_pods([done], DEFAULTS)
+    assert names(to_evict) == ["done"] and skipped == [] and problems == []
+
+
+def test_pods_outside_the_pod_selector_are_skipped_before_any_other_check() -> None:
+    options = DrainOptions(pod_selector="app=web")
+    pods = [
+        pod("web", labels={"app": "web"}),
+        pod("db", labels={"app": "db"}, owner=None),  # would be refused, but is not selected
+        pod("none"),
+    ]
+    to_evict, skipped, problems = classify_pods(pods, options)
+    assert names(to_evict) == ["web"]
+    assert sorted(s.pod.name for s in skipped) == ["db", "none"]
+    assert all("podSelector" in s.reason for s in skipped)
+    assert problems == []
+
+
+def test_a_selected_daemonset_pod_is_still_skipped() -> None:
+    options = DrainOptions(pod_selector="app=agent")
+    to_evict, skipped, _ = classify_pods(
+        [pod("agent", owner="DaemonSet", labels={"app": "agent"})], options
+    )
+    assert to_evict == [] and skipped[0].reason == "DaemonSet-managed pod"
+
+
+def test_an_invalid_pod_selector_is_an_error() -> None:
+    with pytest.raises(SelectorError):
+        classify_pods([pod("web")], DrainOptions(pod_selector="app in (web"))
+
+
+def test_pods_without_labels_or_volumes_keys_are_handled() -> None:
+    minimal = {
+        "metadata": {
+            "name": "m",
+            "namespace": "n",
+            "uid": "u",
+            "ownerReferences": [{"kind": "Job", "controller": True}],
+        }
+    }
+    to_evict, _, _ = classify_pods([minimal], DrainOptions(pod_selector="!skip"))
+    assert to_evict == [PodRef("n", "m", "u")]
+
+
+# -- label selectors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ("", {}, True),
+        ("app=web", {"app": "web"}, True),
+        ("app==web", {"app": "web"}, True),
+        ("app=web", {"app": "db"}, False),
+        ("app=web", {}, False),
+        ("app!=web", {"app": "db"}, True),
+        ("app!=web", {}, True),
+        ("app!=web", {"app": "web"}, False),
+        ("tier in (front, back)", {"tier": "back"}, True),
+        ("tier in (front,back)", {"tier": "db"}, False),
+        ("tier notin (db)", {}, True),
+        ("tier notin (db)", {"tier": "db"}, False),
+        ("canary", {"canary": ""}, True),
+        ("canary", {}, False),
+        ("!canary", {}, True),
+        ("!canary", {"canary": "yes"}, False),
+        ("app=web,tier in (front),!canary", {"app": "web", "tier": "front"}, True),
+        ("app=web,tier in (front),!canary", {"app": "web", "tier": "front", "canary": "1"}, False),
+        ("example.com/role=edge", {"example.com/role": "edge"}, True),
+        ("app=", {"app": ""}, True),
+    ],
+)
+def test_selector_strings(selector: str, labels: dict[str, str], expected: bool) -> None:
+    assert parse_selector(selector).matches(labels) is expected
+
+
+@pytest.mark.parametrize("bad", ["app in web", "=web", "app=(x)", "a,,b", "tier in (a", "a)"])
+def test_malformed_selector_strings_are_refused(bad: str) -> None:
+    with pytest.raises(SelectorError):
+        parse_selector(bad)
+
+
+def test_structured_selectors() -> None:
+    assert selector_from_object(None).matches({"app": "web"}) is False
+    assert selector_from_object({}).matches({"app": "web"}) is True
+    selector = selector_from_object(
+        {
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["front"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+            ],
+        }
+    )
+    assert selector.matches({"app": "web", "tier": "front"})
+    assert not selector.matches({"app": "web", "tier": "front", "canary": "x"})
+    assert not selector.matches({"app": "web"})
+    with pytest.raises(SelectorError):
+        selector_from_object({"matchExpressions": [{"key": "a", "operator": "Near"}]})
+
+
+# -- budgets, trackers and messages ---------------------------------------------------------------
+
+
+def budget(namespace: str, name: str, selector: dict[str, Any] | None) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name}, "spec": {"selector": selector}}
+
+
+def test_covering_budgets_match_by_namespace_and_selector() -> None:
+    web = PodRef("shop", "web-1", "u1")
+    other = PodRef("blog", "web-1", "u2")
+    budgets = [
+        budget("shop", "web", {"matchLabels": {"app": "web"}}),
+        budget("shop", "everything", {}),
+        budget("shop", "nothing", None),
+        budget("blog", "db", {"matchLabels": {"app": "db"}}),
+    ]
+    covering = _covering_budgets(budgets, {web: {"app": "web"}, other: {"app": "web"}})
+    assert covering[web] == ["shop/web", "shop/everything"]
+    assert covering[other] == []
+
+
+def test_the_blocking_budget_is_read_from_the_429_cause() -> None:
+    status = {
+        "kind": "Status",
+        "code": 429,
+        "details": {
+            "causes": [
+                {
+                    "reason": "DisruptionBudget",
+                    "message": "The disruption budget web needs 2 healthy pods and has 2 currently",
+                }
+            ]
+        },
+    }
+    assert _blocking_budget("shop", status) == "shop/web"
+    assert (
+        _blocking_budget(
+            "shop", {"details": {"causes": [{"reason": "Other", "message": "disruption budget x"}]}}
+        )
+        is None
+    )
+    assert _blocking_budget("shop", {}) is None
+
+
+class FakeCore:
+    """Answers evictions with a prepared ApiException (or success) and records the bodies."""
+
+    def __init__(self, status: int | None, body: dict[str, Any] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def create_namespaced_pod_eviction(
+        self, name: str, namespace: str, body: dict[str, Any], **_: Any
+    ) -> None:
+        self.calls.append((name, namespace, body))
+        if self.status is not None:
+            error = ApiException(status=self.status, reason="refused")
+            error.body = json.dumps(self.body or {})
+            raise error
+
+
+def test_an_eviction_carries_the_uid_precondition_and_grace_period() -> None:
+    core = FakeCore(None)
+    answer = _evict_once(core, PodRef("shop", "web-1", "u1"), 7, None)
+    assert answer.outcome.value == "evicted"
+    ((name, namespace, body),) = core.calls
+    assert (name, namespace) == ("web-1", "shop")
+    assert body["deleteOptions"] == {"preconditions": {"uid": "u1"}, "gracePeriodSeconds": 7}
+    assert body["kind"] == "Eviction" and body["apiVersion"] == "policy/v1"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (404, {"message": 'pods "web-1" not found'}, "gone"),
+        (409, {"message": "the UID in the precondition (u1) does not match"}, "gone"),
+        (409, {"message": "the object has been modified"}, "error"),
+        (429, {"message": "Cannot evict pod"}, "blocked"),
+        (500, {"message": "This pod has more than one PodDisruptionBudget"}, "error"),
+    ],
+)
+def test_eviction_answers(status: int, body: dict[str, Any], outcome: str) -> None:
+    answer = _evict_once(FakeCore(status, body), PodRef("shop", "web-1", "u1"), None, None)
+    assert answer.outcome.value == outcome
+    if outcome == "error":
+        assert str(status) in answer.error and body["message"] in answer.error
+
+
+def test_the_tracker_counts_a_pod_gone_when_deleted_or_replaced() -> None:
+    async def scenario() -> list[tuple[str, str]]:
+        first, second, third = (
+            PodRef("n", "a", "ua"),
+            PodRef("n", "b", "ub"),
+            PodRef("n", "c", "uc"),
+        )
+        tracker = _GoneTracker([first, second, third])
+        tracker.on_watch_event("MODIFIED", pod("a", namespace="n", uid="ua"))
+        assert not tracker.is_gone(first)
+        tracker.on_watch_event("DELETED", pod("a", namespace="n", uid="ua"))
+        tracker.on_watch_event("ADDED", pod("b", namespace="n", uid="ub-new"))
+        tracker.on_watch_event("DELETED", pod("unrelated", namespace="n"))
+        assert tracker.is_gone(first) and tracker.is_gone(second)
+        assert not tracker.all_gone.is_set()
+        assert await tracker.wait_gone(third, 0.01) is False
+        tracker.on_snapshot({("n", "c"): "uc"})
+        assert not tracker.is_gone(third)
+        remaining = tracker.remaining()
+        tracker.on_snapshot({})
+        assert tracker.all_gone.is_set()
+        return remaining
+
+    assert asyncio.run(scenario()) == [("n", "c")]
+
+
+def test_the_timeout_message_names_the_budget_and_counts_pods() -> None:
+    blocked = [
+        _PodProgress(PodRef("default", f"web-{i}"), blocked=True, blocking_pdb="default/web")
+        for i in range(2)
+    ]
+    assert _timeout_message(blocked) == (
+        "2 pods still protected by PDB default/web at the drain timeout"
+    )
+    mixed = [
+        blocked[0],
+        _PodProgress(PodRef("a", "slow"), evicted=True),
+        _PodProgress(PodRef("a", "broken"), last_error="HTTP 500: boom"),
+    ]
+    message = _timeout_message(mixed)
+    assert "1 pod still protected by PDB default/web" in message
+    assert "1 pod evicted but not gone yet: a/slow" in message
+    assert "pod a/broken could not be evicted: HTTP 500: boom" in message
