@@ -1,0 +1,375 @@
+"""The drain against the real local control plane: evictions, budgets, refusals, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from brain.drain import (
+    DrainOptions,
+    PodRef,
+    RequestCounter,
+    cordon,
+    drain_node,
+    force_delete,
+    pdbs_healthy,
+    uncordon,
+)
+from localcluster.nodes import (
+    create_bare_pod,
+    create_deployment,
+    create_nodes,
+    create_pdb,
+    delete_nodes,
+    pod_template,
+    running_pods,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def deadline_in(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+class Nodes:
+    """Kwok nodes of one test, all carrying a group label the test's workloads select."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.group = unique("drain")
+        self.names: list[str] = []
+
+    def add(self) -> str:
+        name = unique(self.group)
+        create_nodes(self.api_client, [name], labels={"drain-group": self.group})
+        self.names.append(name)
+        return name
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {"drain-group": self.group}
+
+
+@pytest.fixture
+def nodes(api_client: client.ApiClient) -> Iterator[Nodes]:
+    created = Nodes(api_client)
+    yield created
+    delete_nodes(api_client, created.names)
+
+
+def pods_on(api_client: client.ApiClient, namespace: str, node: str, app: str) -> list[Any]:
+    return [
+        pod
+        for pod in running_pods(api_client, namespace, f"app={app}")
+        if pod.spec.node_name == node and pod.metadata.deletion_timestamp is None
+    ]
+
+
+def wait_running(api_client: client.ApiClient, namespace: str, app: str, count: int) -> list[Any]:
+    return wait_for(  # type: ignore[no-any-return]
+        lambda: (
+            (pods := running_pods(api_client, namespace, f"app={app}"))
+            and len(pods) == count
+            and pods
+        ),
+        f"{count} pods of {app} running",
+        timeout=60,
+    )
+
+
+def wait_budget_observed(api_client: client.ApiClient, namespace: str, name: str) -> None:
+    policy = client.PolicyV1Api(api_client)
+
+    def observed() -> bool:
+        budget = policy.read_namespaced_pod_disruption_budget(name, namespace)
+        return bool(
+            budget.status and budget.status.observed_generation and budget.status.expected_pods
+        )
+
+    wait_for(observed, f"PDB {namespace}/{name} observed", timeout=60)
+
+
+def create_daemonset_on(
+    api_client: client.ApiClient, namespace: str, name: str, selector: dict[str, str]
+) -> None:
+    """A DaemonSet limited to this test's nodes (others' nodes are left alone)."""
+    client.AppsV1Api(api_client).create_namespaced_daemon_set(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": pod_template(name, selector),
+            },
+        },
+    )
+
+
+def test_cordon_and_uncordon_are_idempotent(api_client: client.ApiClient, nodes: Nodes) -> None:
+    node = nodes.add()
+    core = client.CoreV1Api(api_client)
+    counter = RequestCounter()
+
+    async def scenario() -> None:
+        await cordon(api_client, node, counter)
+        await cordon(api_client, node, counter)
+        assert core.read_node(node).spec.unschedulable is True
+        await uncordon(api_client, node, counter)
+        await uncordon(api_client, node, counter)
+        assert not core.read_node(node).spec.unschedulable
+
+    asyncio.run(scenario())
+    assert counter.counts == {"patch-node": 4}
+
+
+def test_drain_evicts_deployment_pods_and_skips_the_daemonset(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    first = nodes.add()
+    create_deployment(api_client, namespace, "web", replicas=3, node_selector=nodes.selector)
+    create_daemonset_on(api_client, namespace, "agent", nodes.selector)
+    wait_running(api_client, namespace, "web", 3)
+    wait_running(api_client, namespace, "agent", 1)
+    second = nodes.add()
+    wait_running(api_client, namespace, "agent", 2)
+    counter = RequestCounter()
+
+    async def scenario() -> Any:
+        await cordon(api_client, first)
+        return await drain_node(api_client, first, DrainOptions(), deadline_in(60), counter)
+
+    result = asyncio.run(scenario())
+    assert result.completed, result.message
+    assert (result.evicted, result.skipped) == (3, 1)
+    assert result.remaining == () and result.problems == ()
+    assert "3 pods evicted" in result.message
+    # One list of the node's pods, one of the budgets, one watch, one eviction per pod.
+    assert counter.counts == {"list-pods": 1, "list-pdbs": 1, "watch-pods": 1, "evict": 3}
+    assert pods_on(api_client, namespace, first, "web") == []
+    assert len(pods_on(api_client, namespace, first, "agent")) == 1
+    # The ReplicaSet recreated the pods on the other node.
+    wait_for(
+        lambda: len(pods_on(api_client, namespace, second, "web")) == 3,
+        "web pods recreated on the second node",
+        timeout=60,
+    )
+
+
+def test_a_bare_pod_is_refused_without_force_and_evicted_with_it(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    node = nodes.add()
+    create_bare_pod(api_client, namespace, "lonely", node)
+    create_deployment(api_client, namespace, "web", replicas=1, node_selector=nodes.selector)
+    wait_running(api_client, namespace, "lonely", 1)
+    wait_running(api_client, namespace, "web", 1)
+
+    refused = asyncio.run(drain_node(api_client, node, DrainOptions(), deadline_in(30)))
+    assert not refused.completed
+    assert [problem.pod.name for problem in refused.problems] == ["lonely"]
+    assert f"{namespace}/lonely" in refused.message and "no controller" in refused.message
+    # Like kubectl drain, nothing at all is evicted while a pod is refused.
+    assert len(pods_on(api_client, namespace, node, "web")) == 1
+    assert len(pods_on(api_client, namespace, node, "lonely")) == 1
+
+    forced = asyncio.run(drain_node(api_client, node, DrainOptions(force=True), deadline_in(30)))
+    assert forced.completed, forced.message
+    assert forced.evicted == 2
+    core = client.CoreV1Api(api_client)
+    assert [
+        pod.metadata.name
+        for pod in core.list_namespaced_pod(namespace).items
+        if pod.metadata.name == "lonely"
+    ] == []
+
+
+def test_a_budget_that_allows_nothing_is_retried_at_a_steady_pace_until_the_deadline(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    node = nodes.add()
+    create_deployment(
+        api_client, namespace, "web", replicas=2, node_selector=nodes.selector, pdb_min_available=2
+    )
+    wait_running(api_client, namespace, "web", 2)
+    wait_budget_observed(api_client, namespace, "web")
+    counter = RequestCounter()
+    options = DrainOptions(eviction_retry_seconds=0.5)
+    started = time.monotonic()
+    result = asyncio.run(drain_node(api_client, node, options, deadline_in(3), counter))
+    elapsed = time.monotonic() - started
+
+    assert not result.completed
+    assert result.message == f"2 pods still protected by PDB {namespace}/web at the drain timeout"
+    assert result.blocking_pdbs == (f"{namespace}/web",)
+    assert sorted(pod.name for pod in result.remaining) == sorted(
+        pod.metadata.name for pod in pods_on(api_client, namespace, node, "web")
+    )
+    assert result.evicted == 0
+    assert 2.5 < elapsed < 6
+    # Each of the 2 pods tried about once per 0.5 s over 3 s: ~7 attempts each, never a tight loop.
+    attempts = counter.counts["evict"]
+    assert attempts == result.eviction_attempts
+    assert 2 * 5 <= attempts <= 2 * 9, attempts
+
+    # onTimeout=Force: delete them ignoring the budget.
+    deleted = asyncio.run(force_delete(api_client, result.remaining, grace_period_seconds=0))
+    assert deleted == 2
+    remaining_uids = {pod.uid for pod in result.remaining}
+    wait_for(
+        lambda: (
+            not {pod.metadata.uid for pod in running_pods(api_client, namespace, "app=web")}
+            & remaining_uids
+        ),
+        "the forced pods gone",
+        timeout=30,
+    )
+    # A second forced delete of the same (replaced) pods changes nothing.
+    assert asyncio.run(force_delete(api_client, result.remaining, grace_period_seconds=0)) == 0
+
+
+def test_a_budget_that_allows_one_lets_pods_go_one_at_a_time(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    first = nodes.add()
+    create_deployment(
+        api_client,
+        namespace,
+        "web",
+        replicas=3,
+        node_selector=nodes.selector,
+        pdb_max_unavailable=1,
+    )
+    wait_running(api_client, namespace, "web", 3)
+    wait_budget_observed(api_client, namespace, "web")
+    nodes.add()
+    asyncio.run(cordon(api_client, first))
+
+    # A sampler records how many web pods are running and not terminating, all along.
+    core = client.CoreV1Api(api_client)
+    low_water = [3]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
+            alive = [
+                pod
+                for pod in pods
+                if pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None
+            ]
+            low_water[0] = min(low_water[0], len(alive))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    counter = RequestCounter()
+    try:
+        result = asyncio.run(
+            drain_node(
+                api_client,
+                first,
+                DrainOptions(eviction_retry_seconds=0.5),
+                deadline_in(90),
+                counter,
+            )
+        )
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert result.completed, result.message
+    assert result.evicted == 3
+    assert result.pdbs == (f"{namespace}/web",)
+    # The budget refused some evictions: the pods went one at a time as it allowed.
+    assert counter.counts["evict"] > 3
+    assert low_water[0] >= 2, f"{low_water[0]} web pods alive at one point"
+    assert pods_on(api_client, namespace, first, "web") == []
+
+    def healthy() -> bool:
+        ok, _ = asyncio.run(pdbs_healthy(api_client, result.pdbs))
+        return ok
+
+    wait_for(healthy, "the budget healthy again", timeout=60)
+
+
+def test_pdbs_healthy_reports_a_budget_short_of_pods(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    # Two replicas that can never be scheduled: the budget expects 2 and has 0 healthy.
+    create_deployment(
+        api_client, namespace, "stuck", replicas=2, node_selector={"drain-group": "no-such-node"}
+    )
+    create_pdb(api_client, namespace, "stuck", {"app": "stuck"}, max_unavailable=1)
+    policy = client.PolicyV1Api(api_client)
+    wait_for(
+        lambda: (
+            policy.read_namespaced_pod_disruption_budget("stuck", namespace).status.expected_pods
+            == 2
+        ),
+        "the budget to expect 2 pods",
+        timeout=60,
+    )
+    ok, message = asyncio.run(pdbs_healthy(api_client, [f"{namespace}/stuck"]))
+    assert not ok
+    assert message == f"PDB {namespace}/stuck: 0 of 2 pods healthy"
+    # A budget that no longer exists has nothing to wait for.
+    ok, _ = asyncio.run(pdbs_healthy(api_client, [f"{namespace}/gone"]))
+    assert ok
+
+
+def test_a_cancelled_drain_stops_cleanly_and_a_later_one_resumes(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    first = nodes.add()
+    create_deployment(
+        api_client, namespace, "web", replicas=2, node_selector=nodes.selector, pdb_min_available=2
+    )
+    wait_running(api_client, namespace, "web", 2)
+    wait_budget_observed(api_client, namespace, "web")
+    nodes.add()
+    asyncio.run(cordon(api_client, first))
+
+    async def cancel_midway() -> float:
+        task = asyncio.create_task(
+            drain_node(
+                api_client, first, DrainOptions(eviction_retry_seconds=0.5), deadline_in(120)
+            )
+        )
+        await asyncio.sleep(1.5)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic() - started
+
+    assert asyncio.run(cancel_midway()) < 3
+    assert not [
+        thread for thread in threading.enumerate() if thread.name.startswith("pitstop-drain-watch-")
+    ]
+    # Nothing was evicted; the brain resumes later, when the budget allows it.
+    assert len(pods_on(api_client, namespace, first, "web")) == 2
+    client.PolicyV1Api(api_client).delete_namespaced_pod_disruption_budget("web", namespace)
+    result = asyncio.run(drain_node(api_client, first, DrainOptions(), deadline_in(60)))
+    assert result.completed, result.message
+    assert result.evicted == 2 and result.pdbs == ()
+
+
+def test_force_delete_ignores_a_pod_that_is_already_gone(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    assert asyncio.run(force_delete(api_client, [PodRef(namespace, "never-was", "x")])) == 0
