@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -452,7 +453,7 @@ def test_queue_order_batches_and_reasons_are_consistent(
     for window_plan in plan.windows:
         queue = window_plan.pending
         # The queue is sorted by (emergency, priority, since, name).
-        for earlier, later in zip(queue, queue[1:], strict=False):
+        for earlier, later in itertools.pairwise(queue):
             first, second = views[earlier.name], views[later.name]
             assert (not first.emergency, -first.priority) <= (
                 not second.emergency,
