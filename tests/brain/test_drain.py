@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,10 +16,12 @@ from kubernetes.client.exceptions import ApiException
 from brain.drain import (
     DrainOptions,
     PodRef,
+    RequestCounter,
     _blocking_budget,
     _covering_budgets,
     _evict_once,
     _GoneTracker,
+    _NodePodWatch,
     _PodProgress,
     _timeout_message,
     classify_pods,
@@ -360,3 +366,83 @@ def test_the_timeout_message_names_the_budget_and_counts_pods() -> None:
     assert "1 pod still protected by PDB default/web" in message
     assert "1 pod evicted but not gone yet: a/slow" in message
     assert "pod a/broken could not be evicted: HTTP 500: boom" in message
+
+
+# -- the watch thread, with a fake API ------------------------------------------------------------
+
+
+class FakeStream:
+    """A watch response: yields prepared lines, then blocks until shut down (like a socket)."""
+
+    def __init__(self, lines: list[dict[str, Any]]) -> None:
+        self.lines = [json.dumps(line).encode() + b"\n" for line in lines]
+        self.shut = threading.Event()
+        self.closed = False
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
+        yield from self.lines
+        self.shut.wait(10)
+
+    def shutdown(self) -> None:
+        self.shut.set()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release_conn(self) -> None:
+        pass
+
+
+class FakeWatchCore:
+    """First watch: an expired resourceVersion (410 event); then a re-list; then a quiet watch."""
+
+    def __init__(self, listed: list[dict[str, Any]]) -> None:
+        self.listed = listed
+        self.calls: list[dict[str, Any]] = []
+        self.streams: list[FakeStream] = []
+        self.second_watch = threading.Event()
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls.append(arguments)
+        if not arguments.get("watch"):
+            return SimpleNamespace(
+                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.listed})
+            )
+        if len(self.streams) == 0:
+            stream = FakeStream(
+                [
+                    {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                    {"type": "ERROR", "object": {"kind": "Status", "code": 410}},
+                ]
+            )
+        else:
+            stream = FakeStream([])
+            self.second_watch.set()
+        self.streams.append(stream)
+        return stream
+
+
+def test_the_watch_relists_when_its_version_expired_and_stops_at_once() -> None:
+    survivor = pod("b", namespace="n", uid="ub")
+    core = FakeWatchCore([survivor])
+    counter = RequestCounter()
+
+    async def scenario() -> tuple[bool, bool, float]:
+        gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
+        tracker = _GoneTracker([gone, kept])
+        watch = _NodePodWatch(core, "node-1", "10", tracker, counter)
+        watch.start()
+        await tracker.wait_gone(gone, 5)
+        assert await asyncio.to_thread(core.second_watch.wait, 5)
+        started = time.monotonic()
+        await watch.stop()
+        return tracker.is_gone(gone), tracker.is_gone(kept), time.monotonic() - started
+
+    gone, kept, stop_seconds = asyncio.run(scenario())
+    assert gone and not kept
+    assert stop_seconds < 2
+    watches = [call for call in core.calls if call.get("watch")]
+    assert [call["resource_version"] for call in watches] == ["10", "50"]
+    assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
+    assert counter.counts == {"watch-pods": 2, "list-pods": 1}
+    assert all(stream.closed for stream in core.streams)
