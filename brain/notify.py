@@ -40,12 +40,17 @@ DEFAULT_QUEUE_SIZE = 100
 
 
 class NotifyEvent(StrEnum):
-    """The transitions a window can notify about (`notify.events`)."""
+    """The transitions a window can notify about (`notify.events`).
+
+    The first five are the CRD's enum; the last two are ready for when the API adds them.
+    Any other name also works: `Notifier` compares event names as text, case-insensitively.
+    """
 
     STARTED = "Started"  # a node left Pending: cordoned, draining
-    SUCCEEDED = "Succeeded"  # a node is back, healthy and uncordoned
+    DONE = "Done"  # a node is back, healthy and uncordoned
     FAILED = "Failed"  # a node is Failed (or a drain was aborted)
     BLOCKED = "Blocked"  # the window became blocked (a blocker, a failing hook)
+    CONFLICT = "Conflict"  # two windows of the same priority claim a node
     WINDOW_OPENED = "WindowOpened"  # the schedule opened with nodes waiting
     ROLLOUT_COMPLETE = "RolloutComplete"  # no flagged node left in the window
 
@@ -56,10 +61,11 @@ class FailureKind(StrEnum):
 
 
 _NOTIFY_TYPES: Mapping[str, Any] = {
-    NotifyEvent.SUCCEEDED: apprise.NotifyType.SUCCESS,
+    NotifyEvent.DONE: apprise.NotifyType.SUCCESS,
     NotifyEvent.ROLLOUT_COMPLETE: apprise.NotifyType.SUCCESS,
     NotifyEvent.FAILED: apprise.NotifyType.FAILURE,
     NotifyEvent.BLOCKED: apprise.NotifyType.WARNING,
+    NotifyEvent.CONFLICT: apprise.NotifyType.WARNING,
 }
 # Tags before the URL: letters, digits, '-', '_', separated by commas or spaces.
 _TAGGED_LINE = re.compile(r"^\s*(?P<tags>[\w\-]+(?:[\s,]+[\w\-]+)*)\s*=\s*(?P<url>\S+://\S*)\s*$")
