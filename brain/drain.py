@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
+from kubernetes.watch import watch as kubernetes_watch
 
 from brain.selectors import parse_selector, selector_from_object
 
@@ -318,6 +318,10 @@ def _covering_budgets(
     return covering
 
 
+# The client's own line splitter for streamed watch responses (it is untyped).
+_response_lines = cast(Callable[[Any], Iterable[str]], kubernetes_watch.iter_resp_lines)
+
+
 class _GoneTracker:
     """Which of the pods to evict are still there; fed by the watch and by eviction answers."""
 
@@ -442,8 +446,7 @@ class _NodePodWatch:
         try:
             if self._stopping.is_set():
                 return
-            lines: Iterable[str] = iter_resp_lines(response)  # type: ignore[no-untyped-call]
-            for line in lines:
+            for line in _response_lines(response):
                 if not line:
                     continue
                 event = json.loads(line)
