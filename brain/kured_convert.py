@@ -45,6 +45,8 @@ BOOLEAN_FLAGS = frozenset(
     }
 )
 
+# Chart values that are not kured flags (they shape the DaemonSet).
+CHART_ONLY_VALUES = frozenset({"useRebootSentinelHostPath"})
 # kured's defaults (1.1x and later): a flag at its default needs no field in the window.
 KURED_DEFAULTS: Mapping[str, str] = {
     "alert-filter-match-only": "false",
@@ -290,9 +292,8 @@ def flags_from_helm_values(values: Mapping[str, Any]) -> KuredSource:
     configuration = values.get("configuration") or {}
     for key, value in configuration.items():
         name = _camel_to_flag(key)
-        if value is None or value == "" or value is False or value == [] or value == {}:
-            continue
-        if name == "concurrency" and value == 0:
+        # The chart renders a flag only for a set value (`{{- if .Values.configuration.x }}`).
+        if key in CHART_ONLY_VALUES or not value:
             continue
         if isinstance(value, list):
             if name in COMMA_FLAGS:
@@ -474,6 +475,14 @@ def selector_from_text(text: str, flag: str) -> dict[str, Any]:
 # --- shoutrrr to apprise ------------------------------------------------------------------------
 
 
+def _host(url: Any) -> str:
+    """The host part as written: tokens sit there and are case-sensitive (urlsplit lowers it)."""
+    host: str = url.netloc.rsplit("@", 1)[-1]
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.split(":", 1)[0]
+
+
 def _query(url: Any) -> dict[str, str]:
     return {key.lower(): values[-1] for key, values in parse_qs(url.query).items()}
 
@@ -492,10 +501,10 @@ def _slack(url: Any) -> str:
             channel = query.get("channel", "")
         else:
             base = f"{url.username}-{unquote(url.password)}"
-            channel = query.get("channel") or (url.hostname or "")
+            channel = query.get("channel") or (_host(url) or "")
     else:
         # Legacy form: slack://[botname@]tokenA/tokenB/tokenC[/channel].
-        tokens = [url.hostname or "", *path]
+        tokens = [_host(url) or "", *path]
         if len(tokens) < 3:
             raise ConversionError("a slack URL needs three tokens")
         base = "/".join(tokens[:3])
@@ -510,9 +519,9 @@ def _slack(url: Any) -> str:
 
 def _discord(url: Any) -> str:
     # shoutrrr: discord://token@webhookid
-    if not url.username or not url.hostname:
+    if not url.username or not _host(url):
         raise ConversionError("a discord URL is discord://token@webhookid")
-    return f"discord://{url.hostname}/{unquote(url.username)}"
+    return f"discord://{_host(url)}/{unquote(url.username)}"
 
 
 def _telegram(url: Any) -> str:
@@ -537,7 +546,7 @@ def _smtp(url: Any) -> str:
             credentials += ":" + quote(unquote(url.password), safe="")
         credentials += "@"
     port = f":{url.port}" if url.port else ""
-    params = {"smtp": url.hostname or ""}
+    params = {"smtp": _host(url) or ""}
     if "from" in query:
         params["from"] = query["from"]
     if "to" in query:
@@ -547,7 +556,7 @@ def _smtp(url: Any) -> str:
     elif encryption == "explicittls":
         params["mode"] = "starttls"
     text = "&".join(f"{key}={quote(value, safe='@,')}" for key, value in params.items())
-    return f"{schema}://{credentials}{url.hostname}{port}?{text}"
+    return f"{schema}://{credentials}{_host(url)}{port}?{text}"
 
 
 def _generic(url: Any, scheme: str) -> str:
@@ -576,16 +585,16 @@ def _gotify(url: Any) -> str:
 def _pushover(url: Any) -> str:
     # shoutrrr: pushover://shoutrrr:apiToken@userKey/?devices=a,b
     devices = [device for device in _query(url).get("devices", "").split(",") if device]
-    if not url.password or not url.hostname:
+    if not url.password or not _host(url):
         raise ConversionError("a pushover URL is pushover://shoutrrr:token@userKey")
     suffix = "".join(f"/{device}" for device in devices)
-    return f"pover://{url.hostname}@{unquote(url.password)}{suffix}"
+    return f"pover://{_host(url)}@{unquote(url.password)}{suffix}"
 
 
 def _mattermost(url: Any) -> str:
     # shoutrrr: mattermost://[user@]host[:port][/path]/token[/channel]
     user = f"{url.username}@" if url.username else ""
-    host = url.hostname + (f":{url.port}" if url.port else "")
+    host = _host(url) + (f":{url.port}" if url.port else "")
     parts = [part for part in url.path.split("/") if part]
     if not parts:
         raise ConversionError("a mattermost URL needs a token")
@@ -865,10 +874,10 @@ def convert(
         elif value != KURED_DEFAULTS.get(flag):
             shown = "(set)" if "url" in flag else value
             notes.append(f"--{flag}={shown}: {why}")
-    if "period" not in normalised:
-        notes.append(f"--period: {NO_EQUIVALENT['period']}")
-    if "lock-ttl" not in normalised:
-        notes.append(f"--lock-ttl: {NO_EQUIVALENT['lock-ttl']}")
+    # These two shape how kured behaves even at their defaults: always say what replaces them.
+    for flag in ("period", "lock-ttl"):
+        if normalised.get(flag, KURED_DEFAULTS[flag]) == KURED_DEFAULTS[flag]:
+            notes.append(f"--{flag}: {NO_EQUIVALENT[flag]}")
     window = {
         "apiVersion": API_VERSION,
         "kind": KIND,
