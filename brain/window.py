@@ -68,7 +68,9 @@ MESSAGE_URL: Final = "must be an http:// or https:// URL"
 TIME_ZONE_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 TIME_OF_DAY_PATTERN: Final = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 TIMESTAMP_PATTERN: Final = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]+)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 DURATION_PATTERN: Final = r"^([0-9]+(ms|h|m|s))+$"
 PERCENT_PATTERN: Final = r"^(100|[1-9][0-9]?)%$"
@@ -154,8 +156,9 @@ TimeOfDay = Annotated[
 
 
 def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z, the form Kubernetes itself writes."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC with a Z, the form Kubernetes itself writes (fractions only if any)."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if utc.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def _validate_timestamp(value: object) -> datetime:
