@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from brain.blockers import (
     NOT_BLOCKED,
@@ -16,6 +17,7 @@ from brain.blockers import (
     Reason,
     all_blockers,
     check_node_annotations,
+    check_pods,
     check_prometheus,
     first_blocker,
     label_selector_text,
@@ -214,3 +216,15 @@ def test_combined_checks_cheapest_first_and_can_report_all() -> None:
             Reason.PROMETHEUS_ALERTS
         )
     assert asyncio.run(first_blocker(BlockerConfig(), nodes)) == NOT_BLOCKED
+
+
+def test_unreachable_api_server_blocks_the_pod_check() -> None:
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{refused_port()}"
+    configuration.retries = 0
+    with client.ApiClient(configuration) as api_client:
+        result = asyncio.run(
+            check_pods(api_client, [PodSelector(label_selector="app=x")], timeout_seconds=2)
+        )
+    assert result.blocked and result.reason == Reason.POD_CHECK_FAILED
+    assert result.message.startswith("cannot list pods matching 'app=x' in any namespace")
