@@ -1,0 +1,137 @@
+"""`pitstop`: the admin command line.
+
+Each subcommand lives in a function that registers its parser and points `handler` at the
+function that runs it, so others can add theirs (retry, release, convert-kured) by appending a
+registration function to SUBCOMMANDS, with the logic in their own modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from brain.lock import LOCK_DATA_KEY, LockState
+from brain.plan_report import ClusterSnapshot, preview, render
+from brain.window import GROUP, PLURAL, VERSION
+
+DEFAULT_NAMESPACE = "pitstop-system"
+DEFAULT_LOCK_NAME = "pitstop-lock"
+
+
+def cluster_options() -> argparse.ArgumentParser:
+    """Options every subcommand that talks to the cluster accepts (after the subcommand)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
+    )
+    options.add_argument("--context", help="kubeconfig context (default: the current one)")
+    options.add_argument(
+        "--namespace",
+        default=os.environ.get("PITSTOP_NAMESPACE", DEFAULT_NAMESPACE),
+        help="the brain's namespace, where the lock lives (env PITSTOP_NAMESPACE,"
+        f" default {DEFAULT_NAMESPACE})",
+    )
+    options.add_argument(
+        "--lock-name",
+        default=os.environ.get("PITSTOP_LOCK_NAME", DEFAULT_LOCK_NAME),
+        help=f"the lock ConfigMap (env PITSTOP_LOCK_NAME, default {DEFAULT_LOCK_NAME})",
+    )
+    return options
+
+
+def api_client(arguments: argparse.Namespace) -> Any:
+    """A kubernetes ApiClient from --kubeconfig/--context, else the environment's."""
+    from kubernetes import config
+
+    if arguments.kubeconfig or arguments.context:
+        return config.new_client_from_config(
+            config_file=arguments.kubeconfig, context=arguments.context
+        )
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        return config.new_client_from_config()
+    from kubernetes import client
+
+    return client.ApiClient()
+
+
+def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> ClusterSnapshot:
+    """Read (only read) the windows, the nodes and the lock."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(client_handle)
+    core = client.CoreV1Api(client_handle)
+    try:
+        windows = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    except ApiException as error:
+        if error.status == 404:
+            raise SystemExit(
+                "pitstop: the NodesMaintenanceWindow CRD is not installed"
+                " (kubectl apply -f crds/pitstop.dev_nodesmaintenancewindows.yaml)"
+            ) from error
+        raise
+    nodes = [client_handle.sanitize_for_serialization(node) for node in core.list_node().items]
+    try:
+        config_map = core.read_namespaced_config_map(lock_name, namespace)
+        lock = LockState.from_json((config_map.data or {}).get(LOCK_DATA_KEY))
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        lock = LockState()
+    return ClusterSnapshot(windows=windows, nodes=nodes, lock=lock)
+
+
+def run_plan(arguments: argparse.Namespace) -> int:
+    handle = api_client(arguments)
+    try:
+        snapshot = read_snapshot(handle, arguments.namespace, arguments.lock_name)
+    finally:
+        handle.close()
+    sys.stdout.write(render(preview(snapshot, datetime.now(UTC))))
+    return 0
+
+
+def register_plan(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "plan",
+        parents=[cluster_options()],
+        help="preview what the brain would do now (read-only)",
+        description="For each NodesMaintenanceWindow: whether it is open, when it next opens"
+        " and closes, the nodes it governs, the flagged ones in the order and batch they would"
+        " go in, and the nodes held back with the reason. Uses the brain's own planner;"
+        " changes nothing.",
+    )
+    parser.set_defaults(handler=run_plan)
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [register_plan]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pitstop", description="Pitstop admin: safe, coordinated node reboots."
+    )
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(arguments, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return handler(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
