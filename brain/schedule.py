@@ -117,6 +117,10 @@ def _first_candidate_where(
     schedule: Schedule, now: datetime, want_open: bool, horizon: timedelta
 ) -> datetime | None:
     chunk_start = now.astimezone(UTC)
+    if not schedule.windows:
+        # Only absolute spans: their bounds are every candidate there is, however far away.
+        bounds = _candidates(schedule, chunk_start, datetime.max.replace(tzinfo=UTC))
+        return next((c for c in bounds if is_open(schedule, c) == want_open), None)
     limit = chunk_start + horizon
     while chunk_start < limit:
         chunk_end = min(chunk_start + _CHUNK, limit)
@@ -131,7 +135,8 @@ def next_open(
     schedule: Schedule, now: datetime, horizon: timedelta = DEFAULT_HORIZON
 ) -> datetime | None:
     """`now` (in UTC) if open, else the first instant the schedule opens, or None if it does not
-    open within `horizon`."""
+    open within `horizon` (which only limits recurring windows: one-offs are found however far
+    away they are)."""
     _require_aware(now)
     if is_open(schedule, now):
         return now.astimezone(UTC)

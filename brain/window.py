@@ -24,6 +24,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -524,7 +525,13 @@ class NodeStatus(_ApiModel):
     phase: Phase
     since: Timestamp | None = None
     message: str = ""
-    boot_id_before: str = Field(default="", alias="bootIDBefore")
+    # validation_alias/serialization_alias (not alias) keep the Python name in the constructor's
+    # signature, so type checkers accept NodeStatus(boot_id_before=...).
+    boot_id_before: str = Field(
+        default="",
+        validation_alias=AliasChoices("bootIDBefore", "boot_id_before"),
+        serialization_alias="bootIDBefore",
+    )
 
 
 class Counts(_ApiModel):

@@ -261,11 +261,11 @@ def test_blockers_hold_all_but_emergencies() -> None:
 
 def test_delay_between_nodes_counts_from_the_last_finish() -> None:
     spec = window("w", reboot={"delayBetweenNodes": "10m"})
-    recent = LockState(windows={"w": WindowRecord(last_finished=NOW - timedelta(minutes=4))})
+    recent = LockState(windows={"w": WindowRecord(lastFinished=NOW - timedelta(minutes=4))})
     window_plan = plan_one(spec, [node("n")], recent)
     assert reasons(window_plan) == {"n": HoldReason.DELAY_BETWEEN_NODES}
     assert window_plan.delay_until == NOW + timedelta(minutes=6)
-    old = LockState(windows={"w": WindowRecord(last_finished=NOW - timedelta(minutes=11))})
+    old = LockState(windows={"w": WindowRecord(lastFinished=NOW - timedelta(minutes=11))})
     assert started(plan_one(spec, [node("n")], old)) == ["n"]
 
 
@@ -345,7 +345,7 @@ def clusters(
                 domain=draw(st.sampled_from(["", *ZONES])),
             )
     records = {
-        name: WindowRecord(last_finished=NOW - timedelta(minutes=draw(st.integers(0, 40))))
+        name: WindowRecord(lastFinished=NOW - timedelta(minutes=draw(st.integers(0, 40))))
         for name in window_names
         if draw(st.booleans())
     }

@@ -116,6 +116,13 @@ def test_only_one_offs_in_the_past_never_open_again() -> None:
     assert next_open(spec, datetime(2025, 1, 1, tzinfo=UTC)) is None
 
 
+def test_far_one_offs_and_blackouts_are_found_beyond_the_horizon() -> None:
+    spec = schedule(oneOff=[{"start": "2099-01-01T00:00:00Z", "end": "2099-01-02T00:00:00Z"}])
+    assert next_open(spec, datetime(2025, 1, 1, tzinfo=UTC)) == datetime(2099, 1, 1, tzinfo=UTC)
+    freeze = schedule(blackouts=[{"start": "2090-01-01T00:00:00Z", "end": "2091-01-01T00:00:00Z"}])
+    assert current_end(freeze, datetime(2025, 1, 1, tzinfo=UTC)) == datetime(2090, 1, 1, tzinfo=UTC)
+
+
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         is_open(WEEKEND_NIGHTS, datetime(2025, 6, 7, 23))
