@@ -76,7 +76,12 @@ def test_finished_pods_do_not_block(
     core = client.CoreV1Api(api_client)
     create_bare_pod(api_client, namespace, "done-job", node)
     selector = PodSelector(label_selector="app=done-job", namespace_selector="")
-    wait_for(lambda: check(api_client, selector).blocked, "the running pod to block")
+    assert check(api_client, selector).blocked
+    # Let kwok finish starting the pod first, or it would set the phase back to Running.
+    wait_for(
+        lambda: core.read_namespaced_pod("done-job", namespace).status.phase == "Running",
+        "the pod to run",
+    )
     core.patch_namespaced_pod_status("done-job", namespace, {"status": {"phase": "Succeeded"}})
     wait_for(
         lambda: check(api_client, selector) == NOT_BLOCKED, "the finished pod to stop blocking"
