@@ -110,7 +110,14 @@ def register_plan(subcommands: Any) -> None:
     parser.set_defaults(handler=run_plan)
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [register_plan]
+def _register_others(subcommands: Any) -> None:
+    from brain.node_actions import register_convert_kured, register_node_actions
+
+    register_node_actions(subcommands)
+    register_convert_kured(subcommands)
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [register_plan, _register_others]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["convert-kured"]:  # it parses its own options (kured's flags among them)
+        from brain.kured_convert import main as convert_main
+
+        return convert_main(words[1:])
     parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(words)
     handler: Callable[[argparse.Namespace], int] | None = getattr(arguments, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

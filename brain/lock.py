@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,18 +44,35 @@ class NodeLease(_LockModel):
     attempt: int = 1
     # Zone (or other topology domain) value at admission, for the per-domain budget.
     domain: str = ""
+    # PodDisruptionBudgets (namespace/name) that covered evicted pods: the health gate's list.
+    pdbs: list[str] = Field(default_factory=list)
+    # WaitingForNode saw the node NotReady (a Ready node with the old boot ID after that did
+    # not reboot).
+    saw_not_ready: bool = Field(default=False, alias="sawNotReady")
 
 
 class CompletedReboot(_LockModel):
     node: str
     finished: datetime
-    result: str  # "Succeeded" | "Released" | "Aborted"
+    result: str  # the Event reason: "Rebooted", "Released", "DrainAborted", "NodeDeleted"
     message: str = ""
+    # The node's boot ID when it finished: a node still flagged at this same boot is not
+    # rebooted again until its detector flags it anew (no reboot loops).
+    boot_id: str = Field(default="", alias="bootID")
 
 
 class WindowRecord(_LockModel):
     last_finished: datetime | None = Field(default=None, alias="lastFinished")
     completed: list[CompletedReboot] = Field(default_factory=list)
+    # The window's spec when its last node was admitted: nodes in flight finish with it even
+    # if the window is deleted meanwhile.
+    spec: dict[str, Any] | None = None
+    # Nodes whose drain was aborted wait until then before they are admitted again.
+    retry_after: dict[str, datetime] = Field(default_factory=dict, alias="retryAfter")
+
+    def record(self, completed: CompletedReboot) -> None:
+        self.completed.append(completed)
+        del self.completed[:-COMPLETED_HISTORY_PER_WINDOW]
 
 
 class LockState(_LockModel):

@@ -7,6 +7,7 @@ patch fail (422) instead of being overwritten, and the next pass decides again.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from brain.kube import Kube
@@ -15,7 +16,6 @@ from pitstop import contract
 
 PENDING_TAINT = Taint(contract.PENDING_TAINT_KEY, "true", contract.PENDING_TAINT_EFFECT)
 BRAIN_ANNOTATIONS = (
-    contract.PHASE_ANNOTATION,
     contract.WINDOW_ANNOTATION,
     contract.KURED_REBOOT_IN_PROGRESS_ANNOTATION,
 )
@@ -57,15 +57,22 @@ async def set_pending_taint(kube: Kube, node: NodeView, present: bool) -> bool:
     return True
 
 
-def mark_patch(phase: str, window: str, kured_compatibility: bool) -> dict[str, Any]:
-    annotations = {contract.PHASE_ANNOTATION: phase, contract.WINDOW_ANNOTATION: window}
+async def read_node_raw(kube: Kube, name: str) -> dict[str, Any]:
+    """The Node exactly as the API serves it (timestamps untouched by the client's models)."""
+    response = await kube.call(kube.core.read_node, name, _preload_content=False)
+    return dict(json.loads(response.data))
+
+
+def mark_patch(window: str, kured_compatibility: bool) -> dict[str, Any]:
+    """Who holds this node: `kubectl get node -o yaml` shows the window that took it."""
+    annotations = {contract.WINDOW_ANNOTATION: window}
     if kured_compatibility:
         annotations[contract.KURED_REBOOT_IN_PROGRESS_ANNOTATION] = "true"
     return {"metadata": {"annotations": annotations}}
 
 
-def cordon_patch(phase: str, window: str, kured_compatibility: bool) -> dict[str, Any]:
-    patch = mark_patch(phase, window, kured_compatibility)
+def cordon_patch(window: str, kured_compatibility: bool) -> dict[str, Any]:
+    patch = mark_patch(window, kured_compatibility)
     patch["spec"] = {"unschedulable": True}
     return patch
 

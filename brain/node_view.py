@@ -18,11 +18,14 @@ class Taint:
     key: str
     value: str = ""
     effect: str = ""
+    time_added: str = ""  # kept as the API has it: a JSON patch `test` compares exactly
 
     def as_dict(self) -> dict[str, str]:
         taint = {"key": self.key, "effect": self.effect}
         if self.value:
             taint["value"] = self.value
+        if self.time_added:
+            taint["timeAdded"] = self.time_added
         return taint
 
 
@@ -97,6 +100,7 @@ def node_view_from_object(node: Mapping[str, Any]) -> NodeView:
                 str(taint.get("key", "")),
                 str(taint.get("value") or ""),
                 str(taint.get("effect", "")),
+                str(taint.get("timeAdded") or ""),
             )
             for taint in spec.get("taints") or []
         ),

@@ -32,7 +32,8 @@ ACTION_ANNOTATION: Final = f"{DOMAIN}/action"
 ACTION_RETRY: Final = "retry"
 ACTION_RELEASE: Final = "release"
 
-# Written by the brain while a node is in its care, removed when it is done.
+# Written by the brain while a node is in its care, removed when it is done. (The phase itself
+# is in the window's status and Events; PHASE_ANNOTATION is reserved and denied to the detector.)
 PHASE_ANNOTATION: Final = f"{DOMAIN}/phase"
 WINDOW_ANNOTATION: Final = f"{DOMAIN}/window"
 PENDING_TAINT_KEY: Final = f"{DOMAIN}/reboot-pending"

@@ -1,0 +1,555 @@
+"""One node's way through maintenance: the step each phase takes.
+
+Every step is written to the lock before it is taken and every step is idempotent, so a brain
+that crashes anywhere resumes from the lock: a second cordon or Job create changes nothing, a
+drain resumes where the pods are, and a reboot already done (new boot ID) is never repeated.
+
+    Pending -> Draining -> Rebooting -> WaitingForNode -> HealthCheck -> Done
+                  |  (drain aborted: back to Pending)      |                |
+                  +---------------> Failed <---------------+----------------+
+    Failed -> Draining (retry) or released (slot freed) by a person.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from brain import drain, node_updates, reboot_job
+from brain.blockers.pods import label_selector_text
+from brain.events import EventRecorder, node_reference, window_reference
+from brain.kube import Kube
+from brain.lock import CompletedReboot, LockState, LockStore, NodeLease, WindowRecord
+from brain.node_view import NodeView, node_view_from_object
+from brain.phase import Phase
+from brain.settings import BrainSettings
+from brain.window import EmergencyDrain, OnTimeout, WindowSpec, format_duration
+from pitstop import contract
+
+log = logging.getLogger("pitstop.flow")
+JOB_CHECK_INTERVAL_SECONDS = 5.0
+POLL_AGAIN_SECONDS = 2.0
+
+
+class FlowObserver(Protocol):
+    """Told of every transition (metrics and notifications listen here)."""
+
+    def transition(
+        self,
+        window: str,
+        node: str,
+        old: Phase,
+        new: Phase,
+        reason: str,
+        message: str,
+        lease: NodeLease | None,
+    ) -> None: ...
+
+
+class _NoObserver:
+    def transition(
+        self,
+        window: str,
+        node: str,
+        old: Phase,
+        new: Phase,
+        reason: str,
+        message: str,
+        lease: NodeLease | None,
+    ) -> None:
+        return None
+
+
+@dataclass
+class NodeFlow:
+    kube: Kube
+    lock: LockStore
+    settings: BrainSettings
+    events: EventRecorder
+    wake: Callable[[float], None]
+    observer: FlowObserver = field(default_factory=_NoObserver)
+    drains: dict[str, asyncio.Task[drain.DrainResult]] = field(default_factory=dict)
+    # uids make `kubectl describe` find our Events (it matches the object's uid)
+    window_uids: dict[str, str] = field(default_factory=dict)
+    node_uids: dict[str, str] = field(default_factory=dict)
+    _job_checked: dict[str, float] = field(default_factory=dict)
+    _node_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    async def advance(
+        self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
+    ) -> None:
+        """Take the next step for one node in maintenance, if its situation allows one."""
+        lock = self._node_locks.setdefault(name, asyncio.Lock())
+        if lock.locked():
+            return  # another task of this brain is stepping this node right now
+        async with lock:
+            if node is None:
+                # Not in our index (yet): only a 404 from the API proves the node is gone.
+                node = await self._read_node(name)
+            if node is None:
+                await self._finish(
+                    name,
+                    lease,
+                    None,
+                    now,
+                    "NodeDeleted",
+                    "the node was deleted while in maintenance",
+                    uncordon=False,
+                )
+                return
+            step = {
+                Phase.DRAINING: self._draining,
+                Phase.REBOOTING: self._rebooting,
+                Phase.WAITING_FOR_NODE: self._waiting_for_node,
+                Phase.HEALTH_CHECK: self._health_check,
+                Phase.FAILED: self._failed,
+            }.get(lease.phase)
+            if step is not None:
+                await step(name, lease, node, spec, now)
+
+    async def _read_node(self, name: str) -> NodeView | None:
+        try:
+            return node_view_from_object(await node_updates.read_node_raw(self.kube, name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def forget(self, name: str) -> None:
+        """Drop in-memory helpers of a node that left maintenance."""
+        task = self.drains.pop(name, None)
+        if task is not None and not task.done():
+            task.cancel()
+        self._job_checked.pop(name, None)
+
+    async def close(self) -> None:
+        for task in self.drains.values():
+            task.cancel()
+        for task in self.drains.values():
+            with contextlib.suppress(BaseException):
+                await task
+        self.drains.clear()
+
+    # -- phases --------------------------------------------------------------------------------
+
+    async def _draining(
+        self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
+    ) -> None:
+        assert node is not None
+        if not node.unschedulable or contract.WINDOW_ANNOTATION not in node.annotation_keys:
+            patch = node_updates.cordon_patch(lease.window, self.settings.kured_compatibility)
+            await node_updates.merge_patch_node(self.kube, name, patch)
+        skip_drain = not spec.drain.enabled or (
+            lease.emergency and spec.emergency.drain == EmergencyDrain.SKIP
+        )
+        if skip_drain:
+            await self._to_rebooting(name, lease, node, now, pdbs=[], note="drain skipped")
+            return
+        task = self.drains.get(name)
+        if task is None:
+            deadline = lease.deadline or now + spec.drain.timeout
+            options = drain.DrainOptions(
+                grace_period_seconds=spec.drain.grace_period_seconds,
+                pod_selector=(
+                    label_selector_text(spec.drain.pod_selector.model_dump(by_alias=True))
+                    if spec.drain.pod_selector
+                    else None
+                ),
+                delete_emptydir_data=spec.drain.delete_empty_dir_data,
+                force=spec.drain.force,
+            )
+            task = asyncio.create_task(
+                drain.drain_node(self.kube.api_client, name, options, deadline),
+                name=f"drain-{name}",
+            )
+            task.add_done_callback(lambda _: self.wake(0))
+            self.drains[name] = task
+            return
+        if not task.done():
+            return
+        del self.drains[name]
+        try:
+            result = task.result()
+        except asyncio.CancelledError:
+            return
+        except Exception as error:
+            log.warning("drain of node %s failed, will retry: %s", name, error)
+            self.wake(POLL_AGAIN_SECONDS)
+            return
+        if result.completed:
+            await self._to_rebooting(
+                name, lease, node, now, pdbs=list(result.pdbs), note=result.message
+            )
+            return
+        deadline_passed = lease.deadline is not None and now >= lease.deadline
+        if result.problems or (deadline_passed and spec.drain.on_timeout == OnTimeout.ABORT):
+            await self._finish(
+                name,
+                lease,
+                node,
+                now,
+                "DrainAborted",
+                result.message,
+                uncordon=True,
+                retry_after=now + spec.drain.timeout,
+            )
+        elif deadline_passed:
+            deleted = await drain.force_delete(
+                self.kube.api_client, result.remaining, spec.drain.grace_period_seconds
+            )
+            await self._to_rebooting(
+                name,
+                lease,
+                node,
+                now,
+                pdbs=sorted({*result.pdbs, *result.blocking_pdbs}),
+                note=f"drain timed out; force-deleted {deleted} pods ({result.message})",
+            )
+        else:
+            self.wake(POLL_AGAIN_SECONDS)  # the drain ended early (an error): start again
+
+    async def _to_rebooting(
+        self,
+        name: str,
+        lease: NodeLease,
+        node: NodeView,
+        now: datetime,
+        pdbs: list[str],
+        note: str,
+    ) -> None:
+        boot_id = node.boot_id
+        # One Job per node and boot; a retry a person asked for is a new attempt with its own.
+        identity = boot_id if lease.attempt == 1 else f"{boot_id}#attempt-{lease.attempt}"
+        await self._move(
+            name,
+            lease,
+            Phase.REBOOTING,
+            now,
+            "Drained",
+            note,
+            boot_id_before=boot_id,
+            job_name=reboot_job.reboot_job_name(name, identity),
+            pdbs=pdbs,
+            deadline=None,
+        )
+
+    async def _rebooting(
+        self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
+    ) -> None:
+        assert node is not None
+        deadline = now + spec.reboot.node_return_timeout
+        if node.boot_id and node.boot_id != lease.boot_id_before:
+            # Rebooted already (the brain was down meanwhile): never start a second reboot.
+            await self._move(
+                name,
+                lease,
+                Phase.WAITING_FOR_NODE,
+                now,
+                "RebootStarted",
+                "the node already reports a new boot ID",
+                deadline=deadline,
+            )
+            return
+        job = reboot_job.build_reboot_job(
+            name,
+            lease.boot_id_before,
+            spec.reboot.method,
+            self.settings.job_namespace,
+            self.settings.job_image,
+            lease.window,
+            job_template=spec.reboot.job_template,
+            host_agent_directory=self.settings.host_agent_directory,
+        )
+        if lease.job_name:
+            job["metadata"]["name"] = lease.job_name  # the name recorded before this step
+        created = await reboot_job.ensure_reboot_job(self.kube.api_client, job)
+        job_name = str(job["metadata"]["name"])
+        message = f"reboot Job {self.settings.job_namespace}/{job_name} " + (
+            "created" if created else "already exists"
+        )
+        await self._move(
+            name,
+            lease,
+            Phase.WAITING_FOR_NODE,
+            now,
+            "RebootStarted",
+            message,
+            deadline=deadline,
+            job_name=job_name,
+        )
+
+    async def _waiting_for_node(
+        self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
+    ) -> None:
+        assert node is not None
+        if node.boot_id and node.boot_id != lease.boot_id_before and node.ready:
+            await self._move(
+                name,
+                lease,
+                Phase.HEALTH_CHECK,
+                now,
+                "NodeReturned",
+                f"node is Ready with a new boot ID ({node.boot_id[:8]}...)",
+                deadline=now + spec.reboot.health_gate.timeout,
+            )
+            return
+        if not node.ready and not lease.saw_not_ready:
+            await self._update(name, lease, saw_not_ready=True)
+            lease = lease.model_copy(update={"saw_not_ready": True})
+        job = await self._job_state(name, lease)
+        if job is not None and job.phase == reboot_job.JobPhase.FAILED:
+            await self._fail(
+                name,
+                lease,
+                now,
+                "RebootJobFailed",
+                f"reboot Job {lease.job_name} failed: {job.message}",
+            )
+            return
+        if (
+            job is not None
+            and job.phase == reboot_job.JobPhase.SUCCEEDED
+            and lease.saw_not_ready
+            and node.ready
+        ):
+            await self._fail(
+                name,
+                lease,
+                now,
+                "SameBootID",
+                "the node came back with the same boot ID after the reboot Job finished: it "
+                "did not reboot",
+            )
+            return
+        if lease.deadline is not None and now >= lease.deadline:
+            await self._fail(
+                name,
+                lease,
+                now,
+                "NodeDidNotReturn",
+                f"the node did not come back with a new boot ID and Ready within "
+                f"{format_duration(spec.reboot.node_return_timeout)}",
+            )
+            return
+        if lease.deadline is not None:
+            self.wake(
+                min(JOB_CHECK_INTERVAL_SECONDS, max((lease.deadline - now).total_seconds(), 0.1))
+            )
+
+    async def _job_state(self, name: str, lease: NodeLease) -> reboot_job.JobState | None:
+        """The reboot Job's state, read at most every few seconds per node."""
+        checked = self._job_checked.get(name, 0.0)
+        if not lease.job_name or time.monotonic() - checked < JOB_CHECK_INTERVAL_SECONDS:
+            return None
+        self._job_checked[name] = time.monotonic()
+        return await reboot_job.reboot_job_state(
+            self.kube.api_client, self.settings.job_namespace, lease.job_name
+        )
+
+    async def _health_check(
+        self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
+    ) -> None:
+        assert node is not None
+        if spec.reboot.health_gate.pods_ready and lease.pdbs:
+            healthy, message = await drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
+            if not healthy:
+                if lease.deadline is not None and now >= lease.deadline:
+                    await self._fail(
+                        name,
+                        lease,
+                        now,
+                        "HealthGateTimeout",
+                        f"health gate not passed in time: {message}",
+                    )
+                else:
+                    self.wake(POLL_AGAIN_SECONDS)
+                return
+        await self._finish(
+            name,
+            lease,
+            node,
+            now,
+            "Rebooted",
+            "rebooted, back and healthy",
+            uncordon=True,
+            succeeded=True,
+        )
+
+    async def _failed(
+        self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
+    ) -> None:
+        assert node is not None
+        if node.action == contract.ACTION_RETRY:
+            moved = await self._move(
+                name,
+                lease,
+                Phase.DRAINING,
+                now,
+                "Retry",
+                "retry requested by a person",
+                attempt=lease.attempt + 1,
+                deadline=now + spec.drain.timeout,
+                boot_id_before=node.boot_id,
+                saw_not_ready=False,
+                pdbs=[],
+                job_name="",
+            )
+            if moved:
+                await node_updates.clear_action(self.kube, name)
+        elif node.action == contract.ACTION_RELEASE:
+            await self._finish(
+                name,
+                lease,
+                node,
+                now,
+                "Released",
+                "released by a person",
+                uncordon=True,
+                clear_action=True,
+            )
+
+    # -- lock writes ---------------------------------------------------------------------------
+
+    async def _update(self, name: str, lease: NodeLease, **changes: Any) -> bool:
+        """Change fields of a lease that is still exactly as we saw it."""
+        applied = False
+
+        def decide(state: LockState) -> LockState | None:
+            nonlocal applied
+            applied = False  # decide runs again on a fresh lock after a 409
+            current = state.nodes.get(name)
+            if current is None or current.phase != lease.phase or current.attempt != lease.attempt:
+                return None
+            state.nodes[name] = current.model_copy(update=changes)
+            applied = True
+            return state
+
+        await self.lock.update(decide)
+        return applied
+
+    async def _move(
+        self,
+        name: str,
+        lease: NodeLease,
+        target: Phase,
+        now: datetime,
+        reason: str,
+        message: str,
+        **changes: Any,
+    ) -> bool:
+        moved = await self._update(name, lease, phase=target, since=now, message=message, **changes)
+        if moved:
+            self._job_checked.pop(name, None)
+            await self.announce(
+                lease.window, name, lease.phase, target, reason, message, warning=False, lease=lease
+            )
+            self.wake(0)
+        return moved
+
+    async def _fail(
+        self, name: str, lease: NodeLease, now: datetime, reason: str, message: str
+    ) -> None:
+        await self._move(name, lease, Phase.FAILED, now, reason, message)
+
+    async def _finish(
+        self,
+        name: str,
+        lease: NodeLease,
+        node: NodeView | None,
+        now: datetime,
+        reason: str,
+        message: str,
+        uncordon: bool,
+        succeeded: bool = False,
+        retry_after: datetime | None = None,
+        clear_action: bool = False,
+    ) -> None:
+        """Undo our marks on the node, THEN free the slot (a crash in between re-does it)."""
+        if node is not None:
+            patch = node_updates.release_patch(
+                uncordon=uncordon and not lease.was_cordoned, clear_action=clear_action
+            )
+            try:
+                await node_updates.merge_patch_node(self.kube, name, patch)
+                await node_updates.set_pending_taint(self.kube, node, present=False)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+        applied = False
+
+        def decide(state: LockState) -> LockState | None:
+            nonlocal applied
+            applied = False  # decide runs again on a fresh lock after a 409
+            current = state.nodes.get(name)
+            if current is None or current.phase != lease.phase or current.attempt != lease.attempt:
+                return None
+            del state.nodes[name]
+            record = state.windows.setdefault(lease.window, WindowRecord())
+            record.last_finished = now
+            record.record(
+                CompletedReboot(
+                    node=name,
+                    finished=now,
+                    result=reason,
+                    message=message,
+                    boot_id=node.boot_id if node else "",
+                )
+            )
+            if retry_after is not None:
+                record.retry_after[name] = retry_after
+            else:
+                record.retry_after.pop(name, None)
+            applied = True
+            return state
+
+        await self.lock.update(decide)
+        if applied:
+            self.forget(name)
+            target = Phase.DONE if succeeded else Phase.PENDING
+            await self.announce(
+                lease.window,
+                name,
+                lease.phase,
+                target,
+                reason,
+                message,
+                warning=not succeeded and reason != "Released",
+                lease=None,
+            )
+            self.wake(0)
+
+    async def announce(
+        self,
+        window: str,
+        node: str,
+        old: Phase,
+        new: Phase,
+        reason: str,
+        message: str,
+        warning: bool,
+        lease: NodeLease | None,
+    ) -> None:
+        warning = warning or new == Phase.FAILED
+        text = f"{node}: {old} -> {new}: {message}"
+        kind: Any = "Warning" if warning else "Normal"
+        await self.events.post(
+            node_reference(node, self.node_uids.get(node, "")),
+            reason,
+            f"{old} -> {new}: {message}",
+            kind,
+        )
+        if new in (Phase.FAILED, Phase.DONE, Phase.DRAINING) or warning:
+            await self.events.post(
+                window_reference(window, self.window_uids.get(window, "")), reason, text, kind
+            )
+        self.observer.transition(window, node, old, new, reason, message, lease)

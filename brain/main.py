@@ -1,0 +1,188 @@
+"""The brain's process: kopf wiring only. Handlers stay thin and call the reconciler.
+
+- Nodes: an index of small NodeViews and an event handler that wakes the window tasks; never
+  a handler that writes to Nodes (no finalizers, no progress annotations on Nodes).
+- Windows: an index of their specs, and one daemon per window that runs a reconcile pass
+  whenever it is woken (a node or window changed, a step finished) or every resync period.
+- Startup: kopf's own settings (prefixes under pitstop.dev, standalone, no kopf Events), the
+  shared Brain object, and one task that finishes nodes whose window was deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from brain.events import EventRecorder
+from brain.flow import NodeFlow
+from brain.kube import Kube, make_api_client
+from brain.lock import LockStore
+from brain.node_view import NodeView, node_view_from_object
+from brain.reconciler import GROUP, PLURAL, VERSION, WindowEntry, WindowReconciler
+from brain.settings import BrainSettings, SettingsError, load_settings
+
+log = logging.getLogger("pitstop.brain")
+
+
+class Brain:
+    """What every handler of this process shares."""
+
+    def __init__(self, settings: BrainSettings) -> None:
+        self.settings = settings
+        self.kube = Kube(make_api_client())
+        self.lock = LockStore(self.kube, settings.namespace, settings.lock_name)
+        self.events = EventRecorder(self.kube, host=socket.gethostname())
+        self._wakers: dict[str, asyncio.Event] = {}
+        self.flow = NodeFlow(self.kube, self.lock, settings, self.events, wake=self.wake_later)
+        self.reconciler = WindowReconciler(self.kube, self.lock, self.flow, self.events)
+        self.node_index: Any = None
+        self.window_index: Any = None
+        self.housekeeping: asyncio.Task[None] | None = None
+
+    # Wake-ups: every window task has an Event; a change anywhere sets them all.
+    def waker(self, name: str) -> asyncio.Event:
+        return self._wakers.setdefault(name, asyncio.Event())
+
+    def wake_all(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
+    def wake_later(self, seconds: float) -> None:
+        if seconds <= 0:
+            self.wake_all()
+        else:
+            asyncio.get_running_loop().call_later(seconds, self.wake_all)
+
+    def nodes(self) -> list[NodeView]:
+        return [view for store in (self.node_index or {}).values() for view in store]
+
+    def windows(self) -> dict[str, WindowEntry]:
+        return {name: entry for name, store in (self.window_index or {}).items() for entry in store}
+
+    async def run_window(self, name: str, stopped: Any) -> None:
+        waker = self.waker(name)
+        try:
+            while not stopped:
+                waker.clear()
+                try:
+                    await self.reconciler.reconcile(name, self.windows(), self.nodes())
+                except Exception:
+                    log.exception("reconcile pass of window %s failed", name)
+                    await asyncio.sleep(1)
+                with _suppress_timeout():
+                    await asyncio.wait_for(waker.wait(), timeout=self.settings.resync_seconds)
+        finally:
+            self._wakers.pop(name, None)
+
+    async def run_housekeeping(self) -> None:
+        waker = self.waker("")
+        while True:
+            waker.clear()
+            try:
+                if self.window_index is not None:
+                    await self.reconciler.reconcile_orphans(self.windows(), self.nodes())
+            except Exception:
+                log.exception("housekeeping pass failed")
+            with _suppress_timeout():
+                await asyncio.wait_for(waker.wait(), timeout=self.settings.resync_seconds)
+
+    async def close(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping.cancel()
+        await self.flow.close()
+        self.kube.api_client.close()
+
+
+class _suppress_timeout:  # noqa: N801 - reads like contextlib.suppress
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is TimeoutError
+
+
+BRAIN: Brain | None = None
+
+
+def _brain() -> Brain:
+    if BRAIN is None:
+        raise RuntimeError("the brain is not started")
+    return BRAIN
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+    settings.persistence.finalizer = "pitstop.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pitstop.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="pitstop.dev", key="pitstop.dev/last-handled-configuration"
+    )
+    settings.posting.enabled = False
+    settings.peering.standalone = True
+    settings.watching.server_timeout = 300
+    brain = _brain()
+    brain.node_index = kwargs["node_views"]
+    brain.window_index = kwargs["window_entries"]
+    brain.housekeeping = asyncio.create_task(brain.run_housekeeping(), name="housekeeping")
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    await _brain().close()
+
+
+@kopf.index("nodes")
+def node_views(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, NodeView]:
+    return {name: node_view_from_object(body)}
+
+
+@kopf.on.event("nodes")
+def node_changed(**_: Any) -> None:
+    _brain().wake_all()
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def window_entries(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, WindowEntry]:
+    return {name: WindowEntry.from_body(body)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def window_changed(**_: Any) -> None:
+    _brain().wake_all()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+async def window_daemon(name: str, stopped: Any, **_: Any) -> None:
+    await _brain().run_window(name, stopped)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global BRAIN
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+    except SettingsError as error:
+        print(f"pitstop-brain: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # kopf logs every handler call at INFO; our own log lines say what happened.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    BRAIN = Brain(settings)
+    os.environ.setdefault("KOPF_STANDALONE", "1")
+    kopf.run(clusterwide=True, standalone=True, registry=kopf.get_default_registry())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""`pitstop retry NODE` and `pitstop release NODE`: a person acts on a node the brain holds.
+
+The command only annotates the Node (`pitstop.dev/action`); the brain, which owns the lock,
+acts on its next pass and removes the annotation. So the command works the same whether the
+brain runs or not, and the brain stays the only writer of the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from brain.lock import LOCK_DATA_KEY, LockState
+from brain.phase import Phase
+from pitstop import contract
+
+EXPLANATIONS = {
+    contract.ACTION_RETRY: "the brain will drain and reboot it again (a new attempt)",
+    contract.ACTION_RELEASE: (
+        "the brain will uncordon it (unless it was cordoned before) and free its slot;"
+        " the window's rollout goes on"
+    ),
+}
+
+
+def request_action(
+    client_handle: Any, node: str, action: str, namespace: str, lock_name: str
+) -> str:
+    """Check the node is in a state the action applies to, annotate it, say what follows."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(client_handle)
+    try:
+        core.read_node(node)
+    except ApiException as error:
+        if error.status == 404:
+            raise SystemExit(f"pitstop: node {node!r} does not exist") from error
+        raise
+    try:
+        config_map = core.read_namespaced_config_map(lock_name, namespace)
+        lock = LockState.from_json((config_map.data or {}).get(LOCK_DATA_KEY))
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        lock = LockState()
+    lease = lock.nodes.get(node)
+    if lease is None:
+        raise SystemExit(f"pitstop: node {node!r} is not in maintenance; nothing to {action}")
+    if action == contract.ACTION_RETRY and lease.phase != Phase.FAILED:
+        raise SystemExit(
+            f"pitstop: node {node!r} is {lease.phase}, not Failed; only a Failed node is retried"
+        )
+    core.patch_node(node, {"metadata": {"annotations": {contract.ACTION_ANNOTATION: action}}})
+    return (
+        f"node {node} ({lease.phase} in window {lease.window}): {action} requested; "
+        f"{EXPLANATIONS[action]}"
+    )
+
+
+def register_node_actions(subcommands: Any) -> None:
+    from brain.cli import api_client, cluster_options
+
+    for action, help_text in (
+        (contract.ACTION_RETRY, "retry a Failed node (drain and reboot it again)"),
+        (contract.ACTION_RELEASE, "release a node from maintenance and free its slot"),
+    ):
+        parser = subcommands.add_parser(
+            action,
+            parents=[cluster_options()],
+            help=help_text,
+            description=f"{help_text}. {EXPLANATIONS[action]}.",
+        )
+        parser.add_argument("node", help="the Node's name")
+
+        def run(arguments: argparse.Namespace, action: str = action) -> int:
+            handle = api_client(arguments)
+            try:
+                message = request_action(
+                    handle, arguments.node, action, arguments.namespace, arguments.lock_name
+                )
+            finally:
+                handle.close()
+            print(message)
+            return 0
+
+        parser.set_defaults(handler=run)
+
+
+def register_convert_kured(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "convert-kured",
+        add_help=False,
+        help="print a NodesMaintenanceWindow equivalent to a kured configuration",
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(arguments: argparse.Namespace) -> int:
+        from brain.kured_convert import main as convert_main
+
+        return convert_main(list(arguments.rest))
+
+    parser.set_defaults(handler=run)

@@ -1,0 +1,358 @@
+"""One reconcile pass for a window, level-triggered: re-read everything, decide, apply.
+
+A pass reads the windows and Nodes (kopf indexes, kept current by watches) and the lock, asks
+the planner what may happen, and applies it: the pending taint, admissions (a lock write that
+re-plans on the freshest lock, so a budget can never be exceeded), one step per node in
+maintenance, and the window's status. No pass depends on an earlier one having run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from brain import node_updates
+from brain.events import EventRecorder, window_reference
+from brain.flow import NodeFlow
+from brain.kube import Kube
+from brain.lock import LockState, LockStore, NodeLease, WindowRecord
+from brain.node_view import NodeView
+from brain.phase import Phase
+from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
+from brain.status import invalid_status, window_status
+from brain.window import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    WindowSpec,
+    WindowSpecError,
+    parse_window_spec,
+)
+
+log = logging.getLogger("pitstop.reconciler")
+GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
+BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
+
+
+@dataclass(frozen=True)
+class WindowEntry:
+    """What the window index keeps of a NodesMaintenanceWindow."""
+
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> WindowEntry:
+        metadata = body.get("metadata") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            uid=str(metadata.get("uid", "")),
+            generation=int(metadata.get("generation") or 0),
+            spec=dict(body.get("spec") or {}),
+            status=dict(body.get("status") or {}),
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _conditions(status: Mapping[str, Any]) -> list[Condition]:
+    result = []
+    for raw in status.get("conditions") or []:
+        try:
+            result.append(Condition.model_validate(raw))
+        except ValueError:
+            continue
+    return result
+
+
+def _condition_status(conditions: Iterable[Condition], kind: ConditionType) -> str:
+    for condition in conditions:
+        if condition.type == kind:
+            return str(condition.status)
+    return ""
+
+
+# Window-level Events: (condition, new status) -> (reason, Warning?)
+WINDOW_EVENTS: dict[tuple[ConditionType, str], tuple[str, bool]] = {
+    (ConditionType.WINDOW_OPEN, "True"): ("WindowOpened", False),
+    (ConditionType.WINDOW_OPEN, "False"): ("WindowClosed", False),
+    (ConditionType.BLOCKED, "True"): ("Blocked", True),
+    (ConditionType.BLOCKED, "False"): ("Unblocked", False),
+    (ConditionType.DEGRADED, "True"): ("Degraded", True),
+    (ConditionType.DEGRADED, "False"): ("Recovered", False),
+    (ConditionType.CONFLICT, "True"): ("Conflict", True),
+    (ConditionType.READY, "False"): ("InvalidSpec", True),
+}
+
+
+@dataclass
+class WindowReconciler:
+    kube: Kube
+    lock: LockStore
+    flow: NodeFlow
+    events: EventRecorder
+    check_blockers: BlockerCheck | None = None
+    on_plan: Callable[[Plan, LockState], None] | None = None
+    on_window_event: Callable[[str, str, str], None] | None = None
+    _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    async def reconcile(
+        self, name: str, windows: Mapping[str, WindowEntry], nodes: Iterable[NodeView]
+    ) -> None:
+        entry = windows.get(name)
+        now = utc_now()
+        node_list = list(nodes)
+        self.flow.window_uids.update({key: value.uid for key, value in windows.items()})
+        self.flow.node_uids.update({node.name: node.uid for node in node_list})
+        valid, invalid = self._parse(windows)
+        lock = await self.lock.read()
+        if entry is None:
+            return
+        if name in invalid:
+            await self._write_status(
+                entry,
+                invalid_status(_conditions(entry.status), entry.generation, invalid[name], now),
+            )
+            await self._advance_leases(name, lock, node_list, None, now)
+            return
+        spec = valid[name].spec
+        planning_nodes = self._without_backoff(node_list, lock, now)
+        plan = make_plan(list(valid.values()), planning_nodes, lock, now)
+        window_plan = plan.window(name)
+        blockers: dict[str, str | None] = {}
+        if any(not start.emergency for start in window_plan.starts) and self.check_blockers:
+            governed = [node for node in node_list if node.name in window_plan.governed]
+            blockers[name] = await self.check_blockers(name, spec, governed)
+            if blockers[name]:
+                plan = make_plan(list(valid.values()), planning_nodes, lock, now, blockers)
+                window_plan = plan.window(name)
+        await self._sync_pending_taints(plan, window_plan, node_list, lock)
+        if window_plan.starts:
+            lock = await self._admit(name, entry, valid, planning_nodes, now, blockers)
+        await self._advance_leases(name, lock, node_list, spec, now)
+        lock = await self.lock.read()
+        plan = make_plan(list(valid.values()), planning_nodes, lock, utc_now(), blockers)
+        window_plan = plan.window(name)
+        if self.on_plan is not None:
+            self.on_plan(plan, lock)
+        status = window_status(
+            window_plan, lock, _conditions(entry.status), entry.generation, utc_now()
+        )
+        await self._write_status(entry, status)
+
+    async def reconcile_orphans(
+        self, windows: Mapping[str, WindowEntry], nodes: Iterable[NodeView]
+    ) -> None:
+        """Nodes in flight whose window was deleted finish with the spec they started with."""
+        lock = await self.lock.read()
+        node_list = list(nodes)
+        orphans = {lease.window for lease in lock.nodes.values() if lease.window not in windows}
+        for window in orphans:
+            record = lock.windows.get(window, WindowRecord())
+            try:
+                spec = parse_window_spec(record.spec or {}, window)
+            except WindowSpecError:
+                spec = WindowSpec()
+            await self._advance_leases(window, lock, node_list, spec, utc_now())
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _parse(
+        self, windows: Mapping[str, WindowEntry]
+    ) -> tuple[dict[str, NamedWindow], dict[str, str]]:
+        valid: dict[str, NamedWindow] = {}
+        invalid: dict[str, str] = {}
+        for window_name, entry in windows.items():
+            try:
+                valid[window_name] = NamedWindow(
+                    window_name, parse_window_spec(entry.spec, window_name)
+                )
+            except WindowSpecError as error:
+                invalid[window_name] = str(error)
+        return valid, invalid
+
+    @staticmethod
+    def _without_backoff(nodes: list[NodeView], lock: LockState, now: datetime) -> list[NodeView]:
+        """Nodes that must not start now are shown to the planner as not flagged:
+
+        - a node whose drain was aborted rests until its retry time;
+        - a node rebooted at its current boot ID that is still flagged from before that reboot
+          (its detector has not caught up yet, or the reboot did not clear the flag): it is
+          not rebooted again until its detector flags it anew, so there is no reboot loop.
+        """
+        by_name = {node.name: node for node in nodes}
+        resting: set[str] = set()
+        for record in lock.windows.values():
+            resting.update(name for name, until in record.retry_after.items() if until > now)
+            for done in record.completed:
+                node = by_name.get(done.node)
+                if (
+                    node is not None
+                    and done.result == "Rebooted"
+                    and done.boot_id
+                    and node.boot_id == done.boot_id
+                    and (
+                        node.reboot_required_since is None
+                        or node.reboot_required_since <= done.finished
+                    )
+                ):
+                    resting.add(done.node)
+        if not resting:
+            return nodes
+        return [
+            replace(node, reboot_required=False) if node.name in resting else node for node in nodes
+        ]
+
+    async def _sync_pending_taints(
+        self, plan: Plan, window_plan: WindowPlan, nodes: list[NodeView], lock: LockState
+    ) -> None:
+        pending_anywhere = {item.name for wp in plan.windows for item in wp.pending}
+        by_name = {node.name: node for node in nodes}
+        for item in window_plan.pending:
+            node = by_name.get(item.name)
+            if node is not None:
+                await node_updates.set_pending_taint(self.kube, node, present=True)
+        for node in nodes:
+            if (
+                node.has_taint(node_updates.PENDING_TAINT.key)
+                and node.name not in pending_anywhere
+                and node.name not in lock.nodes
+                and plan.governing.get(node.name) in (window_plan.name, None)
+            ):
+                await node_updates.set_pending_taint(self.kube, node, present=False)
+
+    async def _admit(
+        self,
+        name: str,
+        entry: WindowEntry,
+        windows: Mapping[str, NamedWindow],
+        nodes: list[NodeView],
+        now: datetime,
+        blockers: Mapping[str, str | None],
+    ) -> LockState:
+        """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
+        by_name = {node.name: node for node in nodes}
+        spec = windows[name].spec
+        admitted: list[str] = []
+
+        def decide(state: LockState) -> LockState | None:
+            admitted.clear()
+            fresh = make_plan(list(windows.values()), nodes, state, now, blockers).window(name)
+            if not fresh.starts:
+                return None
+            for start in fresh.starts:
+                node = by_name[start.node]
+                state.nodes[start.node] = NodeLease(
+                    window=name,
+                    phase=Phase.DRAINING,
+                    since=now,
+                    boot_id_before=node.boot_id,
+                    was_cordoned=node.unschedulable,
+                    deadline=now + spec.drain.timeout,
+                    emergency=start.emergency,
+                    domain=start.domain,
+                    message="admitted: cordoning and draining",
+                )
+                admitted.append(start.node)
+            record = state.windows.setdefault(name, WindowRecord())
+            record.spec = dict(entry.spec)
+            return state
+
+        state = await self.lock.update(decide)
+        for node_name in admitted:
+            lease = state.nodes[node_name]
+            why = "emergency" if lease.emergency else "window open"
+            await self.flow.announce(
+                name,
+                node_name,
+                Phase.PENDING,
+                Phase.DRAINING,
+                "Started",
+                f"maintenance started ({why}): cordoning and draining",
+                warning=False,
+                lease=lease,
+            )
+        return state
+
+    async def _advance_leases(
+        self,
+        window: str,
+        lock: LockState,
+        nodes: list[NodeView],
+        spec: WindowSpec | None,
+        now: datetime,
+    ) -> None:
+        by_name = {node.name: node for node in nodes}
+        record = lock.windows.get(window)
+        if spec is None:  # an invalid spec now: finish what started with the spec it had
+            try:
+                spec = parse_window_spec((record.spec if record else None) or {}, window)
+            except WindowSpecError:
+                spec = WindowSpec()
+        steps = [
+            self.flow.advance(node_name, lease, by_name.get(node_name), spec, now)
+            for node_name, lease in lock.nodes.items()
+            if lease.window == window
+        ]
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.warning("window %s: a node step failed, retried next pass: %r", window, result)
+
+    async def _write_status(self, entry: WindowEntry, status: Any) -> None:
+        body = status.to_api()
+        for key in ("nextWindowStart", "nextWindowEnd"):
+            body.setdefault(key, None)
+        comparable = {key: value for key, value in body.items() if value is not None}
+        current = {key: value for key, value in entry.status.items() if value is not None}
+        if comparable == current or self._written_status.get(entry.name) == comparable:
+            return
+        await self.kube.call(
+            self.kube.custom.patch_cluster_custom_object_status,
+            GROUP,
+            VERSION,
+            PLURAL,
+            entry.name,
+            {"status": body},
+            _content_type="application/merge-patch+json",
+        )
+        self._written_status[entry.name] = comparable
+        await self._window_events(entry, _conditions(entry.status), status.conditions)
+
+    async def _window_events(
+        self, entry: WindowEntry, before: list[Condition], after: list[Condition]
+    ) -> None:
+        reference = window_reference(entry.name, entry.uid)
+        for condition in after:
+            kind = ConditionType(condition.type)
+            old = _condition_status(before, kind)
+            new = str(condition.status)
+            if old == new or (not old and new == "False"):
+                continue
+            event = WINDOW_EVENTS.get((kind, new))
+            if event is not None:
+                reason, warning = event
+                await self.events.post(
+                    reference, reason, condition.message, "Warning" if warning else "Normal"
+                )
+                if self.on_window_event is not None:
+                    self.on_window_event(entry.name, reason, condition.message)
+        was_progressing = _condition_status(before, ConditionType.PROGRESSING) == "True"
+        progressing = _condition_status(after, ConditionType.PROGRESSING)
+        if was_progressing and progressing == ConditionStatus.FALSE:
+            reason_now = next((c.reason for c in after if c.type == ConditionType.PROGRESSING), "")
+            if reason_now == "Idle":
+                await self.events.post(
+                    reference, "RolloutComplete", "every flagged node was handled"
+                )
+                if self.on_window_event is not None:
+                    self.on_window_event(entry.name, "RolloutComplete", "")

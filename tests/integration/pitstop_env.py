@@ -1,0 +1,168 @@
+"""A Pitstop installation on the shared local control plane, private to one test.
+
+Each test gets its own brain namespace (so its own lock), its own reboot-Job namespace, its own
+nodes (labelled with the test's id, which its windows select), and stops its brains at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from localcluster.controlplane import ControlPlane
+from localcluster.hosts import HostSimulator, flag_node
+from localcluster.nodes import create_nodes, delete_namespace, delete_nodes
+from localcluster.observe import LockObserver
+from localcluster.pitstop_processes import BrainProcess, install_pitstop_api
+
+TEST_LABEL = "pitstop-test/run"
+
+
+@dataclass
+class PitstopEnv:
+    plane: ControlPlane
+    api: client.ApiClient
+    logs: Path
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    nodes: list[str] = field(default_factory=list)
+    zones: dict[str, str] = field(default_factory=dict)
+    brains: list[BrainProcess] = field(default_factory=list)
+    windows: list[str] = field(default_factory=list)
+
+    @property
+    def namespace(self) -> str:
+        return f"pitstop-{self.run}"
+
+    @property
+    def job_namespace(self) -> str:
+        return f"reboot-{self.run}"
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    def install(self) -> None:
+        install_pitstop_api(self.plane, self.namespace, self.job_namespace)
+
+    def add_nodes(self, count: int, zones: int = 2) -> list[str]:
+        names = [f"{self.run}-n{len(self.nodes) + index}" for index in range(count)]
+        for index, name in enumerate(names):
+            zone = f"zone-{'ab'[index % zones] if zones <= 2 else index % zones}"
+            create_nodes(self.api, [name], labels={TEST_LABEL: self.run}, zone=zone)
+            self.zones[name] = zone
+        self.nodes.extend(names)
+        return names
+
+    def flag(self, names: list[str]) -> None:
+        for index, name in enumerate(names):
+            # Distinct, ordered flag times make the planner's order predictable (oldest first).
+            flag_node(self.api, name, since=f"2026-01-01T00:00:{index:02d}Z", reason="test")
+
+    def window(self, name: str, spec: dict[str, Any]) -> str:
+        full = f"{self.run}-{name}"
+        body = {
+            "apiVersion": "pitstop.dev/v1alpha1",
+            "kind": "NodesMaintenanceWindow",
+            "metadata": {"name": full},
+            "spec": {"nodeSelector": {"matchLabels": {TEST_LABEL: self.run}}, **spec},
+        }
+        self.plane.kubectl("apply", "-f", "-", input=json.dumps(body))
+        if full not in self.windows:
+            self.windows.append(full)
+        return full
+
+    def patch_window(self, name: str, patch: dict[str, Any]) -> None:
+        self.plane.kubectl("patch", "nmw", name, "--type=merge", "-p", json.dumps(patch))
+
+    def get_window(self, name: str) -> dict[str, Any]:
+        return json.loads(self.plane.kubectl("get", "nmw", name, "-o", "json").stdout)
+
+    def condition(self, window: str, kind: str) -> dict[str, Any]:
+        for condition in self.get_window(window).get("status", {}).get("conditions", []):
+            if condition["type"] == kind:
+                return dict(condition)
+        return {}
+
+    def lock(self) -> dict[str, Any]:
+        try:
+            config_map = self.core.read_namespaced_config_map("pitstop-lock", self.namespace)
+        except client.exceptions.ApiException:
+            return {}
+        return dict(json.loads((config_map.data or {}).get("state.json") or "{}"))
+
+    def jobs(self) -> list[Any]:
+        return list(client.BatchV1Api(self.api).list_namespaced_job(self.job_namespace).items)
+
+    def start_brain(self, **kwargs: Any) -> BrainProcess:
+        brain = BrainProcess(
+            self.plane,
+            self.logs / f"brain-{len(self.brains)}.log",
+            namespace=self.namespace,
+            job_namespace=self.job_namespace,
+            **kwargs,
+        )
+        brain.start()
+        self.brains.append(brain)
+        return brain
+
+    def hosts(self, **kwargs: Any) -> HostSimulator:
+        return HostSimulator(self.api, self.job_namespace, unflag_on_reboot=True, **kwargs)
+
+    def observer(self) -> LockObserver:
+        return LockObserver(self.api, self.namespace, zones=self.zones)
+
+    def node(self, name: str) -> Any:
+        return self.core.read_node(name)
+
+    def wait(self, check: Any, what: str, timeout: float = 60.0) -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            for brain in self.brains:
+                if brain.process is not None and not brain.running:
+                    raise brain.failure("died during the test")
+            last = check()
+            if last:
+                return last
+            time.sleep(0.2)
+        logs = "\n".join(str(brain.log_path) for brain in self.brains)
+        raise AssertionError(f"timed out waiting for {what} (last: {last!r}); brain logs:\n{logs}")
+
+    def close(self) -> None:
+        for brain in self.brains:
+            brain.stop()
+        for window in self.windows:
+            self.plane.kubectl(
+                "delete", "nmw", window, "--ignore-not-found", "--wait=false", check=False
+            )
+            # No brain runs any more to remove kopf's finalizer: drop it so the window goes.
+            self.plane.kubectl(
+                "patch",
+                "nmw",
+                window,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+        delete_nodes(self.api, self.nodes)
+        for namespace in (self.namespace, self.job_namespace):
+            delete_namespace(self.api, namespace)
+
+
+@contextlib.contextmanager
+def pitstop_env(plane: ControlPlane, api: client.ApiClient, logs: Path) -> Iterator[PitstopEnv]:
+    env = PitstopEnv(plane, api, logs)
+    env.install()
+    try:
+        yield env
+    finally:
+        env.close()
