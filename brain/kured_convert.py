@@ -804,7 +804,7 @@ def _notify(
     spec["notify"] = {
         "secretRef": {"name": secret_name, "key": SECRET_KEY},
         # kured told when a node started draining and when it was back.
-        "events": ["Started", "Done"],
+        "events": ["Started", "Succeeded"],
     }
     return {
         "apiVersion": "v1",

@@ -42,12 +42,12 @@ DEFAULT_QUEUE_SIZE = 100
 class NotifyEvent(StrEnum):
     """The transitions a window can notify about (`notify.events`).
 
-    The first five are the CRD's enum; the last two are ready for when the API adds them.
-    Any other name also works: `Notifier` compares event names as text, case-insensitively.
+    The same names as the CRD's `notify.events` enum. `Notifier` compares event names as text,
+    case-insensitively.
     """
 
     STARTED = "Started"  # a node left Pending: cordoned, draining
-    DONE = "Done"  # a node is back, healthy and uncordoned
+    SUCCEEDED = "Succeeded"  # a node is back, healthy and uncordoned
     FAILED = "Failed"  # a node is Failed (or a drain was aborted)
     BLOCKED = "Blocked"  # the window became blocked (a blocker, a failing hook)
     CONFLICT = "Conflict"  # two windows of the same priority claim a node
@@ -61,7 +61,7 @@ class FailureKind(StrEnum):
 
 
 _NOTIFY_TYPES: Mapping[str, Any] = {
-    NotifyEvent.DONE: apprise.NotifyType.SUCCESS,
+    NotifyEvent.SUCCEEDED: apprise.NotifyType.SUCCESS,
     NotifyEvent.ROLLOUT_COMPLETE: apprise.NotifyType.SUCCESS,
     NotifyEvent.FAILED: apprise.NotifyType.FAILURE,
     NotifyEvent.BLOCKED: apprise.NotifyType.WARNING,

@@ -401,10 +401,12 @@ class Hooks(_ApiModel):
 
 class NotifyEvent(StrEnum):
     STARTED = "Started"
-    DONE = "Done"
+    SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     BLOCKED = "Blocked"
     CONFLICT = "Conflict"
+    WINDOW_OPENED = "WindowOpened"
+    ROLLOUT_COMPLETE = "RolloutComplete"
 
 
 class SecretKeyRef(_ApiModel):
@@ -415,7 +417,7 @@ class SecretKeyRef(_ApiModel):
 class Notify(_ApiModel):
     secret_ref: SecretKeyRef
     events: list[NotifyEvent] = Field(
-        default_factory=lambda: [NotifyEvent.DONE, NotifyEvent.FAILED], max_length=5
+        default_factory=lambda: [NotifyEvent.SUCCEEDED, NotifyEvent.FAILED], max_length=7
     )
 
 

@@ -199,7 +199,7 @@ def test_weeknight_window_with_prometheus_and_slack() -> None:
     assert spec["reboot"] == {"method": "DBus", "delayBetweenNodes": "1m30s"}
     assert spec["notify"] == {
         "secretRef": {"name": "weeknights-notify", "key": "urls"},
-        "events": ["Started", "Done"],
+        "events": ["Started", "Succeeded"],
     }
     assert result.secret == {
         "apiVersion": "v1",

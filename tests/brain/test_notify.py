@@ -26,7 +26,7 @@ def test_bodies_name_node_window_phase_and_reason() -> None:
         assert notifier.send(
             NotifyEvent.FAILED, "weekend", "node-7", "WaitingForNode", "not back within 15m"
         )
-        assert not notifier.send(NotifyEvent.DONE, "weekend", "node-7", "Done")
+        assert not notifier.send(NotifyEvent.SUCCEEDED, "weekend", "node-7", "Done")
         assert notifier.send(NotifyEvent.STARTED, "weekend", "node-8", "Draining")
         (failed, started) = server.wait_for_requests(2)
         notifier.close()
@@ -56,7 +56,7 @@ def test_tags_limit_a_url_to_some_events() -> None:
         assert problems == []
         assert [target.tags for target in targets] == [frozenset(), {"failed", "blocked"}]
         notifier = Notifier(targets, [event.value for event in NotifyEvent])
-        notifier.send(NotifyEvent.DONE, "w", "n1", "Done")
+        notifier.send(NotifyEvent.SUCCEEDED, "w", "n1", "Done")
         notifier.send(NotifyEvent.BLOCKED, "w", reason="PrometheusAlerts: NodeDiskFull")
         server.wait_for_requests(3)
         notifier.close()
