@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from brain import drain, node_updates, reboot_job
 from brain.blockers.pods import label_selector_text
 from brain.events import EventRecorder, node_reference, window_reference
+from brain.hooks import Hook, HookCaller, HookEndpoint, HookState
 from brain.kube import Kube
 from brain.lock import CompletedReboot, LockState, LockStore, NodeLease, WindowRecord
 from brain.node_view import NodeView, node_view_from_object
@@ -76,6 +77,7 @@ class NodeFlow:
     events: EventRecorder
     wake: Callable[[float], None]
     observer: FlowObserver = field(default_factory=_NoObserver)
+    hooks: HookCaller = field(default_factory=HookCaller)
     drains: dict[str, asyncio.Task[drain.DrainResult]] = field(default_factory=dict)
     # uids make `kubectl describe` find our Events (it matches the object's uid)
     window_uids: dict[str, str] = field(default_factory=dict)
@@ -146,6 +148,25 @@ class NodeFlow:
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
     ) -> None:
         assert node is not None
+        if spec.hooks.pre_drain is not None and not await self._hook_passed(
+            Hook.PRE_DRAIN,
+            spec.hooks.pre_drain,
+            name,
+            lease,
+            node,
+            now,
+            on_failure=lambda message: self._finish(
+                name,
+                lease,
+                node,
+                now,
+                "PreDrainHookFailed",
+                message,
+                uncordon=True,
+                retry_after=now + spec.drain.timeout,
+            ),
+        ):
+            return
         if not node.unschedulable or contract.WINDOW_ANNOTATION not in node.annotation_keys:
             patch = node_updates.cordon_patch(lease.window, self.settings.kured_compatibility)
             await node_updates.merge_patch_node(self.kube, name, patch)
@@ -346,6 +367,42 @@ class NodeFlow:
                 min(JOB_CHECK_INTERVAL_SECONDS, max((lease.deadline - now).total_seconds(), 0.1))
             )
 
+    async def _hook_passed(
+        self,
+        hook: Hook,
+        endpoint: Any,
+        name: str,
+        lease: NodeLease,
+        node: NodeView,
+        now: datetime,
+        on_failure: Callable[[str], Awaitable[None]] | None,
+    ) -> bool:
+        """Has the window's hook said yes for this node and boot? Never waits for the call.
+
+        While it has not, the lease's message says why the node waits; a hook that used all
+        its retries calls `on_failure` (preDrain: back to Pending, uncordoned).
+        """
+        status = await self.hooks.poll(
+            hook,
+            HookEndpoint(endpoint.url, endpoint.timeout.total_seconds(), endpoint.retries),
+            window=lease.window,
+            node=name,
+            boot_id=node.boot_id,
+            phase=str(lease.phase),
+            wake=lambda: self.wake(0),
+        )
+        if status.state == HookState.SUCCEEDED:
+            return True
+        message = f"waiting for the {hook} hook: {status.message or 'call under way'}"
+        if status.state == HookState.FAILED and on_failure is not None:
+            await on_failure(f"{hook} hook failed: {status.message}")
+            return False
+        if lease.message != message:
+            await self._update(name, lease, message=message)
+        if status.retry_in_seconds:
+            self.wake(status.retry_in_seconds)
+        return False
+
     async def _job_state(self, name: str, lease: NodeLease) -> reboot_job.JobState | None:
         """The reboot Job's state, read at most every few seconds per node."""
         checked = self._job_checked.get(name, 0.0)
@@ -360,6 +417,24 @@ class NodeFlow:
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
     ) -> None:
         assert node is not None
+        if spec.hooks.post_reboot is not None and not await self._hook_passed(
+            Hook.POST_REBOOT,
+            spec.hooks.post_reboot,
+            name,
+            lease,
+            node,
+            now,
+            on_failure=None,
+        ):
+            if lease.deadline is not None and now >= lease.deadline:
+                await self._fail(
+                    name,
+                    lease,
+                    now,
+                    "PostRebootHookFailed",
+                    f"postReboot hook did not succeed in time: {lease.message}",
+                )
+            return
         if spec.reboot.health_gate.pods_ready and lease.pdbs:
             healthy, message = await drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
             if not healthy:
@@ -515,6 +590,7 @@ class NodeFlow:
         await self.lock.update(decide)
         if applied:
             self.forget(name)
+            self.hooks.forget(name, lease.window)
             target = Phase.DONE if succeeded else Phase.PENDING
             await self.announce(
                 lease.window,

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,9 +25,12 @@ from brain.events import EventRecorder
 from brain.flow import NodeFlow
 from brain.kube import Kube, make_api_client
 from brain.lock import LockStore
+from brain.metrics import BrainMetrics, MetricsServer, start_metrics_server
 from brain.node_view import NodeView, node_view_from_object
+from brain.observer import BrainObserver
 from brain.reconciler import GROUP, PLURAL, VERSION, WindowEntry, WindowReconciler
 from brain.settings import BrainSettings, SettingsError, load_settings
+from brain.window_blockers import BlockerChecker
 
 log = logging.getLogger("pitstop.brain")
 
@@ -36,12 +40,39 @@ class Brain:
 
     def __init__(self, settings: BrainSettings) -> None:
         self.settings = settings
-        self.kube = Kube(make_api_client())
-        self.lock = LockStore(self.kube, settings.namespace, settings.lock_name)
+        self.metrics = BrainMetrics()
+        self.kube = Kube(make_api_client(), on_error=lambda _: self.metrics.api_errors.inc())
+        self.lock = LockStore(
+            self.kube,
+            settings.namespace,
+            settings.lock_name,
+            on_conflict=self.metrics.lock_conflicts.inc,
+        )
         self.events = EventRecorder(self.kube, host=socket.gethostname())
+        self.observer = BrainObserver(self.kube, settings.namespace, self.metrics)
         self._wakers: dict[str, asyncio.Event] = {}
-        self.flow = NodeFlow(self.kube, self.lock, settings, self.events, wake=self.wake_later)
-        self.reconciler = WindowReconciler(self.kube, self.lock, self.flow, self.events)
+        self.flow = NodeFlow(
+            self.kube,
+            self.lock,
+            settings,
+            self.events,
+            wake=self.wake_later,
+            observer=self.observer,
+        )
+        self.reconciler = WindowReconciler(
+            self.kube,
+            self.lock,
+            self.flow,
+            self.events,
+            check_blockers=BlockerChecker(
+                self.kube.api_client, on_result=self.observer.blocker_result
+            ),
+            on_plan=self.observer.plan,
+            on_window_event=self.observer.window_event,
+            prepare_window=self.observer.prepare,
+        )
+        self.metrics_server: MetricsServer | None = None
+        self.last_housekeeping = time.monotonic()
         self.node_index: Any = None
         self.window_index: Any = None
         self.housekeeping: asyncio.Task[None] | None = None
@@ -88,15 +119,24 @@ class Brain:
             try:
                 if self.window_index is not None:
                     await self.reconciler.reconcile_orphans(self.windows(), self.nodes())
+                self.last_housekeeping = time.monotonic()
             except Exception:
                 log.exception("housekeeping pass failed")
             with _suppress_timeout():
                 await asyncio.wait_for(waker.wait(), timeout=self.settings.resync_seconds)
 
+    def healthy(self) -> bool:
+        """Alive while the housekeeping loop keeps turning (it runs at least every resync)."""
+        return time.monotonic() - self.last_housekeeping < 3 * self.settings.resync_seconds + 30
+
     async def close(self) -> None:
         if self.housekeeping is not None:
             self.housekeeping.cancel()
         await self.flow.close()
+        await self.flow.hooks.close()
+        self.observer.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.kube.api_client.close()
 
 
@@ -131,6 +171,11 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     brain.node_index = kwargs["node_views"]
     brain.window_index = kwargs["window_entries"]
     brain.housekeeping = asyncio.create_task(brain.run_housekeeping(), name="housekeeping")
+    if brain.settings.metrics_port:
+        brain.metrics_server = start_metrics_server(
+            brain.settings.metrics_port, brain.metrics, health_check=brain.healthy
+        )
+        log.info("metrics and /healthz on port %d", brain.metrics_server.port)
 
 
 @kopf.on.cleanup()

@@ -101,7 +101,8 @@ class WindowReconciler:
     flow: NodeFlow
     events: EventRecorder
     check_blockers: BlockerCheck | None = None
-    on_plan: Callable[[Plan, LockState], None] | None = None
+    on_plan: Callable[[Plan, LockState, list[NodeView]], None] | None = None
+    prepare_window: Callable[[str, WindowSpec], Any] | None = None
     on_window_event: Callable[[str, str, str], None] | None = None
     _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -125,6 +126,8 @@ class WindowReconciler:
             await self._advance_leases(name, lock, node_list, None, now)
             return
         spec = valid[name].spec
+        if self.prepare_window is not None:
+            await self.prepare_window(name, spec)
         planning_nodes = self._without_backoff(node_list, lock, now)
         plan = make_plan(list(valid.values()), planning_nodes, lock, now)
         window_plan = plan.window(name)
@@ -143,7 +146,7 @@ class WindowReconciler:
         plan = make_plan(list(valid.values()), planning_nodes, lock, utc_now(), blockers)
         window_plan = plan.window(name)
         if self.on_plan is not None:
-            self.on_plan(plan, lock)
+            self.on_plan(plan, lock, node_list)
         status = window_status(
             window_plan, lock, _conditions(entry.status), entry.generation, utc_now()
         )
