@@ -32,8 +32,9 @@ test: lint binaries
 unit: setup
 	$(RUN) pytest -p no:cacheprovider -m "not cluster"
 
+# Options pass through, e.g. make demo DEMO_ARGS="--nodes 6 --flagged 4" (see --help).
 demo: binaries
-	$(RUN) python -m localcluster up --nodes 6 --zones 3
+	$(RUN) python -m localcluster.demo $(DEMO_ARGS)
 
 cluster-up: binaries
 	@mkdir -p $(CLUSTER_DIR)

@@ -493,6 +493,8 @@ def run(options: Options) -> int:
     printer = Printer(options.quiet)
     workdir = Path(tempfile.mkdtemp(prefix="pitstop-demo-"))
     keep_files = False
+    # Ctrl-C works even when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     plane: ControlPlane | None = None
     components: list[Component] = []
@@ -654,6 +656,8 @@ def run(options: Options) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             printer.say("Stopping everything...")
+            printer.quiet = True  # in-flight simulated reboots may still finish: not news
+            stopping = time.monotonic()
             background.close()
             for component in reversed(components):
                 component.stop()
@@ -663,7 +667,7 @@ def run(options: Options) -> int:
                 printer.say(f"Logs kept in {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
-            printer.say("Stopped.")
+            printer.say(f"Stopped ({time.monotonic() - stopping:.1f}s).")
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
