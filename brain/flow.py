@@ -83,6 +83,8 @@ class NodeFlow:
     window_uids: dict[str, str] = field(default_factory=dict)
     node_uids: dict[str, str] = field(default_factory=dict)
     _job_checked: dict[str, float] = field(default_factory=dict)
+    # (node, attempt) this process cordoned: the index may not show it yet on the next pass.
+    _cordoned: set[tuple[str, int]] = field(default_factory=set)
     _node_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     # -- entry point ---------------------------------------------------------------------------
@@ -133,6 +135,7 @@ class NodeFlow:
         if task is not None and not task.done():
             task.cancel()
         self._job_checked.pop(name, None)
+        self._cordoned = {entry for entry in self._cordoned if entry[0] != name}
 
     async def close(self) -> None:
         for task in self.drains.values():
@@ -167,9 +170,14 @@ class NodeFlow:
             ),
         ):
             return
-        if not node.unschedulable or contract.WINDOW_ANNOTATION not in node.annotation_keys:
-            patch = node_updates.cordon_patch(lease.window, self.settings.kured_compatibility)
-            await node_updates.merge_patch_node(self.kube, name, patch)
+        marked = (name, lease.attempt) in self._cordoned or (
+            node.unschedulable and contract.WINDOW_ANNOTATION in node.annotation_keys
+        )
+        if not marked:
+            await node_updates.cordon_and_mark(
+                self.kube, node, lease.window, self.settings.kured_compatibility
+            )
+            self._cordoned.add((name, lease.attempt))
         skip_drain = not spec.drain.enabled or (
             lease.emergency and spec.emergency.drain == EmergencyDrain.SKIP
         )

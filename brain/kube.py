@@ -38,8 +38,12 @@ class Kube:
         self.policy = client.PolicyV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self._on_error = on_error
+        # Requests made through call(), by client method: the API cost, seen from our side.
+        self.requests: dict[str, int] = {}
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        name = getattr(function, "__name__", "call")
+        self.requests[name] = self.requests.get(name, 0) + 1
         try:
             return await asyncio.to_thread(function, *args, **kwargs)
         except ApiException as error:

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -33,6 +34,7 @@ from brain.settings import BrainSettings, SettingsError, load_settings
 from brain.window_blockers import BlockerChecker
 
 log = logging.getLogger("pitstop.brain")
+API_THREADS = 64
 
 
 class Brain:
@@ -130,6 +132,10 @@ class Brain:
         return time.monotonic() - self.last_housekeeping < 3 * self.settings.resync_seconds + 30
 
     async def close(self) -> None:
+        log.info(
+            "API requests made through the brain's client, by call: %s",
+            dict(sorted(self.kube.requests.items())),
+        )
         if self.housekeeping is not None:
             self.housekeeping.cancel()
         await self.flow.close()
@@ -168,6 +174,11 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
     brain = _brain()
+    # Every API call runs in a thread; the default pool (cores + 4) is too small once a few
+    # drains, hooks and blocker checks wait at once, and a full pool would stall every pass.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="pitstop-api")
+    )
     brain.node_index = kwargs["node_views"]
     brain.window_index = kwargs["window_entries"]
     brain.housekeeping = asyncio.create_task(brain.run_housekeeping(), name="housekeeping")

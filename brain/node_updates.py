@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from brain.kube import Kube
-from brain.node_view import NodeView, Taint
+from brain.node_view import NodeView, Taint, node_view_from_object
 from pitstop import contract
 
 PENDING_TAINT = Taint(contract.PENDING_TAINT_KEY, "true", contract.PENDING_TAINT_EFFECT)
@@ -47,14 +49,27 @@ def taint_patch(
 
 
 async def set_pending_taint(kube: Kube, node: NodeView, present: bool) -> bool:
-    """Add or remove the PreferNoSchedule pending taint; False if there was nothing to do."""
-    if node.has_taint(PENDING_TAINT.key) == present:
-        return False
-    patch = taint_patch(
-        node, add=PENDING_TAINT if present else None, remove=None if present else PENDING_TAINT.key
-    )
-    await kube.call(kube.core.patch_node, node.name, patch)
-    return True
+    """Add or remove the PreferNoSchedule pending taint; False if there was nothing to do.
+
+    `node` may be a moment old (the node controller adds its own taint on cordon): when the
+    patch's test fails (422), the node is read again and the patch made once more from that.
+    """
+    for attempt in range(3):
+        if node.has_taint(PENDING_TAINT.key) == present:
+            return False
+        patch = taint_patch(
+            node,
+            add=PENDING_TAINT if present else None,
+            remove=None if present else PENDING_TAINT.key,
+        )
+        try:
+            await kube.call(kube.core.patch_node, node.name, patch)
+            return True
+        except ApiException as error:
+            if error.status != 422 or attempt == 2:
+                raise
+            node = node_view_from_object(await read_node_raw(kube, node.name))
+    return False
 
 
 async def read_node_raw(kube: Kube, name: str) -> dict[str, Any]:
@@ -71,10 +86,41 @@ def mark_patch(window: str, kured_compatibility: bool) -> dict[str, Any]:
     return {"metadata": {"annotations": annotations}}
 
 
-def cordon_patch(window: str, kured_compatibility: bool) -> dict[str, Any]:
-    patch = mark_patch(window, kured_compatibility)
-    patch["spec"] = {"unschedulable": True}
-    return patch
+def cordon_operations(
+    node: NodeView, window: str, kured_compatibility: bool
+) -> list[dict[str, Any]]:
+    """One JSON patch: cordon, say which window holds the node, drop the pending taint."""
+    operations = (
+        taint_patch(node, remove=PENDING_TAINT.key) if node.has_taint(PENDING_TAINT.key) else []
+    )
+    operations.append({"op": "add", "path": "/spec/unschedulable", "value": True})
+    annotations = mark_patch(window, kured_compatibility)["metadata"]["annotations"]
+    if node.annotation_keys:
+        operations += [
+            {"op": "add", "path": f"/metadata/annotations/{_escape(key)}", "value": value}
+            for key, value in annotations.items()
+        ]
+    else:
+        operations.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    return operations
+
+
+async def cordon_and_mark(
+    kube: Kube, node: NodeView, window: str, kured_compatibility: bool
+) -> None:
+    """Cordon and mark the node in one request (re-read once if its taints moved meanwhile)."""
+    for attempt in range(3):
+        try:
+            await kube.call(
+                kube.core.patch_node,
+                node.name,
+                cordon_operations(node, window, kured_compatibility),
+            )
+            return
+        except ApiException as error:
+            if error.status != 422 or attempt == 2:
+                raise
+            node = node_view_from_object(await read_node_raw(kube, node.name))
 
 
 def release_patch(uncordon: bool, clear_action: bool = False) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from brain.window import (
 
 log = logging.getLogger("pitstop.reconciler")
 GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
+STATUS_WRITE_INTERVAL_SECONDS = 2.0
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
 
 
@@ -105,6 +107,7 @@ class WindowReconciler:
     prepare_window: Callable[[str, WindowSpec], Any] | None = None
     on_window_event: Callable[[str, str, str], None] | None = None
     _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _status_written_at: dict[str, float] = field(default_factory=dict)
 
     async def reconcile(
         self, name: str, windows: Mapping[str, WindowEntry], nodes: Iterable[NodeView]
@@ -319,6 +322,13 @@ class WindowReconciler:
         current = {key: value for key, value in entry.status.items() if value is not None}
         if comparable == current or self._written_status.get(entry.name) == comparable:
             return
+        # At most one status write per window every STATUS_WRITE_INTERVAL: a burst of
+        # transitions (several nodes moving at once) becomes one write, a moment later.
+        since_last = time.monotonic() - self._status_written_at.get(entry.name, 0.0)
+        if since_last < STATUS_WRITE_INTERVAL_SECONDS:
+            self.flow.wake(STATUS_WRITE_INTERVAL_SECONDS - since_last)
+            return
+        self._status_written_at[entry.name] = time.monotonic()
         await self.kube.call(
             self.kube.custom.patch_cluster_custom_object_status,
             GROUP,

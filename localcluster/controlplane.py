@@ -32,6 +32,9 @@ KWOK_NODE_VALUE = "fake"
 SIMULATED_DOWN_ANNOTATION = "localcluster.pitstop.dev/simulated-down"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/12"
 ADMIN_USER = "pitstop-admin"
+# The group of the programs' own users: bound to cluster-admin, but not system:masters (whose
+# requests are exempt from API Priority and Fairness, and so not counted per flow schema).
+PROGRAMS_GROUP = "pitstop:programs"
 
 
 def _kwok_stages(target: Path) -> Path:
@@ -61,6 +64,9 @@ class ControlPlane:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{name}-cluster-"))
         self.binaries = binaries.resolve()
         self.admin_token = secrets.token_hex(16)
+        # Programs under test get their own user (cluster-admin rights, but a name of their
+        # own), so the API server's metrics can count their requests apart from everyone's.
+        self.user_tokens = {user: secrets.token_hex(16) for user in ("pitstop-brain",)}
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.apiserver_port = free_port()
@@ -85,6 +91,8 @@ class ControlPlane:
             self._write_kubeconfig()
             self._start_etcd()
             self.start_apiserver()
+            self.kubectl("create", "clusterrolebinding", "pitstop-programs-admin",
+                         "--clusterrole=cluster-admin", f"--group={PROGRAMS_GROUP}")
             self._start_controllers()
         except BaseException:
             self.stop()
@@ -144,7 +152,10 @@ class ControlPlane:
         assert self.certificates is not None
         certificates = self.certificates
         tokens = self.workdir / "tokens.csv"
-        tokens.write_text(f"{self.admin_token},{ADMIN_USER},{ADMIN_USER},system:masters\n")
+        lines = [f"{self.admin_token},{ADMIN_USER},{ADMIN_USER},system:masters"]
+        lines += [f"{token},{user},{user},{PROGRAMS_GROUP}" for user, token in
+                  self.user_tokens.items()]
+        tokens.write_text("\n".join(lines) + "\n")
         apiserver = self._component(
             "kube-apiserver",
             [
@@ -292,7 +303,16 @@ class ControlPlane:
         except urllib.error.HTTPError as error:
             return int(error.code)
 
-    def _write_kubeconfig(self) -> None:
+    def user_kubeconfig(self, user: str) -> Path:
+        """A kubeconfig that authenticates as one of `user_tokens`' users."""
+        path = self.workdir / f"kubeconfig-{user}"
+        if not path.exists():
+            self._write_kubeconfig(path, user, self.user_tokens[user])
+        return path
+
+    def _write_kubeconfig(
+        self, path: Path | None = None, user: str = ADMIN_USER, token: str | None = None
+    ) -> None:
         assert self.certificates is not None
         ca_data = base64.b64encode(self.certificates.ca_cert.read_bytes()).decode()
         config = {
@@ -304,14 +324,13 @@ class ControlPlane:
                     "cluster": {"server": self.server, "certificate-authority-data": ca_data},
                 }
             ],
-            "users": [{"name": ADMIN_USER, "user": {"token": self.admin_token}}],
-            "contexts": [
-                {"name": self.name, "context": {"cluster": self.name, "user": ADMIN_USER}}
-            ],
+            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
+            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": user}}],
             "current-context": self.name,
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
+        target = path or self.kubeconfig
+        target.write_text(json.dumps(config, indent=2))
+        target.chmod(0o600)
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60

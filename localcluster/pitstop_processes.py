@@ -51,6 +51,8 @@ class BrainProcess(Component):
     ) -> None:
         self.metrics_port = free_port()
         env = plane.environment()
+        # The brain authenticates as its own user, so its API requests can be counted apart.
+        env["KUBECONFIG"] = str(plane.user_kubeconfig("pitstop-brain"))
         env.update(
             {
                 "PITSTOP_NAMESPACE": namespace,
