@@ -128,7 +128,9 @@ def test_non_default_values(helm: Path) -> None:
     assert detector_pod["volumes"][0]["hostPath"]["path"] == "/run/pitstop-sentinel"
     assert [c["name"] for c in detector_pod["containers"]] == ["detector", "check"]
     node_namespace = find(documents, "Namespace", "pitstop-node")
-    assert node_namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert (
+        node_namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    )
     account = find(documents, "ServiceAccount", "pitstop-detector")
     assert account["metadata"]["namespace"] == "pitstop-node"
     detector_policy = find(documents, "ValidatingAdmissionPolicy", "pitstop-detector-own-node")
@@ -192,8 +194,9 @@ def test_chart_crds_equal_top_level_crds() -> None:
     chart = sorted(path.name for path in (CHART / "crds").glob("*.yaml"))
     assert top == chart
     for name in top:
-        assert (CHART / "crds" / name).read_bytes() == (REPOSITORY / "crds" / name).read_bytes(), (
-            f"charts/pitstop/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/pitstop/crds/"
+        chart_copy = (CHART / "crds" / name).read_bytes()
+        assert chart_copy == (REPOSITORY / "crds" / name).read_bytes(), (
+            f"charts/pitstop/crds/{name} differs from crds/{name}: copy it again"
         )
 
 

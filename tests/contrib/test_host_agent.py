@@ -86,9 +86,7 @@ def test_units_agree_with_the_script_and_the_chart() -> None:
     service.optionxform = str  # type: ignore[assignment,method-assign]
     service.read(AGENT / "pitstop-host-agent.service")
     glob = path_unit["Path"]["PathExistsGlob"]
-    environment = dict(
-        item.split("=", 1) for item in service["Service"]["Environment"].split()
-    )
+    environment = dict(item.split("=", 1) for item in service["Service"]["Environment"].split())
     directory = environment["PITSTOP_APPROVAL_DIRECTORY"]
     assert glob == f"{directory}/reboot-*"
     values = (AGENT.parents[1] / "charts" / "pitstop" / "values.yaml").read_text()
