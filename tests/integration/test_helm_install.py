@@ -502,7 +502,9 @@ def check_brain_runs_with_its_token(release: Release, api_client: client.ApiClie
 
 def check_upgrade(release: Release) -> None:
     release.run_documented("upgrade")
-    revision = json.loads(release.helm("status", release.name, "-n", release.namespace, "-o", "json"))
+    revision = json.loads(
+        release.helm("status", release.name, "-n", release.namespace, "-o", "json")
+    )
     assert revision["version"] == 2 and revision["info"]["status"] == "deployed"
 
 
