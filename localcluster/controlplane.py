@@ -91,8 +91,13 @@ class ControlPlane:
             self._write_kubeconfig()
             self._start_etcd()
             self.start_apiserver()
-            self.kubectl("create", "clusterrolebinding", "pitstop-programs-admin",
-                         "--clusterrole=cluster-admin", f"--group={PROGRAMS_GROUP}")
+            self.kubectl(
+                "create",
+                "clusterrolebinding",
+                "pitstop-programs-admin",
+                "--clusterrole=cluster-admin",
+                f"--group={PROGRAMS_GROUP}",
+            )
             self._start_controllers()
         except BaseException:
             self.stop()
@@ -153,8 +158,9 @@ class ControlPlane:
         certificates = self.certificates
         tokens = self.workdir / "tokens.csv"
         lines = [f"{self.admin_token},{ADMIN_USER},{ADMIN_USER},system:masters"]
-        lines += [f"{token},{user},{user},{PROGRAMS_GROUP}" for user, token in
-                  self.user_tokens.items()]
+        lines += [
+            f"{token},{user},{user},{PROGRAMS_GROUP}" for user, token in self.user_tokens.items()
+        ]
         tokens.write_text("\n".join(lines) + "\n")
         apiserver = self._component(
             "kube-apiserver",
