@@ -8,7 +8,7 @@ host. Some nodes are flagged by creating their sentinel files; the demo prints e
 it sees in the lock, then a summary, and fails (exit 1) if the budget was ever exceeded.
 
 python -m localcluster.demo [--nodes 12] [--zones 3] [--budget 2] [--per-zone 1] [--flagged N]
-                            [--keep] [--quiet] [--timeout S] [--summary-json PATH]
+                            [--keep] [--keep-logs] [--quiet] [--timeout S] [--summary-json PATH]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +46,7 @@ from localcluster.nodes import (
 )
 from localcluster.observe import IN_MAINTENANCE, LockObserver, LockSnapshot
 from localcluster.pitstop_processes import BrainProcess, DetectorProcess, install_pitstop_api
-from localcluster.processes import Component
+from localcluster.processes import Component, ComponentError
 from pitstop import contract
 
 NAMESPACE = "pitstop-system"
@@ -65,6 +66,7 @@ class Options:
     per_zone: int = 1
     flagged: int | None = None
     keep: bool = False
+    keep_logs: bool = False
     quiet: bool = False
     timeout: float = 300.0
     summary_json: Path | None = None
@@ -477,6 +479,37 @@ def print_summary(summary: dict[str, Any], printer: Printer) -> None:
     )
 
 
+def start_serving(
+    makers: list[Callable[[], BrainProcess | DetectorProcess]], components: list[Component]
+) -> list[BrainProcess | DetectorProcess]:
+    """Start every process and wait until each serves its metrics, all at once.
+
+    Each picks a free port just before it starts; another program can take that port in
+    between (the machine is shared), so a process that dies at start is started again, with a
+    new port, a few times.
+    """
+    started: list[BrainProcess | DetectorProcess] = []
+    for make in makers:
+        started.append(make())
+        components.append(started[-1])
+        started[-1].start()
+    for index, make in enumerate(makers):
+        for attempt in range(3):
+            process = started[index]
+            try:
+                port = process.metrics_port
+                process.wait_until(functools.partial(_metrics_answer, port), "serving metrics")
+                break
+            except ComponentError:
+                if attempt == 2 or process.running:
+                    raise
+                process.stop()  # forgets the dead process: it is not checked any more
+                started[index] = make()
+                components.append(started[index])
+                started[index].start()
+    return started
+
+
 def _check_alive(components: list[Component]) -> None:
     for component in components:
         if component.process is not None and not component.running:
@@ -492,7 +525,7 @@ def run(options: Options) -> int:
     """The whole demo; every process it starts is stopped before it returns."""
     printer = Printer(options.quiet)
     workdir = Path(tempfile.mkdtemp(prefix="pitstop-demo-"))
-    keep_files = False
+    keep_files = options.keep_logs
     # Ctrl-C works even when started with SIGINT ignored (a background job of a script).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
@@ -529,23 +562,25 @@ def run(options: Options) -> int:
             )
 
             logs = workdir / "logs"
-            brain = BrainProcess(plane, logs / "brain.log", NAMESPACE, JOB_NAMESPACE, LOCK_NAME)
-            components.append(brain)
-            brain.start()
             sentinels: dict[str, Path] = {}
-            detectors: list[DetectorProcess] = []
             for name in names:
                 folder = workdir / "hosts" / name
                 folder.mkdir(parents=True)
                 sentinels[name] = folder / SENTINEL_NAME
-                detector = DetectorProcess(plane, name, sentinels[name], logs / f"{name}.log")
-                components.append(detector)
-                detectors.append(detector)
-                detector.start()
-            brain.wait_until(lambda: _metrics_answer(brain.metrics_port), "serving metrics")
-            for detector in detectors:
-                port = detector.metrics_port
-                detector.wait_until(functools.partial(_metrics_answer, port), "serving metrics")
+            makers: list[Callable[[], BrainProcess | DetectorProcess]] = [
+                functools.partial(
+                    BrainProcess, plane, logs / "brain.log", NAMESPACE, JOB_NAMESPACE, LOCK_NAME
+                )
+            ]
+            makers += [
+                functools.partial(
+                    DetectorProcess, plane, name, sentinels[name], logs / f"{name}.log"
+                )
+                for name in names
+            ]
+            started = start_serving(makers, components)
+            brain = started[0]
+            detectors = started[1:]
             printer.say(f"Started the brain and {len(detectors)} detectors (logs in {logs})")
 
             plane.kubectl(
@@ -642,7 +677,8 @@ def run(options: Options) -> int:
                 printer.say(f"  touch {workdir / 'hosts' / names[-1] / SENTINEL_NAME}")
                 while True:
                     _check_alive(components)
-                    time.sleep(1)
+                    rollout.poll()
+                    time.sleep(0.2)
             return 0
         except KeyboardInterrupt:
             printer.say("\nInterrupted.")
@@ -681,6 +717,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--per-zone", type=int, default=1, help="window topology maxUnavailable")
     parser.add_argument("--flagged", type=int, help="nodes to flag (default two thirds)")
     parser.add_argument("--keep", action="store_true", help="keep the cluster until Ctrl-C")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the logs of a good run")
     parser.add_argument("--quiet", action="store_true", help="no transition lines, the summary")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after (seconds)")
     parser.add_argument("--summary-json", type=Path, help="also write the summary here")
@@ -695,6 +732,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         per_zone=arguments.per_zone,
         flagged=arguments.flagged,
         keep=arguments.keep,
+        keep_logs=arguments.keep_logs,
         quiet=arguments.quiet,
         timeout=arguments.timeout,
         summary_json=arguments.summary_json,
