@@ -8,7 +8,6 @@ same boot ID (a reboot that did not happen).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
@@ -148,8 +147,13 @@ class HostSimulator:
     def _reboot(self, node: str, job: str) -> None:
         behaviour = self.behaviours.get(node, self.default)
         record = RebootRecord(node=node, job=job, started=time.monotonic())
-        with contextlib.suppress(Exception):
-            record.boot_id_before = boot_id(self.api_client, node)
+        for _ in range(50):  # the API may be briefly busy; a "same boot ID" host needs it
+            try:
+                record.boot_id_before = boot_id(self.api_client, node)
+                break
+            except Exception as error:
+                log.warning("reading the boot ID of %s failed: %r", node, error)
+                time.sleep(0.1)
         delay = behaviour.delay_seconds + random.uniform(0, self.jitter_seconds)
         if self._stop.wait(delay):
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from kubernetes import client
 from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_deployment, create_namespace, create_pdb, running_pods
+from tests.brain.loopback import Reply, loopback_server
 from tests.integration.pitstop_env import PitstopEnv, pitstop_env
 
 QUICK_DRAIN = {"timeout": "30s"}
@@ -272,21 +274,25 @@ def test_two_brains_never_exceed_the_budget(env: PitstopEnv) -> None:
 def test_brain_killed_at_any_moment_resumes_without_losing_or_repeating(
     env: PitstopEnv,
 ) -> None:
+    with contextlib.ExitStack() as stack:
+        killed_in_every_phase(env, stack)
+
+
+def killed_in_every_phase(env: PitstopEnv, stack: contextlib.ExitStack) -> None:
     nodes = env.add_nodes(4, zones=2)
-    # Two nodes drain at once under a PDB that lets one pod go at a time: one eviction waits
-    # (429, retried every 5 s), so Draining lasts long enough to be interrupted.
-    workload_namespace = create_namespace(env.api)
-    create_deployment(
-        env.api,
-        workload_namespace,
-        "web",
-        replicas=4,
-        node_selector={"pitstop-test/run": env.run},
-        pdb_max_unavailable=1,
-    )
-    env.wait(lambda: len(running_pods(env.api, workload_namespace, "app=web")) == 4, "pods")
     env.flag(nodes)
-    window = env.window("crash", {"maxUnavailable": 2, "drain": QUICK_DRAIN})
+    # A preDrain hook that takes a second to say yes keeps each node in Draining long enough to
+    # be interrupted there (a PDB would too, but the disruption controller may then hold a
+    # recreated pod as "disrupted" for two minutes).
+    slow_hook = stack.enter_context(loopback_server(Reply(delay_seconds=1.0)))
+    window = env.window(
+        "crash",
+        {
+            "maxUnavailable": 2,
+            "drain": QUICK_DRAIN,
+            "hooks": {"preDrain": {"url": slow_hook.url, "timeout": "5s"}},
+        },
+    )
     phases_at_kill: set[str] = set()
     slow = HostBehaviour(delay_seconds=1.5, down_seconds=1.5)
     with env.observer() as observer, env.hosts(default=slow) as hosts:
@@ -326,4 +332,3 @@ def test_brain_killed_at_any_moment_resumes_without_losing_or_repeating(
     assert not any(env.node(name).spec.unschedulable for name in nodes)
     assert {"Draining", "WaitingForNode"} <= phases_at_kill, phases_at_kill
     print("phases the brain was killed in:", sorted(phases_at_kill), "kills:", kills)
-    client.CoreV1Api(env.api).delete_namespace(workload_namespace)
