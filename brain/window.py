@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from brain.phase import Phase
+from brain.time_zones import KNOWN_TIME_ZONES, MESSAGE_UNKNOWN_TIME_ZONE
 
 GROUP: Final = "pitstop.dev"
 VERSION: Final = "v1alpha1"
@@ -303,13 +304,12 @@ class TimeRange(_ApiModel):
 def _validate_time_zone(value: str) -> str:
     if not re.fullmatch(TIME_ZONE_PATTERN, value):
         raise ValueError(MESSAGE_TIME_ZONE_SHAPE)
+    if value not in KNOWN_TIME_ZONES:
+        raise ValueError(f"{MESSAGE_UNKNOWN_TIME_ZONE} (got {value!r})")
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(
-            f"timeZone {value!r} is not a known IANA time zone (the API server checks only its"
-            " shape; the brain reports the window as invalid)"
-        ) from error
+        raise ValueError(f"{MESSAGE_UNKNOWN_TIME_ZONE} (got {value!r})") from error
     return value
 
 
