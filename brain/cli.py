@@ -77,14 +77,25 @@ def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> Cluster
             ) from error
         raise
     nodes = [client_handle.sanitize_for_serialization(node) for node in core.list_node().items]
+    return ClusterSnapshot(
+        windows=windows, nodes=nodes, lock=read_lock_state(client_handle, namespace, lock_name)
+    )
+
+
+def read_lock_state(client_handle: Any, namespace: str, lock_name: str) -> LockState:
+    """The lock's content (a missing ConfigMap is an empty lock)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
     try:
-        config_map = core.read_namespaced_config_map(lock_name, namespace)
-        lock = LockState.from_json((config_map.data or {}).get(LOCK_DATA_KEY))
+        config_map = client.CoreV1Api(client_handle).read_namespaced_config_map(
+            lock_name, namespace
+        )
     except ApiException as error:
         if error.status != 404:
             raise
-        lock = LockState()
-    return ClusterSnapshot(windows=windows, nodes=nodes, lock=lock)
+        return LockState()
+    return LockState.from_json((config_map.data or {}).get(LOCK_DATA_KEY))
 
 
 def run_plan(arguments: argparse.Namespace) -> int:

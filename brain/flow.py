@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
@@ -40,22 +40,9 @@ JOB_CHECK_INTERVAL_SECONDS = 5.0
 POLL_AGAIN_SECONDS = 2.0
 
 
-class FlowObserver(Protocol):
-    """Told of every transition (metrics and notifications listen here)."""
+class FlowObserver:
+    """Told of every transition; metrics and notifications subclass it. This one does nothing."""
 
-    def transition(
-        self,
-        window: str,
-        node: str,
-        old: Phase,
-        new: Phase,
-        reason: str,
-        message: str,
-        lease: NodeLease | None,
-    ) -> None: ...
-
-
-class _NoObserver:
     def transition(
         self,
         window: str,
@@ -76,7 +63,7 @@ class NodeFlow:
     settings: BrainSettings
     events: EventRecorder
     wake: Callable[[float], None]
-    observer: FlowObserver = field(default_factory=_NoObserver)
+    observer: FlowObserver = field(default_factory=FlowObserver)
     hooks: HookCaller = field(default_factory=HookCaller)
     drains: dict[str, asyncio.Task[drain.DrainResult]] = field(default_factory=dict)
     # uids make `kubectl describe` find our Events (it matches the object's uid)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from brain.lock import LOCK_DATA_KEY, LockState
 from brain.phase import Phase
 from pitstop import contract
 
@@ -30,6 +29,8 @@ def request_action(
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
+    from brain.cli import read_lock_state
+
     core = client.CoreV1Api(client_handle)
     try:
         core.read_node(node)
@@ -37,13 +38,7 @@ def request_action(
         if error.status == 404:
             raise SystemExit(f"pitstop: node {node!r} does not exist") from error
         raise
-    try:
-        config_map = core.read_namespaced_config_map(lock_name, namespace)
-        lock = LockState.from_json((config_map.data or {}).get(LOCK_DATA_KEY))
-    except ApiException as error:
-        if error.status != 404:
-            raise
-        lock = LockState()
+    lock = read_lock_state(client_handle, namespace, lock_name)
     lease = lock.nodes.get(node)
     if lease is None:
         raise SystemExit(f"pitstop: node {node!r} is not in maintenance; nothing to {action}")

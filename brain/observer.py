@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from kubernetes.client.exceptions import ApiException
 
 from brain.blockers import BlockerResult
+from brain.flow import FlowObserver
 from brain.kube import Kube
 from brain.lock import LockState, NodeLease
 from brain.metrics import BrainMetrics, NodeSample, RebootResult, WindowSample
@@ -51,7 +52,7 @@ class _WindowNotifier:
 
 
 @dataclass
-class BrainObserver:
+class BrainObserver(FlowObserver):
     kube: Kube
     namespace: str
     metrics: BrainMetrics = field(default_factory=BrainMetrics)

@@ -105,6 +105,22 @@ def boot_id(api_client: client.ApiClient, name: str) -> str:
     return str(node.status.node_info.boot_id or "")
 
 
+def take_node_down(api_client: client.ApiClient, name: str, why: str = "node is down") -> None:
+    """Ready goes False and kwok keeps its hands off: a host that is down (until brought up)."""
+    core = client.CoreV1Api(api_client)
+    core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: "true"}}})
+    now = _now()
+    down = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "KubeletNotReady",
+        "message": f"simulated: {why}",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+    core.patch_node_status(name, {"status": {"conditions": [down]}})
+
+
 def simulate_reboot(
     api_client: client.ApiClient,
     name: str,
@@ -119,25 +135,7 @@ def simulate_reboot(
     kwok marks it Ready again.
     """
     core = client.CoreV1Api(api_client)
-    core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: "true"}}})
-    now = _now()
-    core.patch_node_status(
-        name,
-        {
-            "status": {
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "False",
-                        "reason": "KubeletNotReady",
-                        "message": "simulated reboot: node is down",
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    }
-                ]
-            }
-        },
-    )
+    take_node_down(api_client, name, "rebooting")
     if sentinel is not None:
         sentinel.unlink(missing_ok=True)
     time.sleep(down_seconds)
@@ -146,30 +144,6 @@ def simulate_reboot(
     core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: None}}})
     wait_for(lambda: node_is_ready(core.read_node(name)), f"node {name} Ready after reboot")
     return boot
-
-
-def take_node_down(api_client: client.ApiClient, name: str) -> None:
-    """A node that goes down and stays down (for 'node never returns' tests)."""
-    core = client.CoreV1Api(api_client)
-    core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: "true"}}})
-    now = _now()
-    core.patch_node_status(
-        name,
-        {
-            "status": {
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "False",
-                        "reason": "KubeletNotReady",
-                        "message": "simulated: node is down",
-                        "lastHeartbeatTime": now,
-                        "lastTransitionTime": now,
-                    }
-                ]
-            }
-        },
-    )
 
 
 # -- workloads --------------------------------------------------------------------------------

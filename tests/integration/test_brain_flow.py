@@ -332,3 +332,51 @@ def killed_in_every_phase(env: PitstopEnv, stack: contextlib.ExitStack) -> None:
     assert not any(env.node(name).spec.unschedulable for name in nodes)
     assert {"Draining", "WaitingForNode"} <= phases_at_kill, phases_at_kill
     print("phases the brain was killed in:", sorted(phases_at_kill), "kills:", kills)
+
+
+def test_window_deleted_mid_rollout_lets_nodes_in_flight_finish(env: PitstopEnv) -> None:
+    nodes = env.add_nodes(3, zones=1)
+    env.flag(nodes)
+    window = env.window("gone", {"maxUnavailable": 1, "drain": QUICK_DRAIN})
+    slow = HostBehaviour(delay_seconds=3.0, down_seconds=1.0)
+    with env.observer() as observer, env.hosts(default=slow) as hosts:
+        env.start_brain()
+        first = env.wait(lambda: observer.ever_in_maintenance(), "a node to start", 30)
+        env.plane.kubectl("delete", "nmw", window, "--wait=false")
+        env.wait(
+            lambda: len(hosts.reboots) == 1 and not env.lock().get("nodes"),
+            "the node in flight to finish",
+            60,
+        )
+        time.sleep(3)
+    assert observer.ever_in_maintenance() == first, "a node started after its window was gone"
+    assert not env.node(sorted(first)[0]).spec.unschedulable
+    env.wait(
+        lambda: env.plane.kubectl("get", "nmw", window, check=False).returncode != 0,
+        "the window (and its finalizer) to go",
+        30,
+    )
+
+
+def test_a_node_deleted_in_flight_frees_its_slot(env: PitstopEnv) -> None:
+    nodes = env.add_nodes(2, zones=1)
+    env.flag(nodes)
+    env.window("deleted", {"maxUnavailable": 1, "drain": QUICK_DRAIN})
+    lost = nodes[0]
+    with env.hosts(behaviours={lost: HostBehaviour(never_returns=True)}) as hosts:
+        env.start_brain()
+        env.wait(
+            lambda: env.lock().get("nodes", {}).get(lost, {}).get("phase") == "WaitingForNode",
+            "the first node to be rebooting",
+            60,
+        )
+        env.core.delete_node(lost)
+        env.wait(
+            lambda: (
+                len(hosts.reboots) == 1
+                and hosts.reboots[0].node == nodes[1]
+                and not env.lock().get("nodes")
+            ),
+            "the other node to take the slot",
+            60,
+        )
