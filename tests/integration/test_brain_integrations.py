@@ -280,3 +280,39 @@ def test_metrics_follow_a_rollout(env: PitstopEnv) -> None:
     assert metric(after, "pitstop_nodes_in_maintenance", window=window) == 0.0
     assert (metric(after, "pitstop_phase_duration_seconds_count", phase="drain") or 0) >= 2
     assert (metric(after, "pitstop_phase_duration_seconds_count", phase="node_return") or 0) >= 2
+
+
+def test_node_annotation_blocker_and_kured_in_progress_annotation(env: PitstopEnv) -> None:
+    nodes = env.add_nodes(2, zones=1)
+    hold = "example.com/hold-reboots"
+    env.core.patch_node(nodes[1], {"metadata": {"annotations": {hold: "backup running"}}})
+    env.flag(nodes)
+    window = env.window("annotations", {**QUICK, "blockers": {"nodeAnnotations": [hold]}})
+    seen_in_progress: set[str] = set()
+    with env.hosts(default=HostBehaviour(delay_seconds=1.5)) as hosts:
+        env.start_brain(extra_env={"PITSTOP_KURED_COMPATIBILITY": "true"})
+        blocked = env.wait(
+            lambda: (
+                env.condition(window, "Blocked").get("status") == "True"
+                and env.condition(window, "Blocked")
+            ),
+            "Blocked",
+            60,
+        )
+        assert nodes[1] in blocked["message"] and hold in blocked["message"]
+        time.sleep(2)
+        assert hosts.reboots == []
+        env.core.patch_node(nodes[1], {"metadata": {"annotations": {hold: None}}})
+        deadline = time.monotonic() + 90
+        while (len(hosts.reboots) < 2 or env.lock().get("nodes")) and time.monotonic() < deadline:
+            for name in nodes:
+                annotations = env.node(name).metadata.annotations or {}
+                if annotations.get("weave.works/kured-reboot-in-progress"):
+                    seen_in_progress.add(name)
+            time.sleep(0.1)
+    assert len(hosts.reboots) == 2
+    assert seen_in_progress, "kured's in-progress annotation never showed"
+    for name in nodes:
+        assert "weave.works/kured-reboot-in-progress" not in (
+            env.node(name).metadata.annotations or {}
+        )
