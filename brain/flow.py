@@ -36,8 +36,13 @@ from brain.window import EmergencyDrain, OnTimeout, WindowSpec, format_duration
 from pitstop import contract
 
 log = logging.getLogger("pitstop.flow")
-JOB_CHECK_INTERVAL_SECONDS = 5.0
+# The reboot Job is read at this pace while the node is away (a failed Job fails the node
+# early; the node's own return is seen through the Node watch, not by polling) ...
+JOB_CHECK_INTERVAL_SECONDS = 30.0
+# ... and at this pace once the node is Ready again with its old boot ID (did it reboot?).
+JOB_CHECK_URGENT_SECONDS = 5.0
 POLL_AGAIN_SECONDS = 2.0
+HEALTH_GATE_POLL_SECONDS = 5.0
 
 
 class FlowObserver:
@@ -322,7 +327,8 @@ class NodeFlow:
         if not node.ready and not lease.saw_not_ready:
             await self._update(name, lease, saw_not_ready=True)
             lease = lease.model_copy(update={"saw_not_ready": True})
-        job = await self._job_state(name, lease)
+        came_back_unchanged = lease.saw_not_ready and node.ready
+        job = await self._job_state(name, lease, urgent=came_back_unchanged)
         if job is not None and job.phase == reboot_job.JobPhase.FAILED:
             await self._fail(
                 name,
@@ -358,9 +364,8 @@ class NodeFlow:
             )
             return
         if lease.deadline is not None:
-            self.wake(
-                min(JOB_CHECK_INTERVAL_SECONDS, max((lease.deadline - now).total_seconds(), 0.1))
-            )
+            pace = JOB_CHECK_URGENT_SECONDS if came_back_unchanged else JOB_CHECK_INTERVAL_SECONDS
+            self.wake(min(pace, max((lease.deadline - now).total_seconds(), 0.1)))
 
     async def _hook_passed(
         self,
@@ -398,10 +403,13 @@ class NodeFlow:
             self.wake(status.retry_in_seconds)
         return False
 
-    async def _job_state(self, name: str, lease: NodeLease) -> reboot_job.JobState | None:
-        """The reboot Job's state, read at most every few seconds per node."""
+    async def _job_state(
+        self, name: str, lease: NodeLease, urgent: bool
+    ) -> reboot_job.JobState | None:
+        """The reboot Job's state, read at most every JOB_CHECK_* seconds per node."""
         checked = self._job_checked.get(name, 0.0)
-        if not lease.job_name or time.monotonic() - checked < JOB_CHECK_INTERVAL_SECONDS:
+        interval = JOB_CHECK_URGENT_SECONDS if urgent else JOB_CHECK_INTERVAL_SECONDS
+        if not lease.job_name or time.monotonic() - checked < interval:
             return None
         self._job_checked[name] = time.monotonic()
         return await reboot_job.reboot_job_state(
@@ -442,7 +450,7 @@ class NodeFlow:
                         f"health gate not passed in time: {message}",
                     )
                 else:
-                    self.wake(POLL_AGAIN_SECONDS)
+                    self.wake(HEALTH_GATE_POLL_SECONDS)
                 return
         await self._finish(
             name,
