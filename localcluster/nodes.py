@@ -65,7 +65,6 @@ def create_nodes(
     names: Iterable[str],
     labels: Mapping[str, str] | None = None,
     zone: str | None = None,
-    wait_ready: bool = True,
 ) -> list[str]:
     """Create kwok-managed nodes (with a first bootID) and wait until kwok made them Ready."""
     core = client.CoreV1Api(api_client)
@@ -85,11 +84,17 @@ def create_nodes(
             "spec": {"taints": [KWOK_TAINT]},
         }
         core.create_node(body)
-        core.patch_node_status(name, {"status": {"nodeInfo": {"bootID": str(uuid.uuid4())}}})
         created.append(name)
-    if wait_ready:
-        for name in created:
-            wait_for(lambda name=name: node_is_ready(core.read_node(name)), f"node {name} Ready")
+    for name in created:
+        # kwok's first status write can race ours and reset the boot ID to "": give the node
+        # its boot ID once kwok initialised it, and check that it stuck (kwok keeps it then).
+        wait_for(lambda name=name: node_is_ready(core.read_node(name)), f"node {name} Ready")
+        boot = str(uuid.uuid4())
+        core.patch_node_status(name, {"status": {"nodeInfo": {"bootID": boot}}})
+        wait_for(
+            lambda name=name, boot=boot: boot_id(api_client, name) == boot,
+            f"node {name} to keep its boot ID",
+        )
     return created
 
 
