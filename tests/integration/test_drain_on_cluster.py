@@ -295,8 +295,10 @@ def test_a_budget_that_allows_one_lets_pods_go_one_at_a_time(
     assert result.completed, result.message
     assert result.evicted == 3
     assert result.pdbs == (f"{namespace}/web",)
-    # The budget refused some evictions: the pods went one at a time as it allowed.
-    assert counter.counts["evict"] > 3
+    # The pods went one at a time as the budget allowed: never fewer than 2 of 3 alive. (Whether
+    # the budget had to refuse an eviction on the way depends on how fast the replacement pods
+    # came up, so the number of attempts is only bounded below.)
+    assert counter.counts["evict"] >= 3
     assert low_water[0] >= 2, f"{low_water[0]} web pods alive at one point"
     assert pods_on(api_client, namespace, first, "web") == []
 
