@@ -42,7 +42,7 @@ from localcluster.nodes import (
     running_pods,
     wait_for,
 )
-from localcluster.observe import IN_MAINTENANCE, LockObserver, LockSnapshot
+from localcluster.observe import IN_MAINTENANCE, BackgroundWatch, LockObserver, LockSnapshot
 from localcluster.pitstop_processes import BrainProcess, DetectorProcess, install_pitstop_api
 from localcluster.processes import Component, ComponentError
 from pitstop import contract
@@ -210,23 +210,11 @@ def _metrics_answer(port: int) -> bool:
 
 
 @dataclass
-class FlagWatcher:
+class FlagWatcher(BackgroundWatch):
     """Watches the nodes' reboot-required labels (what the detectors write), with the time seen."""
 
     api: client.ApiClient
     changes: list[tuple[float, str, bool, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> FlagWatcher:
-        self._thread = threading.Thread(target=self._watch, name="flag-watcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def _watch(self) -> None:
         core = client.CoreV1Api(self.api)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 from kubernetes import client, watch
 
@@ -31,18 +32,18 @@ class LockSnapshot:
         )
 
 
-@dataclass
-class LockObserver:
-    api_client: client.ApiClient
-    namespace: str
-    name: str = "pitstop-lock"
-    zones: dict[str, str] = field(default_factory=dict)  # node -> zone, for per-zone peaks
-    snapshots: list[LockSnapshot] = field(default_factory=list)
+@dataclass(kw_only=True)
+class BackgroundWatch:
+    """A watch loop in a daemon thread, started and stopped as a context manager.
+
+    Subclasses implement `_watch`, looping until `_stop` is set.
+    """
+
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> LockObserver:
-        self._thread = threading.Thread(target=self._watch, name="lock-observer", daemon=True)
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._watch, name=type(self).__name__, daemon=True)
         self._thread.start()
         return self
 
@@ -50,6 +51,18 @@ class LockObserver:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class LockObserver(BackgroundWatch):
+    api_client: client.ApiClient
+    namespace: str
+    name: str = "pitstop-lock"
+    zones: dict[str, str] = field(default_factory=dict)  # node -> zone, for per-zone peaks
+    snapshots: list[LockSnapshot] = field(default_factory=list)
 
     def _watch(self) -> None:
         core = client.CoreV1Api(self.api_client)

@@ -91,6 +91,19 @@ class PitstopEnv:
                 return dict(condition)
         return {}
 
+    def wait_condition(
+        self, window: str, kind: str, status: str, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Wait until the window's condition `kind` has `status`; return the condition."""
+        found: dict[str, Any] = self.wait(
+            lambda: (
+                (condition := self.condition(window, kind)).get("status") == status and condition
+            ),
+            f"{kind}={status} on {window}",
+            timeout,
+        )
+        return found
+
     def lock(self) -> dict[str, Any]:
         try:
             config_map = self.core.read_namespaced_config_map("pitstop-lock", self.namespace)

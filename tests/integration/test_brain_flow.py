@@ -167,13 +167,7 @@ def test_node_that_never_returns_fails_keeps_its_slot_and_retry_resumes(
             "the lost node to be Failed",
             60,
         )
-        degraded = env.wait(
-            lambda: (
-                env.condition(window, "Degraded").get("status") == "True"
-                and env.condition(window, "Degraded")
-            ),
-            "Degraded",
-        )
+        degraded = env.wait_condition(window, "Degraded", "True")
         assert "did not come back" in degraded["message"]
         time.sleep(4)
         # The slot stays taken and the rollout is paused: nobody else started.

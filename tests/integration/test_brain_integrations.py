@@ -49,6 +49,17 @@ def metric(
     return values.get((name, tuple(sorted(labels.items()))))
 
 
+def wait_for_metric(
+    env: PitstopEnv, port: int, value: float, name: str, **labels: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape until the sample `name{labels}` reads `value`; return that whole scrape."""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = env.wait(
+        lambda: metric(values := scrape(port), name, **labels) == value and values,
+        f"{name}{labels} == {value}",
+    )
+    return found
+
+
 def window_events(env: PitstopEnv, window: str) -> list[str]:
     events = env.core.list_namespaced_event(
         "default", field_selector=f"involvedObject.name={window}"
@@ -83,27 +94,15 @@ def test_prometheus_alert_blocks_the_window_until_it_clears(env: PitstopEnv) -> 
         )
         with env.hosts() as hosts:
             brain = env.start_brain()
-            blocked = env.wait(
-                lambda: (
-                    env.condition(window, "Blocked").get("status") == "True"
-                    and env.condition(window, "Blocked")
-                ),
-                "Blocked",
-                60,
-            )
+            blocked = env.wait_condition(window, "Blocked", "True", 60)
             assert "EtcdDown" in blocked["message"]
-            values = env.wait(
-                lambda: (
-                    metric(
-                        values := scrape(brain.metrics_port),
-                        "pitstop_window_blocked",
-                        window=window,
-                        reason="PrometheusAlerts",
-                    )
-                    == 1.0
-                    and values
-                ),
-                "the blocked metric",
+            values = wait_for_metric(
+                env,
+                brain.metrics_port,
+                1.0,
+                "pitstop_window_blocked",
+                window=window,
+                reason="PrometheusAlerts",
             )
             assert metric(values, "pitstop_window_open", window=window) == 1.0
             time.sleep(2)
@@ -147,14 +146,7 @@ def test_a_blocking_pod_holds_the_window(env: PitstopEnv) -> None:
         )
         with env.hosts() as hosts:
             env.start_brain()
-            blocked = env.wait(
-                lambda: (
-                    env.condition(window, "Blocked").get("status") == "True"
-                    and env.condition(window, "Blocked")
-                ),
-                "Blocked",
-                60,
-            )
+            blocked = env.wait_condition(window, "Blocked", "True", 60)
             assert "backup-job" in blocked["message"]
             time.sleep(2)
             assert hosts.reboots == []
@@ -261,18 +253,13 @@ def test_metrics_follow_a_rollout(env: PitstopEnv) -> None:
             if value is not None:
                 seen_in_maintenance.add(value)
             time.sleep(0.1)
-        after = env.wait(
-            lambda: (
-                metric(
-                    values := scrape(brain.metrics_port),
-                    "pitstop_reboots_total",
-                    window=window,
-                    result="succeeded",
-                )
-                == 2.0
-                and values
-            ),
-            "two reboots",
+        after = wait_for_metric(
+            env,
+            brain.metrics_port,
+            2.0,
+            "pitstop_reboots_total",
+            window=window,
+            result="succeeded",
         )
     assert seen_in_maintenance >= {1.0}
     assert max(seen_in_maintenance) == 1.0
@@ -291,14 +278,7 @@ def test_node_annotation_blocker_and_kured_in_progress_annotation(env: PitstopEn
     seen_in_progress: set[str] = set()
     with env.hosts(default=HostBehaviour(delay_seconds=1.5)) as hosts:
         env.start_brain(extra_env={"PITSTOP_KURED_COMPATIBILITY": "true"})
-        blocked = env.wait(
-            lambda: (
-                env.condition(window, "Blocked").get("status") == "True"
-                and env.condition(window, "Blocked")
-            ),
-            "Blocked",
-            60,
-        )
+        blocked = env.wait_condition(window, "Blocked", "True", 60)
         assert nodes[1] in blocked["message"] and hold in blocked["message"]
         time.sleep(2)
         assert hosts.reboots == []
