@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from localcluster import binaries
-from localcluster.certs import Certificates, make_certificates
+from localcluster.certs import Certificates, issue_client_certificate, make_certificates
 from localcluster.processes import Component, free_port
 
 # Nodes carrying this annotation are managed (made Ready, heart-beaten) by kwok.
@@ -74,6 +74,7 @@ class ControlPlane:
         self.kubeconfig = self.workdir / "kubeconfig"
         self.logs = self.workdir / "logs"
         self.certificates: Certificates | None = None
+        self.kubelet_client: tuple[Path, Path] | None = None
         self.components: dict[str, Component] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -88,6 +89,15 @@ class ControlPlane:
     def start(self) -> None:
         try:
             self.certificates = make_certificates(self.workdir / "pki")
+            # The API server's own identity towards kubelets (logs, exec): only a real node
+            # (localcluster.realnode) has a kubelet to talk to.
+            self.kubelet_client = issue_client_certificate(
+                self.certificates,
+                self.workdir / "pki",
+                "apiserver-kubelet-client",
+                "kube-apiserver-kubelet-client",
+                ("system:masters",),
+            )
             self._write_kubeconfig()
             self._start_etcd()
             self.start_apiserver()
@@ -154,7 +164,7 @@ class ControlPlane:
 
     def start_apiserver(self) -> None:
         """Start (or start again, on the same port) the API server and wait until it is ready."""
-        assert self.certificates is not None
+        assert self.certificates is not None and self.kubelet_client is not None
         certificates = self.certificates
         tokens = self.workdir / "tokens.csv"
         lines = [f"{self.admin_token},{ADMIN_USER},{ADMIN_USER},system:masters"]
@@ -197,6 +207,13 @@ class ControlPlane:
                 "--endpoint-reconciler-type",
                 "none",
                 "--allow-privileged=true",
+                "--kubelet-client-certificate",
+                str(self.kubelet_client[0]),
+                "--kubelet-client-key",
+                str(self.kubelet_client[1]),
+                # A real node's name is not in DNS; its InternalIP is the address to use.
+                "--kubelet-preferred-address-types",
+                "InternalIP,Hostname",
                 "--cert-dir",
                 str(self.workdir / "apiserver-certs"),
                 "--profiling=false",
