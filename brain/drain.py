@@ -55,6 +55,8 @@ class DrainOptions:
     delete_emptydir_data: bool = False
     force: bool = False
     eviction_retry_seconds: float = 5.0
+    # (namespace, name) of pods never evicted: the brain's own pod (settings.pod_name).
+    keep_pods: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, order=True)
@@ -115,9 +117,10 @@ def _controller_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def classify_pods(pods: Iterable[Mapping[str, Any]], options: DrainOptions) -> Classification:
     """Decide, like `kubectl drain`, what happens to each pod of a node (pure).
 
-    Order of the checks: podSelector, mirror pod, DaemonSet pod (all skipped); finished pods are
-    evicted whatever else holds; then a pod without a controller needs `force` and a pod with
-    emptyDir volumes needs `delete_emptydir_data` (a pod failing both gets both reasons).
+    Order of the checks: the brain's own pod, podSelector, mirror pod, DaemonSet pod (all
+    skipped); finished pods are evicted whatever else holds; then a pod without a controller
+    needs `force` and a pod with emptyDir volumes needs `delete_emptydir_data` (a pod failing
+    both gets both reasons).
     """
     selector = parse_selector(options.pod_selector)
     to_evict: list[PodRef] = []
@@ -128,6 +131,9 @@ def classify_pods(pods: Iterable[Mapping[str, Any]], options: DrainOptions) -> C
         metadata = pod.get("metadata") or {}
         spec = pod.get("spec") or {}
         phase = (pod.get("status") or {}).get("phase")
+        if ref.key in options.keep_pods:
+            skipped.append(SkippedPod(ref, "the brain's own pod (it restarts with the node)"))
+            continue
         if not selector.matches(metadata.get("labels")):
             skipped.append(SkippedPod(ref, "does not match the podSelector"))
             continue

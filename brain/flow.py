@@ -79,6 +79,13 @@ class NodeFlow:
     _cordoned: set[tuple[str, int]] = field(default_factory=set)
     _node_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
+    @property
+    def own_pods(self) -> frozenset[tuple[str, str]]:
+        """The brain's own pod, which its drains never evict (see BrainSettings.pod_name)."""
+        if not self.settings.pod_name:
+            return frozenset()
+        return frozenset({(self.settings.namespace, self.settings.pod_name)})
+
     # -- entry point ---------------------------------------------------------------------------
 
     async def advance(
@@ -188,6 +195,7 @@ class NodeFlow:
                 ),
                 delete_emptydir_data=spec.drain.delete_empty_dir_data,
                 force=spec.drain.force,
+                keep_pods=self.own_pods,
             )
             task = asyncio.create_task(
                 drain.drain_node(self.kube.api_client, name, options, deadline),

@@ -26,6 +26,10 @@ class BrainSettings(BaseModel):
     resync_seconds: float = Field(default=30.0, gt=0, le=3600)
     kured_compatibility: bool = False
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # The brain's own pod (downward API), never evicted by its drains: on a node that reboots
+    # with the brain on it (a single-node cluster), an evicted brain could not come back to
+    # uncordon; kept, it restarts with the node and resumes from the lock.
+    pod_name: str = Field(default="", max_length=253)
 
 
 # setting name -> (environment variable, flag, expected form)
@@ -51,6 +55,7 @@ SOURCES: dict[str, tuple[str, str, str]] = {
         "true or false",
     ),
     "log_level": ("PITSTOP_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR"),
+    "pod_name": ("PITSTOP_POD_NAME", "--pod-name", "the brain's own pod name (downward API)"),
 }
 
 

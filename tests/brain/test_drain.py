@@ -446,3 +446,19 @@ def test_the_watch_relists_when_its_version_expired_and_stops_at_once() -> None:
     assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
     assert counter.counts == {"watch-pods": 2, "list-pods": 1}
     assert all(stream.closed for stream in core.streams)
+
+
+def test_the_brains_own_pod_is_never_evicted_but_its_namesakes_are() -> None:
+    options = DrainOptions(keep_pods=frozenset({("pitstop-system", "pitstop-brain-7d9")}))
+    to_evict, skipped, problems = classify_pods(
+        [
+            pod("pitstop-brain-7d9", namespace="pitstop-system"),
+            pod("pitstop-brain-7d9", namespace="other"),
+        ],
+        options,
+    )
+    assert [(ref.namespace, ref.name) for ref in to_evict] == [("other", "pitstop-brain-7d9")]
+    assert [(s.pod.namespace, s.reason) for s in skipped] == [
+        ("pitstop-system", "the brain's own pod (it restarts with the node)")
+    ]
+    assert problems == []
