@@ -43,6 +43,30 @@ JOB_CHECK_INTERVAL_SECONDS = 30.0
 JOB_CHECK_URGENT_SECONDS = 5.0
 POLL_AGAIN_SECONDS = 2.0
 HEALTH_GATE_POLL_SECONDS = 5.0
+# Steps that post no Event of their own: the next step's Event says what they did (Drained is
+# told by RebootStarted; NodeReturned by Rebooted, or by the warning that stops the node).
+QUIET_TRANSITIONS = frozenset(
+    {
+        (Phase.DRAINING, Phase.REBOOTING),
+        (Phase.WAITING_FOR_NODE, Phase.HEALTH_CHECK),
+    }
+)
+# Transitions a person asked for: told on the window too.
+PERSON_ACTIONS = frozenset({"Retry", "Released"})
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """The next nodes of a window, admitted in the same lock write that frees a slot.
+
+    `admit(state, now, uncordoned)` adds to the lock state being written whatever the planner,
+    re-run on that very state, lets start (so the budget holds as for any admission) and
+    returns their names; `uncordoned` names the node just uncordoned (the index may not show
+    it yet). `announce` tells of them once the write landed.
+    """
+
+    admit: Callable[[LockState, datetime, str | None], list[str]]
+    announce: Callable[[LockState, list[str]], Awaitable[None]]
 
 
 class FlowObserver:
@@ -75,9 +99,16 @@ class NodeFlow:
     window_uids: dict[str, str] = field(default_factory=dict)
     node_uids: dict[str, str] = field(default_factory=dict)
     _job_checked: dict[str, float] = field(default_factory=dict)
+    # (node, attempt) seen NotReady while WaitingForNode. Kept in memory, not in the lock: a
+    # brain that restarts meanwhile forgets it, and a node that never reboots then fails at
+    # nodeReturnTimeout instead of at once (later, never wrongly).
+    _saw_not_ready: set[tuple[str, int]] = field(default_factory=set)
     # (node, attempt) this process cordoned: the index may not show it yet on the next pass.
     _cordoned: set[tuple[str, int]] = field(default_factory=set)
     _node_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # window -> how to admit its next nodes when one of its nodes frees a slot (set by the
+    # reconciler for the length of a pass; without one, the next pass admits them).
+    hand_offs: dict[str, Callable[[], Awaitable[HandOff]]] = field(default_factory=dict)
 
     @property
     def own_pods(self) -> frozenset[tuple[str, str]]:
@@ -135,6 +166,7 @@ class NodeFlow:
             task.cancel()
         self._job_checked.pop(name, None)
         self._cordoned = {entry for entry in self._cordoned if entry[0] != name}
+        self._saw_not_ready = {entry for entry in self._saw_not_ready if entry[0] != name}
 
     async def close(self) -> None:
         for task in self.drains.values():
@@ -306,7 +338,9 @@ class NodeFlow:
         message = f"reboot Job {self.settings.job_namespace}/{job_name} " + (
             "created" if created else "already exists"
         )
-        await self._move(
+        if lease.message:  # what the drain did (the Drained step posts no Event of its own)
+            message = f"{lease.message}; {message}"
+        moved = await self._move(
             name,
             lease,
             Phase.WAITING_FOR_NODE,
@@ -316,6 +350,8 @@ class NodeFlow:
             deadline=deadline,
             job_name=job_name,
         )
+        if moved:  # a Job just created has not failed yet: its first read is one pace away
+            self._job_checked[name] = time.monotonic()
 
     async def _waiting_for_node(
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
@@ -332,10 +368,11 @@ class NodeFlow:
                 deadline=now + spec.reboot.health_gate.timeout,
             )
             return
-        if not node.ready and not lease.saw_not_ready:
-            await self._update(name, lease, saw_not_ready=True)
-            lease = lease.model_copy(update={"saw_not_ready": True})
-        came_back_unchanged = lease.saw_not_ready and node.ready
+        if not node.ready:
+            self._saw_not_ready.add((name, lease.attempt))
+        # (sawNotReady in the lock: written by brains before this one)
+        saw_not_ready = lease.saw_not_ready or (name, lease.attempt) in self._saw_not_ready
+        came_back_unchanged = saw_not_ready and node.ready
         job = await self._job_state(name, lease, urgent=came_back_unchanged)
         if job is not None and job.phase == reboot_job.JobPhase.FAILED:
             await self._fail(
@@ -346,12 +383,7 @@ class NodeFlow:
                 f"reboot Job {lease.job_name} failed: {job.message}",
             )
             return
-        if (
-            job is not None
-            and job.phase == reboot_job.JobPhase.SUCCEEDED
-            and lease.saw_not_ready
-            and node.ready
-        ):
+        if job is not None and job.phase == reboot_job.JobPhase.SUCCEEDED and came_back_unchanged:
             await self._fail(
                 name,
                 lease,
@@ -561,6 +593,7 @@ class NodeFlow:
         clear_action: bool = False,
     ) -> None:
         """Undo our marks on the node, THEN free the slot (a crash in between re-does it)."""
+        uncordoned: str | None = None
         if node is not None:
             patch = node_updates.release_patch(
                 uncordon=uncordon and not lease.was_cordoned, clear_action=clear_action
@@ -571,11 +604,18 @@ class NodeFlow:
             except ApiException as error:
                 if error.status != 404:
                     raise
+            else:
+                if uncordon and not lease.was_cordoned:
+                    uncordoned = name
+        prepare = self.hand_offs.get(lease.window)
+        hand_off = await prepare() if prepare is not None else None
         applied = False
+        admitted: list[str] = []
 
         def decide(state: LockState) -> LockState | None:
             nonlocal applied
             applied = False  # decide runs again on a fresh lock after a 409
+            admitted.clear()
             current = state.nodes.get(name)
             if current is None or current.phase != lease.phase or current.attempt != lease.attempt:
                 return None
@@ -595,10 +635,12 @@ class NodeFlow:
                 record.retry_after[name] = retry_after
             else:
                 record.retry_after.pop(name, None)
+            if hand_off is not None:  # the freed slot goes to the next node in this write
+                admitted.extend(hand_off.admit(state, now, uncordoned))
             applied = True
             return state
 
-        await self.lock.update(decide)
+        written = await self.lock.update(decide)
         if applied:
             self.forget(name)
             self.hooks.forget(name, lease.window)
@@ -613,6 +655,8 @@ class NodeFlow:
                 warning=not succeeded and reason != "Released",
                 lease=None,
             )
+            if hand_off is not None and admitted:
+                await hand_off.announce(written, admitted)
             self.wake(0)
 
     async def announce(
@@ -626,17 +670,28 @@ class NodeFlow:
         warning: bool,
         lease: NodeLease | None,
     ) -> None:
+        """Tell the observer of every transition; post Events for the ones a person reads.
+
+        Each Event is a request, so only the steps that matter get one: on the Node, maintenance
+        started (cordoned, draining), reboot started (what the drain did, the Job) and the
+        outcome; on the window, what needs a person (warnings, Failed) and what a person did
+        (retry, release). The window's own story is its status (per-node phases) and the
+        Events of its conditions (opened, blocked, degraded, rollout complete).
+        """
         warning = warning or new == Phase.FAILED
-        text = f"{node}: {old} -> {new}: {message}"
         kind: Any = "Warning" if warning else "Normal"
-        await self.events.post(
-            node_reference(node, self.node_uids.get(node, "")),
-            reason,
-            f"{old} -> {new}: {message}",
-            kind,
-        )
-        if new in (Phase.FAILED, Phase.DONE, Phase.DRAINING) or warning:
+        if warning or (old, new) not in QUIET_TRANSITIONS:
             await self.events.post(
-                window_reference(window, self.window_uids.get(window, "")), reason, text, kind
+                node_reference(node, self.node_uids.get(node, "")),
+                reason,
+                f"{old} -> {new}: {message}",
+                kind,
+            )
+        if warning or reason in PERSON_ACTIONS:
+            await self.events.post(
+                window_reference(window, self.window_uids.get(window, "")),
+                reason,
+                f"{node}: {old} -> {new}: {message}",
+                kind,
             )
         self.observer.transition(window, node, old, new, reason, message, lease)

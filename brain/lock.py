@@ -47,7 +47,7 @@ class NodeLease(_LockModel):
     # PodDisruptionBudgets (namespace/name) that covered evicted pods: the health gate's list.
     pdbs: list[str] = Field(default_factory=list)
     # WaitingForNode saw the node NotReady (a Ready node with the old boot ID after that did
-    # not reboot).
+    # not reboot). Written only by older brains: this one keeps it in memory, and reads it.
     saw_not_ready: bool = Field(default=False, alias="sawNotReady")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from brain import node_updates
 from brain.events import EventRecorder, window_reference
-from brain.flow import NodeFlow
+from brain.flow import HandOff, NodeFlow
 from brain.kube import Kube
 from brain.lock import LockState, LockStore, NodeLease, WindowRecord
 from brain.node_view import NodeView
@@ -143,8 +143,23 @@ class WindowReconciler:
                 window_plan = plan.window(name)
         await self._sync_pending_taints(plan, window_plan, node_list, lock)
         if window_plan.starts:
-            lock = await self._admit(name, entry, valid, planning_nodes, now, blockers)
-        await self._advance_leases(name, lock, node_list, spec, now)
+            lock = await self._admit(name, entry, valid, node_list, now, blockers)
+
+        async def hand_off() -> HandOff:
+            # A node is about to free a slot: the blockers are asked now if this pass has not.
+            if self.check_blockers is not None and name not in blockers:
+                governed = [node for node in node_list if node.name in window_plan.governed]
+                blockers[name] = await self.check_blockers(name, spec, governed)
+            return HandOff(
+                self._admission(name, entry, valid, node_list, blockers),
+                lambda state, admitted: self._announce_started(name, state, admitted),
+            )
+
+        self.flow.hand_offs[name] = hand_off
+        try:
+            await self._advance_leases(name, lock, node_list, spec, now)
+        finally:
+            self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
         plan = make_plan(list(valid.values()), planning_nodes, lock, utc_now(), blockers)
         window_plan = plan.window(name)
@@ -223,9 +238,11 @@ class WindowReconciler:
     ) -> None:
         pending_anywhere = {item.name for wp in plan.windows for item in wp.pending}
         by_name = {node.name: node for node in nodes}
+        # A node about to be admitted is not tainted first: its cordon comes a moment later.
+        starting = {start.node for start in window_plan.starts}
         for item in window_plan.pending:
             node = by_name.get(item.name)
-            if node is not None:
+            if node is not None and item.name not in starting:
                 await node_updates.set_pending_taint(self.kube, node, present=True)
         for node in nodes:
             if (
@@ -236,25 +253,32 @@ class WindowReconciler:
             ):
                 await node_updates.set_pending_taint(self.kube, node, present=False)
 
-    async def _admit(
+    def _admission(
         self,
         name: str,
         entry: WindowEntry,
         windows: Mapping[str, NamedWindow],
         nodes: list[NodeView],
-        now: datetime,
         blockers: Mapping[str, str | None],
-    ) -> LockState:
-        """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
+    ) -> Callable[[LockState, datetime, str | None], list[str]]:
+        """Admit into a lock state what the plan made on that same state lets start.
+
+        The plan is re-made on the state the write will land on (budgets, delays, nodes that
+        rest after an aborted drain or a reboot just recorded), so no admission can exceed a
+        budget, whichever write it rides on. `uncordoned` is a node this brain has just
+        uncordoned (not counted unhealthy for a cordon the index may still show). Returns the
+        names admitted.
+        """
         by_name = {node.name: node for node in nodes}
         spec = windows[name].spec
-        admitted: list[str] = []
 
-        def decide(state: LockState) -> LockState | None:
-            admitted.clear()
-            fresh = make_plan(list(windows.values()), nodes, state, now, blockers).window(name)
-            if not fresh.starts:
-                return None
+        def admit(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
+            current = [
+                replace(node, unschedulable=False) if node.name == uncordoned else node
+                for node in nodes
+            ]
+            planning = self._without_backoff(current, state, now)
+            fresh = make_plan(list(windows.values()), planning, state, now, blockers).window(name)
             for start in fresh.starts:
                 node = by_name[start.node]
                 state.nodes[start.node] = NodeLease(
@@ -268,12 +292,34 @@ class WindowReconciler:
                     domain=start.domain,
                     message="admitted: cordoning and draining",
                 )
-                admitted.append(start.node)
-            record = state.windows.setdefault(name, WindowRecord())
-            record.spec = dict(entry.spec)
-            return state
+            if fresh.starts:
+                state.windows.setdefault(name, WindowRecord()).spec = dict(entry.spec)
+            return [start.node for start in fresh.starts]
+
+        return admit
+
+    async def _admit(
+        self,
+        name: str,
+        entry: WindowEntry,
+        windows: Mapping[str, NamedWindow],
+        nodes: list[NodeView],
+        now: datetime,
+        blockers: Mapping[str, str | None],
+    ) -> LockState:
+        """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
+        admit = self._admission(name, entry, windows, nodes, blockers)
+        admitted: list[str] = []
+
+        def decide(state: LockState) -> LockState | None:
+            admitted[:] = admit(state, now, None)
+            return state if admitted else None
 
         state = await self.lock.update(decide)
+        await self._announce_started(name, state, admitted)
+        return state
+
+    async def _announce_started(self, name: str, state: LockState, admitted: list[str]) -> None:
         for node_name in admitted:
             lease = state.nodes[node_name]
             why = "emergency" if lease.emergency else "window open"
@@ -287,7 +333,6 @@ class WindowReconciler:
                 warning=False,
                 lease=lease,
             )
-        return state
 
     async def _advance_leases(
         self,

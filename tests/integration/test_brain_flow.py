@@ -97,8 +97,19 @@ def test_rolling_reboot_respects_budget_zones_pdbs_and_precordoned_nodes(
     assert env.lock().get("nodes") == {}
     status = env.get_window(window)["status"]
     assert status["counts"]["done"] == 6 and status["counts"]["inMaintenance"] == 0
+    # The window tells the story by its status (per-node phases) and its conditions' Events;
+    # each Node by one Event per step that matters.
     described = env.plane.kubectl("describe", "nmw", window).stdout
-    assert "Rebooted" in described and "Started" in described and "WindowOpen" in described
+    assert "Rebooted" in described and "WindowOpened" in described
+    assert "RolloutComplete" in described
+    for name in nodes:
+        events = env.core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.kind=Node,involvedObject.name={name}"
+        ).items
+        reasons = sorted(
+            event.reason for event in events if event.source.component == "pitstop-brain"
+        )
+        assert reasons == ["RebootStarted", "Rebooted", "Started"], (name, reasons)
     client.CoreV1Api(env.api).delete_namespace(workload_namespace)
 
 
