@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import yaml
@@ -321,6 +321,68 @@ def _processes_in_mount_namespace(namespace: str) -> list[int]:
                 if os.readlink(entry / "ns" / "mnt") == namespace:
                     pids.append(int(entry.name))
     return pids
+
+
+@dataclass(frozen=True)
+class ContainerProcess:
+    """A container's main process on the real node, seen from the host (what really runs)."""
+
+    pid: int
+
+    def _status(self, key: str) -> str:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return line.split(":", 1)[1].strip()
+        raise KeyError(key)
+
+    @property
+    def user_ids(self) -> tuple[int, int]:
+        """(real, effective) user id."""
+        real, effective, *_ = self._status("Uid").split()
+        return int(real), int(effective)
+
+    @property
+    def effective_capabilities(self) -> int:
+        return int(self._status("CapEff"), 16)
+
+    @property
+    def no_new_privileges(self) -> bool:
+        return self._status("NoNewPrivs") == "1"
+
+    @property
+    def root_read_only(self) -> bool:
+        for line in Path(f"/proc/{self.pid}/mountinfo").read_text().splitlines():
+            fields = line.split()
+            if fields[4] == "/":
+                return "ro" in fields[5].split(",")
+        return False
+
+    @property
+    def shares_host_pid_namespace(self) -> bool:
+        return os.readlink(f"/proc/{self.pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+
+    def read_file(self, path: str) -> str:
+        """A file as the container sees it (e.g. its service-account token).
+
+        Symbolic links are followed inside the container's root (through /proc/PID/root an
+        absolute link, such as Debian's /var/run -> /run, would point into the host's).
+        """
+        root = Path(f"/proc/{self.pid}/root")
+        current = PurePosixPath("/")
+        parts = list(PurePosixPath("/", path).parts[1:])
+        for _ in range(64):
+            if not parts:
+                return (root / str(current).lstrip("/")).read_text()
+            candidate = current / parts.pop(0)
+            on_host = root / str(candidate).lstrip("/")
+            if on_host.is_symlink():
+                target = PurePosixPath(os.readlink(on_host))
+                base = PurePosixPath("/") if target.is_absolute() else current
+                parts = list((base / target).parts[1:]) + parts
+                current = PurePosixPath("/")
+            else:
+                current = candidate
+        raise RealNodeError(f"too many symbolic links in {path}")
 
 
 # -- the node --------------------------------------------------------------------------------------
@@ -657,6 +719,24 @@ state = "{root / "state"}"
     def wait_ready(self, timeout: float = 120) -> None:
         self.components["kubelet"].wait_until(self.is_ready, f"Ready as node {self.name}", timeout)
 
+    def container_process(self, namespace: str, pod: str, container: str) -> ContainerProcess:
+        """The running process of one container of one pod on this node."""
+        running = {}
+        for line in _run(self._ctr("tasks", "ls"), "ctr tasks ls").splitlines()[1:]:
+            task, pid, status = line.split()
+            if status == "RUNNING":
+                running[task] = int(pid)
+        for task, pid in running.items():
+            info = json.loads(_run(self._ctr("containers", "info", task), "ctr containers info"))
+            labels = info.get("Labels") or {}
+            if (
+                labels.get("io.kubernetes.pod.namespace") == namespace
+                and labels.get("io.kubernetes.pod.name") == pod
+                and labels.get("io.kubernetes.container.name") == container
+            ):
+                return ContainerProcess(pid)
+        raise RealNodeError(f"no running container {container} of pod {namespace}/{pod}")
+
     # -- a simulated reboot ------------------------------------------------------------------------
 
     def reboot(self) -> str:
@@ -754,10 +834,18 @@ state = "{root / "state"}"
             return
         holder = self.components.get("namespace")
         holder_pid = holder.process.pid if holder and holder.process else None
-        for pid in _processes_in_mount_namespace(self._namespace):
-            if pid != holder_pid:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            left = [
+                pid for pid in _processes_in_mount_namespace(self._namespace) if pid != holder_pid
+            ]
+            if not left:
+                return
+            for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        raise RealNodeError(f"processes in the node's mount namespace would not die: {left}")
 
     def _remove_cgroup_folders(self) -> None:
         if self._snapshot is None:
