@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -54,6 +54,9 @@ NFT_TABLE = "pitstop_real_node"
 API_SERVICE_IP = "10.96.0.1"
 PAUSE_IMAGE = "localhost/pitstop-pause:1"
 LOCK_PATH = Path("/run/lock/pitstop-real-node.lock")
+# What teardown must undo, written while a node runs: a run that was killed before its teardown
+# leaves it, and the next run undoes that run's changes first (sysctls, bridge, nft, cgroups).
+STATE_PATH = Path("/run/lock/pitstop-real-node.state.json")
 CNI_PLUGIN_DIRECTORIES = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 HOST_PACKAGES = {
@@ -313,6 +316,13 @@ def _node_processes() -> list[str]:
     return found
 
 
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def _processes_in_mount_namespace(namespace: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -398,7 +408,7 @@ class RealNode:
     project_image: str = ""
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     components: dict[str, Component] = field(default_factory=dict)
-    _lock: IO[str] | None = None
+    _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _snapshot: HostSnapshot | None = None
     _namespace: str = ""
     _cleanups: list[tuple[str, Any]] = field(default_factory=list)
@@ -431,15 +441,12 @@ class RealNode:
         reason = unavailable_reason()
         if reason:
             raise RealNodeUnavailableError(reason)
-        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = LOCK_PATH.open("w")
+        self._lock.enter_context(real_node_lock())
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            _log(f"another real node runs on this machine; waiting for {LOCK_PATH}")
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
-        try:
+            if STATE_PATH.exists():
+                recover_stale_node()
             self._snapshot = HostSnapshot.take()
+            self._write_state()
             started = time.monotonic()
             self._start()
             _log(f"node {self.name} Ready in {time.monotonic() - started:.1f} s ({self.workdir})")
@@ -518,6 +525,17 @@ table ip {NFT_TABLE} {{
         holder.wait_until(ready.exists, "set up", timeout=10)
         assert holder.process is not None
         self._namespace = os.readlink(f"/proc/{holder.process.pid}/ns/mnt")
+        self._write_state()
+
+    def _write_state(self) -> None:
+        assert self._snapshot is not None
+        state = {
+            "sysctls": self._snapshot.sysctls,
+            "cgroupFolders": sorted(map(str, self._snapshot.cgroup_folders)),
+            "namespace": self._namespace,
+            "workdir": str(self.workdir),
+        }
+        STATE_PATH.write_text(json.dumps(state, indent=2) + "\n")
 
     def _in_namespace(self, command: Sequence[str]) -> list[str]:
         process = self.components["namespace"].process
@@ -792,24 +810,32 @@ state = "{root / "state"}"
         attempt("stopping the kubelet", lambda: self._stop_component("kubelet"))
         attempt("killing containers", self._kill_containers)
         attempt("stopping containerd", lambda: self._stop_component("containerd"))
-        attempt("killing the namespace's processes", self._kill_namespace_processes)
+        holder = self.components.get("namespace")
+        holder_pid = holder.process.pid if holder and holder.process else None
+        attempt(
+            "killing the namespace's processes",
+            lambda: _kill_mount_namespace(self._namespace, spare=holder_pid),
+        )
         attempt("stopping the namespace", lambda: self._stop_component("namespace"))
-        attempt("removing cgroup folders", self._remove_cgroup_folders)
+        if self._snapshot is not None:
+            before = self._snapshot.cgroup_folders
+            attempt("removing cgroup folders", lambda: _remove_cgroup_folders_not_in(before))
         for kind, _ in reversed(self._cleanups):
             if kind == "nft":
-                attempt("deleting the nft table", self._delete_nft_table)
+                attempt("deleting the nft table", _delete_nft_table)
             elif kind == "bridge":
-                attempt("deleting the bridge", self._delete_bridge)
+                attempt("deleting the bridge", _delete_bridge)
         self._cleanups.clear()
-        attempt("restoring sysctls", self._restore_sysctls)
+        if self._snapshot is not None:
+            sysctls = self._snapshot.sysctls
+            attempt("restoring sysctls", lambda: _restore_sysctls(sysctls))
         if not os.environ.get("PITSTOP_KEEP_CLUSTER_DIR"):
             attempt(
                 "removing the work folder", lambda: shutil.rmtree(self.workdir, ignore_errors=True)
             )
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
-            self._lock = None
+        if not problems:
+            STATE_PATH.unlink(missing_ok=True)
+        self._lock.close()
         for problem in problems:
             _log(f"teardown: {problem}")
 
@@ -828,60 +854,89 @@ state = "{root / "state"}"
             timeout=45,
         )
 
-    def _kill_namespace_processes(self) -> None:
-        """SIGKILL what still lives in the node's mount namespace (shims, stray helpers)."""
-        if not self._namespace:
-            return
-        holder = self.components.get("namespace")
-        holder_pid = holder.process.pid if holder and holder.process else None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            left = [
-                pid for pid in _processes_in_mount_namespace(self._namespace) if pid != holder_pid
-            ]
-            if not left:
-                return
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        raise RealNodeError(f"processes in the node's mount namespace would not die: {left}")
-
-    def _remove_cgroup_folders(self) -> None:
-        if self._snapshot is None:
-            return
-        for folder in sorted(_cgroup_folders() - self._snapshot.cgroup_folders):
-            for child in sorted(folder.rglob("*"), key=lambda path: -len(path.parts)):
-                if child.is_dir():
-                    _kill_cgroup(child)
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-            _kill_cgroup(folder)
-            for _ in range(50):
-                try:
-                    folder.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-
-    def _delete_nft_table(self) -> None:
-        subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True)
-
-    def _delete_bridge(self) -> None:
-        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
-
-    def _restore_sysctls(self) -> None:
-        if self._snapshot is None:
-            return
-        for name, value in self._snapshot.sysctls.items():
-            path = Path("/proc/sys") / name
-            if path.read_text().strip() != value:
-                path.write_text(value + "\n")
-
     def host_differences(self) -> list[str]:
         """After stop(): what this node left on the machine (empty when all is as it was)."""
         assert self._snapshot is not None
         return self._snapshot.differences(HostSnapshot.take())
+
+
+def _kill_mount_namespace(
+    namespace: str, spare: int | None = None, only: tuple[str, ...] = ()
+) -> None:
+    """SIGKILL what still lives in the node's mount namespace (shims, stray helpers); with
+    `only`, just the processes of those names (a stale namespace's number may be reused)."""
+    if not namespace:
+        return
+    deadline = time.monotonic() + 10
+    left: list[int] = []
+    while time.monotonic() < deadline:
+        left = [
+            pid
+            for pid in _processes_in_mount_namespace(namespace)
+            if pid != spare and (not only or _command_name(pid).startswith(only))
+        ]
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    raise RealNodeError(f"processes in the node's mount namespace would not die: {left}")
+
+
+def _remove_cgroup_folders_not_in(before: frozenset[Path] | set[Path]) -> None:
+    """Kill what runs in the cgroup folders made since `before`, and remove them (deepest first)."""
+    for folder in sorted(_cgroup_folders() - set(before)):
+        for child in sorted(folder.rglob("*"), key=lambda path: -len(path.parts)):
+            if child.is_dir():
+                _kill_cgroup(child)
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        _kill_cgroup(folder)
+        for _ in range(50):
+            try:
+                folder.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def _delete_nft_table() -> None:
+    subprocess.run(["nft", "delete", "table", "ip", NFT_TABLE], capture_output=True)
+
+
+def _delete_bridge() -> None:
+    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+
+
+def _restore_sysctls(values: dict[str, str]) -> None:
+    for name, value in values.items():
+        path = Path("/proc/sys") / name
+        if path.read_text().strip() != value:
+            path.write_text(value + "\n")
+
+
+def recover_stale_node() -> None:
+    """Undo what a killed run left (see STATE_PATH). Call with the real-node lock held."""
+    state = json.loads(STATE_PATH.read_text())
+    _log(f"undoing what a killed real-node run left behind ({STATE_PATH})")
+    _kill_mount_namespace(
+        state.get("namespace", ""), only=("containerd", "kubelet", "sleep", "nsenter", "unshare")
+    )
+    workdir = state.get("workdir", "")
+    if workdir:
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if entry.name.isdigit() and workdir in command:
+                    os.kill(int(entry.name), signal.SIGKILL)
+    _remove_cgroup_folders_not_in({Path(folder) for folder in state.get("cgroupFolders", [])})
+    _delete_nft_table()
+    _delete_bridge()
+    _restore_sysctls(state.get("sysctls", {}))
+    if workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    STATE_PATH.unlink()
 
 
 def _kill_cgroup(folder: Path) -> None:
@@ -889,6 +944,22 @@ def _kill_cgroup(folder: Path) -> None:
         for line in (folder / "cgroup.procs").read_text().split():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(line), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def real_node_lock() -> Iterator[None]:
+    """One real node per machine at a time: the bridge, nft table and sysctls are shared."""
+    LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_PATH.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(f"another real node runs on this machine; waiting for {LOCK_PATH}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

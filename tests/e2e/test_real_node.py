@@ -545,3 +545,42 @@ def check_the_job_ran_on_the_real_node(e2e: Cluster) -> None:
     assert pods[0]["status"]["phase"] == "Succeeded"
     command = pods[0]["spec"]["containers"][0]["command"]
     assert command[:2] == ["pitstop-reboot", "approve"], command
+
+
+def test_a_killed_runs_leftovers_are_undone_by_the_next_run(tmp_path: Path) -> None:
+    """A run killed before its teardown leaves its state file; the next run undoes its changes."""
+    _require_real_node()
+    with realnode.real_node_lock():
+        before = realnode.HostSnapshot.take()
+        panic = Path("/proc/sys/kernel/panic")
+        original = panic.read_text().strip()
+        stale_workdir = tmp_path / "stale-node"
+        stale_workdir.mkdir()
+        realnode.STATE_PATH.write_text(
+            json.dumps(
+                {
+                    "sysctls": {"kernel/panic": original},
+                    "cgroupFolders": sorted(map(str, before.cgroup_folders)),
+                    "namespace": "",
+                    "workdir": str(stale_workdir),
+                }
+            )
+        )
+        # What the killed run had done: its bridge, its nft table, the kubelet's sysctl.
+        subprocess.run(["ip", "link", "add", realnode.BRIDGE, "type", "bridge"], check=True)
+        subprocess.run(["nft", "add", "table", "ip", realnode.NFT_TABLE], check=True)
+        panic.write_text(f"{int(original) + 9}\n")
+        try:
+            assert len(before.differences(realnode.HostSnapshot.take())) == 3
+            realnode.recover_stale_node()
+            after = realnode.HostSnapshot.take()
+            state_left = realnode.STATE_PATH.exists()
+        finally:
+            panic.write_text(f"{original}\n")
+            subprocess.run(["ip", "link", "delete", realnode.BRIDGE], capture_output=True)
+            subprocess.run(
+                ["nft", "delete", "table", "ip", realnode.NFT_TABLE], capture_output=True
+            )
+            realnode.STATE_PATH.unlink(missing_ok=True)
+        assert before.differences(after) == []
+        assert not state_left and not stale_workdir.exists()
