@@ -2,7 +2,9 @@
 
 Why not shell out to kubectl: the brain must stay cheap for the API server and cancellable. A
 drain here costs one list of the node's pods, one list of PodDisruptionBudgets (to name the
-budgets the health gate must wait for), one watch of the node's pods, and the evictions. A pod
+budgets the health gate must wait for), one watch of the node's pods, and the evictions; with
+`watch_list` (the brain's choice) the watch also delivers the node's pods first, where the server
+serves watch-lists, and the list is not needed. A pod
 blocked by a budget (429) is retried every `eviction_retry_seconds` (kubectl's 5 s), never in a
 tight loop; a pod counts as gone when the watch reports it deleted or replaced (new UID).
 
@@ -44,6 +46,8 @@ ERROR_BACKOFF_FIRST_SECONDS = 1.0
 ERROR_BACKOFF_MAX_SECONDS = 30.0
 # A watch ends server-side after this long and is resumed from its last resourceVersion.
 WATCH_SECONDS = 300
+# The bookmark that ends a watch-list's initial state (sendInitialEvents).
+INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
 
 
 @dataclass(frozen=True)
@@ -380,22 +384,31 @@ class _NodePodWatch:
     The thread resumes the watch from its last resourceVersion when the server ends it, and
     re-lists (reporting a snapshot) when that version has expired (410). stop() shuts the
     socket down so a blocked read returns at once: cancelling a drain leaves no thread behind.
+
+    Without a resourceVersion to start from, the watch itself fetches the node's pods first
+    (a watch-list: `sendInitialEvents`, up to the bookmark that ends the initial state), so a
+    drain costs one request instead of a list and a watch; a server without watch-lists gets
+    the list and the watch. `initial` then resolves to the pods; events that follow wait for
+    `attach(tracker)`.
     """
 
     def __init__(
         self,
         core: Any,
         node: str,
-        resource_version: str,
-        tracker: _GoneTracker,
+        resource_version: str | None,
+        tracker: _GoneTracker | None,
         counter: RequestCounter | None,
     ) -> None:
         self._core = core
         self._node = node
         self._resource_version = resource_version
         self._tracker = tracker
+        self._backlog: list[tuple[str, tuple[Any, ...]]] = []
         self._counter = counter
         self._loop = asyncio.get_running_loop()
+        self.initial: asyncio.Future[list[dict[str, Any]]] = self._loop.create_future()
+        self._initial_items: list[dict[str, Any]] | None = None
         self._stopping = threading.Event()
         self._response: Any = None
         self._thread = threading.Thread(
@@ -405,6 +418,29 @@ class _NodePodWatch:
     def start(self) -> None:
         self._thread.start()
 
+    def attach(self, tracker: _GoneTracker) -> None:
+        """Hand what the watch saw after its initial state, and all that follows, to `tracker`."""
+        self._tracker = tracker
+        backlog, self._backlog = self._backlog, []
+        for kind, arguments in backlog:
+            self._handle(kind, *arguments)
+
+    def _handle(self, kind: str, *arguments: Any) -> None:  # on the event loop
+        if self._tracker is None:
+            self._backlog.append((kind, arguments))
+        elif kind == "snapshot":
+            self._tracker.on_snapshot(*arguments)
+        else:
+            self._tracker.on_watch_event(*arguments)
+
+    def _resolve(self, items: list[dict[str, Any]] | BaseException) -> None:  # on the event loop
+        if self.initial.done():
+            return
+        if isinstance(items, BaseException):
+            self.initial.set_exception(items)
+        else:
+            self.initial.set_result(items)
+
     def _deliver(self, handler: Callable[..., None], *arguments: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
             self._loop.call_soon_threadsafe(handler, *arguments)
@@ -412,28 +448,69 @@ class _NodePodWatch:
     def _relist(self) -> None:
         items, self._resource_version = _list_node_pods(self._core, self._node, self._counter)
         present = {PodRef.from_pod(pod).key: PodRef.from_pod(pod).uid for pod in items}
-        self._deliver(self._tracker.on_snapshot, present)
+        self._deliver(self._handle, "snapshot", present)
+
+    def _start_from_a_list(self) -> None:
+        items, self._resource_version = _list_node_pods(self._core, self._node, self._counter)
+        self._deliver(self._resolve, items)
 
     def _run(self) -> None:
         backoff = ERROR_BACKOFF_FIRST_SECONDS
         while not self._stopping.is_set():
             try:
-                self._watch_once()
+                if self._resource_version is None:
+                    self._watch_list()
+                else:
+                    self._watch_once()
                 backoff = ERROR_BACKOFF_FIRST_SECONDS
+            except _NoWatchListError:
+                try:
+                    self._start_from_a_list()
+                except Exception as error:  # the drain fails (and is retried by its caller)
+                    self._deliver(self._resolve, error)
+                    return
             except _WatchExpiredError:
                 try:
-                    self._relist()
+                    if self._resource_version is None:  # expired before its initial state
+                        self._start_from_a_list()
+                    else:
+                        self._relist()
                 except Exception as error:  # retried below
                     log.warning("re-listing pods of node %s failed: %s", self._node, error)
                     self._stopping.wait(backoff)
             except Exception as error:  # any watch failure: resume after a pause
                 if self._stopping.is_set():
                     return
+                if self._resource_version is None:  # no initial state: the drain fails
+                    self._deliver(self._resolve, error)
+                    return
                 log.warning("watching pods of node %s failed: %s", self._node, error)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, ERROR_BACKOFF_MAX_SECONDS)
 
+    def _watch_list(self) -> None:
+        """The initial state and then the changes, in one request."""
+        _count(self._counter, "watch-pods")
+        try:
+            response = self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={self._node}",
+                watch=True,
+                allow_watch_bookmarks=True,
+                send_initial_events=True,
+                resource_version_match="NotOlderThan",
+                timeout_seconds=WATCH_SECONDS,
+                _preload_content=False,
+            )
+        except ApiException as error:
+            # 400/422: the server does not serve watch-lists (its WatchList feature is off).
+            if error.status in (400, 422):
+                raise _NoWatchListError from error
+            raise
+        self._initial_items = []
+        self._read(response)
+
     def _watch_once(self) -> None:
+        self._initial_items = None
         _count(self._counter, "watch-pods")
         try:
             response = self._core.list_pod_for_all_namespaces(
@@ -448,6 +525,9 @@ class _NodePodWatch:
             if error.status == 410:
                 raise _WatchExpiredError from error
             raise
+        self._read(response)
+
+    def _read(self, response: Any) -> None:
         self._response = response
         try:
             if self._stopping.is_set():
@@ -462,11 +542,22 @@ class _NodePodWatch:
                     if pod.get("code") == 410:
                         raise _WatchExpiredError
                     raise RuntimeError(f"watch error: {pod.get('message', pod)}")
-                version = (pod.get("metadata") or {}).get("resourceVersion")
+                metadata = pod.get("metadata") or {}
+                version = metadata.get("resourceVersion")
+                if self._initial_items is not None:  # still reading a watch-list's initial state
+                    if kind == "ADDED":
+                        self._initial_items.append(pod)
+                    elif kind == "BOOKMARK" and (metadata.get("annotations") or {}).get(
+                        INITIAL_EVENTS_END_ANNOTATION
+                    ):
+                        items, self._initial_items = self._initial_items, None
+                        self._resource_version = version or ""
+                        self._deliver(self._resolve, items)
+                    continue
                 if version:
                     self._resource_version = version
                 if kind != "BOOKMARK":
-                    self._deliver(self._tracker.on_watch_event, kind, pod)
+                    self._deliver(self._handle, "event", kind, pod)
         finally:
             self._response = None
             with contextlib.suppress(Exception):
@@ -485,6 +576,10 @@ class _NodePodWatch:
 
 class _WatchExpiredError(Exception):
     """The watch's resourceVersion is too old (410 Gone): re-list."""
+
+
+class _NoWatchListError(Exception):
+    """The server refused `sendInitialEvents`: list, then watch."""
 
 
 @dataclass
@@ -582,14 +677,49 @@ async def drain_node(
     options: DrainOptions,
     deadline: datetime,
     counter: RequestCounter | None = None,
+    watch_list: bool = False,
 ) -> DrainResult:
     """Evict the node's pods (as `kubectl drain` would) until they are gone or the deadline.
 
     Does not cordon: the caller cordons first (and records whether the node already was).
     Cancelling stops the evictions and the watch cleanly; calling again resumes.
+    `watch_list`: read the node's pods through the watch itself (one request, not two) where
+    the server serves watch-lists.
     """
     core = client.CoreV1Api(api)
-    items, resource_version = await asyncio.to_thread(_list_node_pods, core, node, counter)
+    watch: _NodePodWatch | None = None
+    resource_version = ""
+    if watch_list:
+        watch = _NodePodWatch(core, node, None, None, counter)
+        watch.start()
+        try:
+            items = await watch.initial
+        except BaseException:
+            await watch.stop()
+            raise
+    else:
+        items, resource_version = await asyncio.to_thread(_list_node_pods, core, node, counter)
+    try:
+        return await _drain_listed(
+            api, core, node, options, deadline, counter, items, resource_version, watch
+        )
+    finally:
+        if watch is not None:
+            await watch.stop()
+
+
+async def _drain_listed(
+    api: client.ApiClient,
+    core: Any,
+    node: str,
+    options: DrainOptions,
+    deadline: datetime,
+    counter: RequestCounter | None,
+    items: list[dict[str, Any]],
+    resource_version: str,
+    watch: _NodePodWatch | None,
+) -> DrainResult:
+    """drain_node once the node's pods are known (and, with a watch-list, watched already)."""
     to_evict, skipped, problems = classify_pods(items, options)
     if problems:
         listed = "; ".join(map(str, problems))
@@ -610,9 +740,12 @@ async def drain_node(
     covering = _covering_budgets(budgets, {pod: labels_of.get(pod) for pod in to_evict})
 
     tracker = _GoneTracker(to_evict)
-    watch = _NodePodWatch(core, node, resource_version, tracker, counter)
+    if watch is None:
+        watch = _NodePodWatch(core, node, resource_version, tracker, counter)
+        watch.start()
+    else:
+        watch.attach(tracker)
     progress = {pod: _PodProgress(pod) for pod in to_evict}
-    watch.start()
     workers = [
         asyncio.create_task(_evict_until_gone(core, progress[pod], tracker, options, counter))
         for pod in to_evict

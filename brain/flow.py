@@ -230,7 +230,7 @@ class NodeFlow:
                 keep_pods=self.own_pods,
             )
             task = asyncio.create_task(
-                drain.drain_node(self.kube.api_client, name, options, deadline),
+                drain.drain_node(self.kube.api_client, name, options, deadline, watch_list=True),
                 name=f"drain-{name}",
             )
             task.add_done_callback(lambda _: self.wake(0))

@@ -462,3 +462,76 @@ def test_the_brains_own_pod_is_never_evicted_but_its_namesakes_are() -> None:
         ("pitstop-system", "the brain's own pod (it restarts with the node)")
     ]
     assert problems == []
+
+
+class FakeWatchListCore:
+    """A server with watch-lists (initial pods, the end bookmark, then a deletion), or without
+    (`sendInitialEvents` refused with 422: a list, then a watch from its resourceVersion)."""
+
+    def __init__(self, serves_watch_list: bool, pods: list[dict[str, Any]]) -> None:
+        self.serves_watch_list = serves_watch_list
+        self.pods = pods
+        self.calls: list[dict[str, Any]] = []
+        self.streams: list[FakeStream] = []
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls.append(arguments)
+        if not arguments.get("watch"):
+            return SimpleNamespace(
+                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.pods})
+            )
+        if arguments.get("send_initial_events") and not self.serves_watch_list:
+            raise ApiException(status=422, reason="sendInitialEvents is forbidden")
+        lines: list[dict[str, Any]] = []
+        if arguments.get("send_initial_events"):
+            lines += [{"type": "ADDED", "object": item} for item in self.pods]
+            end = {"k8s.io/initial-events-end": "true"}
+            lines.append(
+                {
+                    "type": "BOOKMARK",
+                    "object": {"metadata": {"resourceVersion": "20", "annotations": end}},
+                }
+            )
+        lines.append({"type": "DELETED", "object": self.pods[0]})
+        stream = FakeStream(lines)
+        self.streams.append(stream)
+        return stream
+
+
+@pytest.mark.parametrize("serves_watch_list", [True, False])
+def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
+    serves_watch_list: bool,
+) -> None:
+    first, second = pod("a", namespace="n", uid="ua"), pod("b", namespace="n", uid="ub")
+    core = FakeWatchListCore(serves_watch_list, [first, second])
+    counter = RequestCounter()
+
+    async def scenario() -> tuple[list[str], bool, bool]:
+        watch = _NodePodWatch(core, "node-1", None, None, counter)
+        watch.start()
+        items = await asyncio.wait_for(watch.initial, 5)
+        # The deletion may already have arrived: it waits for the tracker, then reaches it.
+        await asyncio.sleep(0.1)
+        gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
+        tracker = _GoneTracker([gone, kept])
+        watch.attach(tracker)
+        await tracker.wait_gone(gone, 5)
+        await watch.stop()
+        return (
+            [item["metadata"]["name"] for item in items],
+            tracker.is_gone(gone),
+            (tracker.is_gone(kept)),
+        )
+
+    names, gone, kept = asyncio.run(scenario())
+    assert names == ["a", "b"]
+    assert gone and not kept
+    watches = [call for call in core.calls if call.get("watch")]
+    if serves_watch_list:
+        assert counter.counts == {"watch-pods": 1}
+        assert watches[0]["resource_version_match"] == "NotOlderThan"
+    else:
+        assert counter.counts == {"watch-pods": 2, "list-pods": 1}
+        assert watches[-1]["resource_version"] == "50"
+    assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
+    assert all(stream.closed for stream in core.streams)
