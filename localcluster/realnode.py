@@ -192,6 +192,7 @@ def pause_image_archive() -> Path:
     archive = _image_folder() / "pitstop-pause-1.tar"
     if archive.exists():
         return archive
+    image.ensure_host_tools()  # podman, on a machine that has nothing yet
     with tempfile.TemporaryDirectory(prefix="pitstop-pause-", dir=_image_folder()) as folder:
         context = Path(folder)
         (context / "pause.c").write_text(PAUSE_SOURCE)
