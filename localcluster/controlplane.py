@@ -16,6 +16,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def _kwok_stages(target: Path) -> Path:
     return target
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """A kubectl command failed; unlike its base class, the message says what kubectl said."""
+
+    def __str__(self) -> str:
+        said = (self.stderr or self.stdout or "").strip()
+        return f"{super().__str__()}\n{said[-2000:]}"
+
+
 class ControlPlane:
     """One local control plane. Use as a context manager, or call start() and stop()."""
 
@@ -73,6 +82,9 @@ class ControlPlane:
         self.server = f"https://127.0.0.1:{self.apiserver_port}"
         self.kubeconfig = self.workdir / "kubeconfig"
         self.logs = self.workdir / "logs"
+        # kubectl caches discovery per host:port; ports are reused by the next cluster, so each
+        # cluster keeps its own cache instead of reading another cluster's resource list.
+        self.kubectl_cache = self.workdir / "kubectl-cache"
         self.certificates: Certificates | None = None
         self.kubelet_client: tuple[Path, Path] | None = None
         self.components: dict[str, Component] = {}
@@ -360,22 +372,48 @@ class ControlPlane:
     ) -> subprocess.CompletedProcess[str]:
         """Run the pinned kubectl against this control plane."""
         result = subprocess.run(
-            [str(self.binaries["kubectl"]), "--kubeconfig", str(self.kubeconfig), *args],
+            [
+                str(self.binaries["kubectl"]),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--cache-dir",
+                str(self.kubectl_cache),
+                *args,
+            ],
             capture_output=True,
             text=True,
             input=input,
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, result.args, result.stdout, result.stderr
-            )
+            raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
         return result
+
+    def wait_for_crd(self, name: str, timeout: float = 60) -> None:
+        """Wait until a CRD is Established and its resource is served (`kubectl get` works).
+
+        Right after a CRD is created, discovery can list its group before serving it, and
+        kubectl then fails at once ("unable to retrieve the complete list of server APIs")
+        instead of waiting: such a failure is asked again until the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.kubectl(
+                "wait", "--for=condition=Established", "--timeout=30s", f"crd/{name}", check=False
+            )
+            if result.returncode == 0:
+                result = self.kubectl("get", name, "--all-namespaces", "-o", "name", check=False)
+                if result.returncode == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise KubectlError(result.returncode, result.args, result.stdout, result.stderr)
+            time.sleep(0.5)
 
     def environment(self) -> dict[str, str]:
         """Environment for a child process (kubectl, brain, detector) to use this cluster."""
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
+        env["KUBECACHEDIR"] = str(self.kubectl_cache)
         env["PATH"] = os.pathsep.join(
             [
                 str(self.binaries["kubectl"].parent),

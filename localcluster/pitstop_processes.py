@@ -32,7 +32,7 @@ def _script(name: str) -> list[str]:
 def install_pitstop_api(plane: ControlPlane, namespace: str, job_namespace: str) -> None:
     """The CRD and the namespaces the brain needs (what the Helm chart does in a cluster)."""
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    plane.kubectl("wait", "--for=condition=Established", "crd/nodesmaintenancewindows.pitstop.dev")
+    plane.wait_for_crd("nodesmaintenancewindows.pitstop.dev")
     for name in {namespace, job_namespace}:
         manifest = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
         plane.kubectl("apply", "-f", "-", input=manifest)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from localcluster.controlplane import ControlPlane
@@ -14,12 +12,5 @@ from localcluster.pitstop_processes import CRD_FILE
 def window_crd(cluster: ControlPlane) -> ControlPlane:
     """The CRD applied (idempotent, server-side) and served: discovery knows `nmw`."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/nodesmaintenancewindows.pitstop.dev"
-    )
-    deadline = time.monotonic() + 30
-    while cluster.kubectl("get", "nmw", check=False).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the NodesMaintenanceWindow API is not served after 30s")
-        time.sleep(0.2)
+    cluster.wait_for_crd("nodesmaintenancewindows.pitstop.dev")
     return cluster

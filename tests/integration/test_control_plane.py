@@ -54,7 +54,7 @@ def unique(prefix: str) -> str:
 
 def test_crd_schema_rejects_a_bad_object(cluster: ControlPlane, namespace: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.foundation.pitstop.dev")
+    cluster.wait_for_crd("widgets.foundation.pitstop.dev")
     good = {
         "apiVersion": "foundation.pitstop.dev/v1",
         "kind": "Widget",
