@@ -819,6 +819,9 @@ state = "{root / "state"}"
         )
         attempt("stopping the namespace", lambda: self._stop_component("namespace"))
         if self._snapshot is not None:
+            known = self._snapshot.processes
+            attempt("waiting for the node's processes to be reaped", lambda: _wait_reaped(known))
+        if self._snapshot is not None:
             before = self._snapshot.cgroup_folders
             attempt("removing cgroup folders", lambda: _remove_cgroup_folders_not_in(before))
         for kind, _ in reversed(self._cleanups):
@@ -883,6 +886,20 @@ def _kill_mount_namespace(
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.1)
     raise RealNodeError(f"processes in the node's mount namespace would not die: {left}")
+
+
+def _wait_reaped(known: frozenset[str], timeout: float = 15) -> None:
+    """Wait until the killed shims are out of the process table, not only dead.
+
+    A shim is an orphan (its parent is PID 1): once killed it stays a zombie until PID 1 reaps
+    it, which some inits do only every second or two (seen here: 1.7 s). Teardown ends when the
+    machine's process table is as it was, not when the zombies are merely on their way out.
+    """
+    deadline = time.monotonic() + timeout
+    while left := [entry for entry in _node_processes() if entry not in known]:
+        if time.monotonic() > deadline:
+            raise RealNodeError(f"node processes still in the process table: {left}")
+        time.sleep(0.1)
 
 
 def _remove_cgroup_folders_not_in(before: frozenset[Path] | set[Path]) -> None:
