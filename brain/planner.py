@@ -8,7 +8,8 @@ Rules:
 - Governing: a node belongs to the matching window (nodeSelector) with the highest priority. Two
   or more matching windows sharing the highest priority are a conflict: none of them touches the
   node, and each reports it.
-- Pending: flagged (reboot-required), governed, and not in the lock at all.
+- Pending: flagged (reboot-required), governed, not in the lock at all, and not resting (after an
+  aborted drain until its retry time; after a reboot the lock records, until flagged anew).
 - Budget of a window: maxUnavailable (a number, or a percentage of the governed nodes rounded
   down, at least 1). It is used by the window's lease holders (every slot-holding phase, Failed
   included) and, unless countUnhealthy is false, by governed nodes that are NotReady or
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -478,6 +479,40 @@ def _plan_window(
     )
 
 
+def without_resting_nodes(
+    nodes: Sequence[NodeView], lock: LockState, now: datetime
+) -> list[NodeView]:
+    """Nodes that must not start now are shown to the planner as not flagged:
+
+    - a node whose drain was aborted rests until its retry time;
+    - a node rebooted at its current boot ID that is still flagged from before that reboot
+      (its detector has not caught up yet, or the reboot did not clear the flag): it is
+      not rebooted again until its detector flags it anew, so there is no reboot loop.
+    """
+    by_name = {node.name: node for node in nodes}
+    resting: set[str] = set()
+    for record in lock.windows.values():
+        resting.update(name for name, until in record.retry_after.items() if until > now)
+        for done in record.completed:
+            node = by_name.get(done.node)
+            if (
+                node is not None
+                and done.result == "Rebooted"
+                and done.boot_id
+                and node.boot_id == done.boot_id
+                and (
+                    node.reboot_required_since is None
+                    or node.reboot_required_since <= done.finished
+                )
+            ):
+                resting.add(done.node)
+    if not resting:
+        return list(nodes)
+    return [
+        replace(node, reboot_required=False) if node.name in resting else node for node in nodes
+    ]
+
+
 def make_plan(
     windows: Sequence[NamedWindow],
     nodes: Sequence[NodeView],
@@ -495,7 +530,9 @@ def make_plan(
     names = [window.name for window in windows]
     if len(set(names)) != len(names):
         raise ValueError(f"window names must be unique: {sorted(names)}")
-    nodes_by_name = {node.name: node for node in nodes}
+    # Decided on the same lock as everything else, so a reboot the lock has just recorded
+    # rests its node in this very plan (not one pass later).
+    nodes_by_name = {node.name: node for node in without_resting_nodes(nodes, lock, now)}
     ordered_windows = sorted(windows, key=lambda window: window.name)
     ordered_nodes = [nodes_by_name[name] for name in sorted(nodes_by_name)]
     governing, conflicts = assign_windows(ordered_windows, ordered_nodes)

@@ -131,15 +131,14 @@ class WindowReconciler:
         spec = valid[name].spec
         if self.prepare_window is not None:
             await self.prepare_window(name, spec)
-        planning_nodes = self._without_backoff(node_list, lock, now)
-        plan = make_plan(list(valid.values()), planning_nodes, lock, now)
+        plan = make_plan(list(valid.values()), node_list, lock, now)
         window_plan = plan.window(name)
         blockers: dict[str, str | None] = {}
         if any(not start.emergency for start in window_plan.starts) and self.check_blockers:
             governed = [node for node in node_list if node.name in window_plan.governed]
             blockers[name] = await self.check_blockers(name, spec, governed)
             if blockers[name]:
-                plan = make_plan(list(valid.values()), planning_nodes, lock, now, blockers)
+                plan = make_plan(list(valid.values()), node_list, lock, now, blockers)
                 window_plan = plan.window(name)
         await self._sync_pending_taints(plan, window_plan, node_list, lock)
         if window_plan.starts:
@@ -161,7 +160,7 @@ class WindowReconciler:
         finally:
             self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
-        plan = make_plan(list(valid.values()), planning_nodes, lock, utc_now(), blockers)
+        plan = make_plan(list(valid.values()), node_list, lock, utc_now(), blockers)
         window_plan = plan.window(name)
         if self.on_plan is not None:
             self.on_plan(plan, lock, node_list)
@@ -200,38 +199,6 @@ class WindowReconciler:
             except WindowSpecError as error:
                 invalid[window_name] = str(error)
         return valid, invalid
-
-    @staticmethod
-    def _without_backoff(nodes: list[NodeView], lock: LockState, now: datetime) -> list[NodeView]:
-        """Nodes that must not start now are shown to the planner as not flagged:
-
-        - a node whose drain was aborted rests until its retry time;
-        - a node rebooted at its current boot ID that is still flagged from before that reboot
-          (its detector has not caught up yet, or the reboot did not clear the flag): it is
-          not rebooted again until its detector flags it anew, so there is no reboot loop.
-        """
-        by_name = {node.name: node for node in nodes}
-        resting: set[str] = set()
-        for record in lock.windows.values():
-            resting.update(name for name, until in record.retry_after.items() if until > now)
-            for done in record.completed:
-                node = by_name.get(done.node)
-                if (
-                    node is not None
-                    and done.result == "Rebooted"
-                    and done.boot_id
-                    and node.boot_id == done.boot_id
-                    and (
-                        node.reboot_required_since is None
-                        or node.reboot_required_since <= done.finished
-                    )
-                ):
-                    resting.add(done.node)
-        if not resting:
-            return nodes
-        return [
-            replace(node, reboot_required=False) if node.name in resting else node for node in nodes
-        ]
 
     async def _sync_pending_taints(
         self, plan: Plan, window_plan: WindowPlan, nodes: list[NodeView], lock: LockState
@@ -277,8 +244,7 @@ class WindowReconciler:
                 replace(node, unschedulable=False) if node.name == uncordoned else node
                 for node in nodes
             ]
-            planning = self._without_backoff(current, state, now)
-            fresh = make_plan(list(windows.values()), planning, state, now, blockers).window(name)
+            fresh = make_plan(list(windows.values()), current, state, now, blockers).window(name)
             for start in fresh.starts:
                 node = by_name[start.node]
                 state.nodes[start.node] = NodeLease(

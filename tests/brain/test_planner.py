@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brain.lock import LockState, NodeLease, WindowRecord
+from brain.lock import CompletedReboot, LockState, NodeLease, WindowRecord
 from brain.node_view import NodeView
 from brain.phase import IN_MAINTENANCE, Phase
 from brain.planner import HoldReason, NamedWindow, Plan, WindowPlan, make_plan
@@ -275,6 +275,44 @@ def test_nodes_already_in_the_lock_never_start_again() -> None:
     assert started(window_plan) == []
     assert window_plan.pending == ()
     assert reasons(window_plan) == {"done": HoldReason.IN_LOCK}
+
+
+# --- Resting nodes. ----------------------------------------------------------------------------
+
+
+def rebooted_record(name: str, boot: str, minutes_ago: int) -> WindowRecord:
+    finished = NOW - timedelta(minutes=minutes_ago)
+    return WindowRecord(
+        completed=[CompletedReboot(node=name, finished=finished, result="Rebooted", bootID=boot)]
+    )
+
+
+def test_a_node_the_lock_shows_rebooted_at_its_boot_rests_until_flagged_anew() -> None:
+    everyone = window("everyone")
+    # Still flagged from before the reboot (flag 60 min old, reboot finished 5 min ago).
+    stale = node("n1", boot_id="boot-2")
+    lock = LockState(windows={"everyone": rebooted_record("n1", "boot-2", 5)})
+    rested = plan_one(everyone, [stale], lock)
+    assert rested.pending == () and started(rested) == []
+    # The lock records the reboot: the very plan made on that lock rests the node, which is
+    # what keeps a window's status from showing it Pending for one pass (and its Progressing
+    # condition from going Waiting -> Idle, which posts no RolloutComplete).
+    assert plan_one(everyone, [stale], LockState()).pending != ()
+    # Flagged anew after the reboot (the detector saw a new sentinel): it may go again.
+    anew = node("n1", boot_id="boot-2", since_minutes_ago=1)
+    assert started(plan_one(everyone, [anew], lock)) == ["n1"]
+    # Rebooted at another boot (it rebooted again since): the old record does not hold it.
+    other_boot = node("n1", boot_id="boot-3")
+    assert started(plan_one(everyone, [other_boot], lock)) == ["n1"]
+
+
+def test_a_node_whose_drain_was_aborted_rests_until_its_retry_time() -> None:
+    everyone = window("everyone")
+    retry_at = NOW + timedelta(minutes=10)
+    lock = LockState(windows={"everyone": WindowRecord(retryAfter={"n1": retry_at})})
+    assert plan_one(everyone, [node("n1")], lock).pending == ()
+    later = plan_one(everyone, [node("n1")], lock, now=retry_at + timedelta(seconds=1))
+    assert started(later) == ["n1"]
 
 
 # --- Property tests on random clusters. --------------------------------------------------------

@@ -97,19 +97,28 @@ def test_rolling_reboot_respects_budget_zones_pdbs_and_precordoned_nodes(
     assert env.lock().get("nodes") == {}
     status = env.get_window(window)["status"]
     assert status["counts"]["done"] == 6 and status["counts"]["inMaintenance"] == 0
+
     # The window tells the story by its status (per-node phases) and its conditions' Events;
     # each Node by one Event per step that matters.
-    described = env.plane.kubectl("describe", "nmw", window).stdout
+    # RolloutComplete is posted just after the status write that shows every node Done: wait
+    # for it (a few seconds at most) rather than read once. It once never came: the status plan
+    # showed the last node Pending for a pass (see test_planner's resting-node tests).
+    def described_once_complete() -> str:
+        text = env.plane.kubectl("describe", "nmw", window).stdout
+        return text if "RolloutComplete" in text else ""
+
+    described = env.wait(described_once_complete, "the window's RolloutComplete Event", 20)
     assert "Rebooted" in described and "WindowOpened" in described
-    assert "RolloutComplete" in described
-    for name in nodes:
+
+    def brain_reasons(name: str) -> list[str]:
         events = env.core.list_namespaced_event(
             "default", field_selector=f"involvedObject.kind=Node,involvedObject.name={name}"
         ).items
-        reasons = sorted(
-            event.reason for event in events if event.source.component == "pitstop-brain"
-        )
-        assert reasons == ["RebootStarted", "Rebooted", "Started"], (name, reasons)
+        return sorted(event.reason for event in events if event.source.component == "pitstop-brain")
+
+    for name in nodes:
+        env.wait(lambda name=name: "Rebooted" in brain_reasons(name), f"{name}'s Rebooted Event")
+        assert brain_reasons(name) == ["RebootStarted", "Rebooted", "Started"], name
     client.CoreV1Api(env.api).delete_namespace(workload_namespace)
 
 
