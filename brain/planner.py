@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
@@ -64,6 +64,7 @@ class HoldReason(StrEnum):
     DELAY_BETWEEN_NODES = "DelayBetweenNodes"
     NO_BUDGET = "NoBudget"
     NO_DOMAIN_BUDGET = "NoDomainBudget"
+    RESTING = "Resting"  # after its recorded reboot, or an aborted drain (resting_nodes)
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ def _plan_window(
     lock: LockState,
     now: datetime,
     blocked_reason: str | None,
+    resting: Mapping[str, str],
 ) -> WindowPlan:
     spec = window.spec
     name = window.name
@@ -371,7 +373,9 @@ def _plan_window(
         if not node.reboot_required:
             continue
         lease = lock.nodes.get(node_name)
-        if lease is None:
+        if lease is None and node_name in resting:
+            held_back.append(HeldBack(node_name, HoldReason.RESTING, resting[node_name]))
+        elif lease is None:
             queue.append(node)
         elif not _holds_slot(lease):
             held_back.append(
@@ -479,20 +483,22 @@ def _plan_window(
     )
 
 
-def without_resting_nodes(
-    nodes: Sequence[NodeView], lock: LockState, now: datetime
-) -> list[NodeView]:
-    """Nodes that must not start now are shown to the planner as not flagged:
+def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> dict[str, str]:
+    """Flagged nodes that must not start now, with why (they are held back as Resting):
 
     - a node whose drain was aborted rests until its retry time;
     - a node rebooted at its current boot ID that is still flagged from before that reboot
-      (its detector has not caught up yet, or the reboot did not clear the flag): it is
-      not rebooted again until its detector flags it anew, so there is no reboot loop.
+      (its detector has not caught up yet, or the reboot did not clear the flag): it is not
+      rebooted again until its detector flags it anew, so there is no reboot loop.
     """
-    by_name = {node.name: node for node in nodes}
-    resting: set[str] = set()
+    by_name = {node.name: node for node in nodes if node.reboot_required}
+    resting: dict[str, str] = {}
     for record in lock.windows.values():
-        resting.update(name for name, until in record.retry_after.items() if until > now)
+        for name, until in record.retry_after.items():
+            if name in by_name and until > now:
+                resting[name] = (
+                    f"its drain was aborted; tried again after {until:%Y-%m-%dT%H:%M:%SZ}"
+                )
         for done in record.completed:
             node = by_name.get(done.node)
             if (
@@ -505,12 +511,11 @@ def without_resting_nodes(
                     or node.reboot_required_since <= done.finished
                 )
             ):
-                resting.add(done.node)
-    if not resting:
-        return list(nodes)
-    return [
-        replace(node, reboot_required=False) if node.name in resting else node for node in nodes
-    ]
+                resting[done.node] = (
+                    "rebooted at its current boot; still flagged from before that reboot, it "
+                    "waits for its detector to flag it anew"
+                )
+    return resting
 
 
 def make_plan(
@@ -530,9 +535,10 @@ def make_plan(
     names = [window.name for window in windows]
     if len(set(names)) != len(names):
         raise ValueError(f"window names must be unique: {sorted(names)}")
+    nodes_by_name = {node.name: node for node in nodes}
     # Decided on the same lock as everything else, so a reboot the lock has just recorded
     # rests its node in this very plan (not one pass later).
-    nodes_by_name = {node.name: node for node in without_resting_nodes(nodes, lock, now)}
+    resting = resting_nodes(nodes, lock, now)
     ordered_windows = sorted(windows, key=lambda window: window.name)
     ordered_nodes = [nodes_by_name[name] for name in sorted(nodes_by_name)]
     governing, conflicts = assign_windows(ordered_windows, ordered_nodes)
@@ -546,6 +552,7 @@ def make_plan(
             lock,
             now,
             blockers.get(window.name),
+            resting,
         )
         for window in ordered_windows
     )

@@ -79,22 +79,29 @@ def create_nodes(
             "metadata": {
                 "name": name,
                 "labels": node_labels,
-                "annotations": {KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE},
+                # Born "down": kwok leaves the node alone until it has its boot ID (below).
+                "annotations": {
+                    KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE,
+                    SIMULATED_DOWN_ANNOTATION: "true",
+                },
             },
             "spec": {"taints": [KWOK_TAINT]},
         }
         core.create_node(body)
         created.append(name)
+    boots: dict[str, str] = {}
     for name in created:
-        # kwok's first status write can race ours and reset the boot ID to "": give the node
-        # its boot ID once kwok initialised it, and check that it stuck (kwok keeps it then).
+        # The boot ID goes in before kwok ever sees the node (it is written by a status patch,
+        # and kwok's first status write could otherwise race it and reset it to ""); then kwok
+        # is let in, and its node-initialize stage keeps the boot ID it finds.
+        boots[name] = str(uuid.uuid4())
+        core.patch_node_status(name, {"status": {"nodeInfo": {"bootID": boots[name]}}})
+        core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: None}}})
+    for name in created:
         wait_for(lambda name=name: node_is_ready(core.read_node(name)), f"node {name} Ready")
-        boot = str(uuid.uuid4())
-        core.patch_node_status(name, {"status": {"nodeInfo": {"bootID": boot}}})
-        wait_for(
-            lambda name=name, boot=boot: boot_id(api_client, name) == boot,
-            f"node {name} to keep its boot ID",
-        )
+        actual = boot_id(api_client, name)
+        if actual != boots[name]:
+            raise RuntimeError(f"kwok replaced node {name}'s boot ID {boots[name]!r} by {actual!r}")
     return created
 
 

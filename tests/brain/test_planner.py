@@ -294,6 +294,7 @@ def test_a_node_the_lock_shows_rebooted_at_its_boot_rests_until_flagged_anew() -
     lock = LockState(windows={"everyone": rebooted_record("n1", "boot-2", 5)})
     rested = plan_one(everyone, [stale], lock)
     assert rested.pending == () and started(rested) == []
+    assert reasons(rested) == {"n1": HoldReason.RESTING}
     # The lock records the reboot: the very plan made on that lock rests the node, which is
     # what keeps a window's status from showing it Pending for one pass (and its Progressing
     # condition from going Waiting -> Idle, which posts no RolloutComplete).
@@ -310,7 +311,9 @@ def test_a_node_whose_drain_was_aborted_rests_until_its_retry_time() -> None:
     everyone = window("everyone")
     retry_at = NOW + timedelta(minutes=10)
     lock = LockState(windows={"everyone": WindowRecord(retryAfter={"n1": retry_at})})
-    assert plan_one(everyone, [node("n1")], lock).pending == ()
+    resting = plan_one(everyone, [node("n1")], lock)
+    assert resting.pending == () and reasons(resting) == {"n1": HoldReason.RESTING}
+    assert "2025-06-04T12:10:00Z" in resting.held_back[0].message
     later = plan_one(everyone, [node("n1")], lock, now=retry_at + timedelta(seconds=1))
     assert started(later) == ["n1"]
 
