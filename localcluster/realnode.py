@@ -902,21 +902,31 @@ def _wait_reaped(known: frozenset[str], timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
-def _remove_cgroup_folders_not_in(before: frozenset[Path] | set[Path]) -> None:
-    """Kill what runs in the cgroup folders made since `before`, and remove them (deepest first)."""
-    for folder in sorted(_cgroup_folders() - set(before)):
-        for child in sorted(folder.rglob("*"), key=lambda path: -len(path.parts)):
-            if child.is_dir():
-                _kill_cgroup(child)
-                with contextlib.suppress(OSError):
-                    child.rmdir()
-        _kill_cgroup(folder)
-        for _ in range(50):
-            try:
-                folder.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+def _remove_cgroup_folders_not_in(before: frozenset[Path] | set[Path], timeout: float = 20) -> None:
+    """Kill what runs in the cgroup folders made since `before`, and remove them (deepest first).
+
+    A folder is busy while a child folder or a dying process is left in it, so every round
+    tries the whole tree again until it is gone; what will not go is an error, never silence.
+    """
+    deadline = time.monotonic() + timeout
+    while left := sorted(_cgroup_folders() - set(before)):
+        for folder in left:
+            with contextlib.suppress(OSError):
+                children = [path for path in folder.rglob("*") if path.is_dir()]
+                for child in [*sorted(children, key=lambda path: -len(path.parts)), folder]:
+                    _kill_cgroup(child)
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+        if time.monotonic() > deadline:
+            busy = {str(folder): _cgroup_processes(folder) for folder in left}
+            raise RealNodeError(f"cgroup folders would not go (folder: processes): {busy}")
+        time.sleep(0.1)
+
+
+def _cgroup_processes(folder: Path) -> list[str]:
+    with contextlib.suppress(OSError):
+        return (folder / "cgroup.procs").read_text().split()
+    return []
 
 
 def _delete_nft_table() -> None:
