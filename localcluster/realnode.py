@@ -821,7 +821,6 @@ state = "{root / "state"}"
         if self._snapshot is not None:
             known = self._snapshot.processes
             attempt("waiting for the node's processes to be reaped", lambda: _wait_reaped(known))
-        if self._snapshot is not None:
             before = self._snapshot.cgroup_folders
             attempt("removing cgroup folders", lambda: _remove_cgroup_folders_not_in(before))
         for kind, _ in reversed(self._cleanups):
@@ -968,10 +967,9 @@ def recover_stale_node() -> None:
 
 
 def _kill_cgroup(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        for line in (folder / "cgroup.procs").read_text().split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(line), signal.SIGKILL)
+    for pid in _cgroup_processes(folder):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 @contextlib.contextmanager
