@@ -10,7 +10,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,14 @@ class PitstopEnv:
     def node(self, name: str) -> Any:
         return self.core.read_node(name)
 
-    def wait(self, check: Any, what: str, timeout: float = 60.0) -> Any:
+    def wait(
+        self,
+        check: Any,
+        what: str,
+        timeout: float = 60.0,
+        explain: Callable[[], str] | None = None,
+    ) -> Any:
+        """Wait for `check` to be true; on timeout, fail with `explain()`'s account of why."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -147,7 +154,41 @@ class PitstopEnv:
                 return last
             time.sleep(0.2)
         logs = "\n".join(str(brain.log_path) for brain in self.brains)
-        raise AssertionError(f"timed out waiting for {what} (last: {last!r}); brain logs:\n{logs}")
+        account = f"\n{explain()}" if explain is not None else ""
+        raise AssertionError(
+            f"timed out waiting for {what} (last: {last!r}); brain logs:\n{logs}{account}"
+        )
+
+    def workload_report(self, namespace: str) -> str:
+        """Where a workload's pods are, how ready, and what its budget allows: why a drain waits."""
+        lines = [f"== workload in {namespace}"]
+        policy = client.PolicyV1Api(self.api)
+        for budget in policy.list_namespaced_pod_disruption_budget(namespace).items:
+            status = budget.status
+            lines.append(
+                f"pdb {budget.metadata.name}: healthy {status.current_healthy}/"
+                f"{status.desired_healthy} desired, {status.disruptions_allowed} allowed, "
+                f"expected {status.expected_pods}, disrupted {status.disrupted_pods or {}}"
+            )
+        for pod in self.core.list_namespaced_pod(namespace).items:
+            ready = [
+                f"{condition.status}({condition.reason or ''})"
+                for condition in pod.status.conditions or []
+                if condition.type == "Ready"
+            ]
+            lines.append(
+                f"pod {pod.metadata.name} on {pod.spec.node_name}: {pod.status.phase}, "
+                f"ready {ready}, deleting {pod.metadata.deletion_timestamp}"
+            )
+        for name in self.nodes:
+            node = self.core.read_node(name)
+            lines.append(f"node {name}: unschedulable {bool(node.spec.unschedulable)}")
+        for event in self.core.list_namespaced_event(namespace).items:
+            lines.append(
+                f"event {event.reason} {event.involved_object.kind}/{event.involved_object.name}"
+                f" x{event.count or 1} ({event.source.component}): {event.message}"
+            )
+        return "\n".join(lines)
 
     def close(self) -> None:
         for brain in self.brains:

@@ -120,6 +120,7 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
             ),
             "every node rebooted",
             150,
+            explain=lambda: env.workload_report(workload),
         )
         time.sleep(2)
         brain_after, evictions_after = counters(env.plane)
