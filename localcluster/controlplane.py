@@ -9,6 +9,7 @@ command and the last lines of its log.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -38,9 +40,21 @@ ADMIN_USER = "pitstop-admin"
 PROGRAMS_GROUP = "pitstop:programs"
 
 
+# How long after a controller marks a running kwok pod NotReady it is reported Ready again.
+POD_READY_AGAIN_MILLISECONDS = 1000
+
+
 def _kwok_stages(target: Path) -> Path:
-    """kwok's standard stages, with node stages that leave a simulated-down node alone."""
-    documents: list[dict[str, object]] = []
+    """kwok's standard stages, with node stages that leave a simulated-down node alone, and
+    one more pod stage that plays the kubelet re-reporting a running pod Ready.
+
+    Why the extra stage: when the node lifecycle controller sees a node NotReady (a simulated
+    reboot), it marks that node's pods NotReady, and also any pod bound to the node in the
+    next few seconds (its view of the node is refreshed every 5 s). A real kubelet reports
+    the pod Ready again; kwok's own stages only ready Pending pods, so such a pod stayed
+    NotReady for good and its PodDisruptionBudget refused every eviction from then on.
+    """
+    documents: list[dict[str, Any]] = []
     hands_off = {
         "key": f'.metadata.annotations["{SIMULATED_DOWN_ANNOTATION}"]',
         "operator": "DoesNotExist",
@@ -52,8 +66,39 @@ def _kwok_stages(target: Path) -> Path:
             if document["spec"]["resourceRef"]["kind"] == "Node":
                 document["spec"]["selector"]["matchExpressions"].append(hands_off)
             documents.append(document)
+    documents.append(_pod_ready_again_stage(documents))
     target.write_text(yaml.safe_dump_all(documents))
     return target
+
+
+def _pod_ready_again_stage(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """kwok's pod-ready stage for Running pods that lost their Ready condition: only the
+    conditions change (its addresses are the pod's already: patching them again would add a
+    second IP, which the API server refuses)."""
+    ready = next((d for d in documents if d["metadata"]["name"] == "pod-ready"), None)
+    if ready is None:
+        raise RuntimeError("kwok's stage files have no pod-ready stage to build on")
+    stage = copy.deepcopy(ready)
+    stage["metadata"]["name"] = "pitstop-pod-ready-again"
+    expressions = stage["spec"]["selector"]["matchExpressions"]
+    phase = next(e for e in expressions if e["key"] == ".status.phase")
+    phase["values"] = ["Running"]
+    stage["spec"]["delay"] = {"durationMilliseconds": POD_READY_AGAIN_MILLISECONDS}
+    stage["spec"]["next"] = {
+        "statusTemplate": "\n".join(
+            [
+                "{{ $now := Now }}",
+                "conditions:",
+                "- lastTransitionTime: {{ $now | Quote }}",
+                '  status: "True"',
+                "  type: Ready",
+                "- lastTransitionTime: {{ $now | Quote }}",
+                '  status: "True"',
+                "  type: ContainersReady",
+            ]
+        )
+    }
+    return stage
 
 
 class KubectlError(subprocess.CalledProcessError):

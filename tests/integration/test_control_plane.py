@@ -14,6 +14,7 @@ from localcluster.controlplane import ControlPlane
 from localcluster.nodes import (
     KWOK_TOLERATION,
     boot_id,
+    create_bare_pod,
     create_deployment,
     create_nodes,
     delete_nodes,
@@ -279,5 +280,40 @@ def test_simulated_reboot_changes_boot_id_and_ready(
         # kwok keeps the new bootID on later heartbeats (it does not reset what we wrote).
         core.patch_node(node, {"metadata": {"labels": {"touched": "yes"}}})
         assert boot_id(api_client, node) == after
+    finally:
+        delete_nodes(api_client, [node])
+
+
+def _pod_ready(core: client.CoreV1Api, namespace: str, name: str) -> bool:
+    pod = core.read_namespaced_pod(name, namespace)
+    return any(
+        condition.type == "Ready" and condition.status == "True"
+        for condition in pod.status.conditions or []
+    )
+
+
+def test_a_running_pod_marked_not_ready_by_a_controller_is_ready_again(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """The node lifecycle controller marks a pod NotReady when it is bound to a node that the
+    controller last saw NotReady (its view is refreshed every 5 s: a node just back from a
+    simulated reboot). A kubelet would report the pod Ready again, and kwok does here too.
+    kwok's own stages only ready Pending pods: such a pod used to stay NotReady for good, and
+    its PodDisruptionBudget refused every eviction from then on."""
+    node = unique("ready")
+    create_nodes(api_client, [node])
+    core = client.CoreV1Api(api_client)
+    try:
+        create_bare_pod(api_client, namespace, "marked", node)
+        wait_for(lambda: _pod_ready(core, namespace, "marked"), "the pod Ready")
+        # What the controller's MarkPodsNotReady writes.
+        core.patch_namespaced_pod_status(
+            "marked",
+            namespace,
+            {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
+        )
+        assert not _pod_ready(core, namespace, "marked")
+        wait_for(lambda: _pod_ready(core, namespace, "marked"), "the pod Ready again", 10)
+        assert core.read_namespaced_pod("marked", namespace).status.phase == "Running"
     finally:
         delete_nodes(api_client, [node])
