@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -221,8 +221,10 @@ class DrainResult:
 
     `pdbs` are the budgets (namespace/name) that cover pods this drain evicted: the health gate
     waits for them to be healthy again. `blocking_pdbs` are those that refused an eviction of a
-    pod still there at the deadline. `problems` are pods refused up front (see classify_pods);
-    when there are any, nothing is evicted and retrying will not help until they change.
+    pod still there at the deadline. `problems` are pods refused (see classify_pods): found up
+    front (then nothing is evicted) or arriving during the drain (which then stops); retrying
+    will not help until they change. Pods that arrive during the drain and may be evicted are
+    evicted like the others.
     """
 
     completed: bool
@@ -333,14 +335,27 @@ _response_lines = cast(Callable[[Any], Iterable[str]], kubernetes_watch.iter_res
 
 
 class _GoneTracker:
-    """Which of the pods to evict are still there; fed by the watch and by eviction answers."""
+    """Which of the pods to evict are still there; fed by the watch and by eviction answers.
+
+    A pod the watch shows arriving on the node that is not tracked yet goes to `on_arrival`
+    (the drain decides whether to evict it too, and `track`s it if so).
+    """
 
     def __init__(self, pods: Iterable[PodRef]) -> None:
         self._uids = {pod.key: pod.uid for pod in pods}
         self._gone_events = {key: asyncio.Event() for key in self._uids}
         self.all_gone = asyncio.Event()
+        self.on_arrival: Callable[[Mapping[str, Any]], None] | None = None
         if not self._uids:
             self.all_gone.set()
+
+    def track(self, pod: PodRef) -> None:
+        """Wait for one more pod to be gone (one that arrived during the drain)."""
+        if pod.key in self._uids:
+            return
+        self._uids[pod.key] = pod.uid
+        self._gone_events[pod.key] = asyncio.Event()
+        self.all_gone.clear()
 
     def is_gone(self, pod: PodRef) -> bool:
         return self._gone_events[pod.key].is_set()
@@ -364,6 +379,8 @@ class _GoneTracker:
         ref = PodRef.from_pod(pod)
         expected = self._uids.get(ref.key)
         if expected is None:
+            if kind in ("ADDED", "MODIFIED") and self.on_arrival is not None:
+                self.on_arrival(pod)
             return
         if (kind == "DELETED" and ref.uid == expected) or (expected and ref.uid != expected):
             self.mark_gone(ref.key)
@@ -737,48 +754,90 @@ async def _drain_listed(
 
     labels_of = {PodRef.from_pod(pod): (pod.get("metadata") or {}).get("labels") for pod in items}
     budgets = await asyncio.to_thread(_list_budgets, api, counter)
-    covering = _covering_budgets(budgets, {pod: labels_of.get(pod) for pod in to_evict})
 
     tracker = _GoneTracker(to_evict)
+    progress: dict[PodRef, _PodProgress] = {}
+    workers: list[asyncio.Task[None]] = []
+    arrived_problems: list[DrainProblem] = []
+    problem_arrived = asyncio.Event()
+    ending = False
+
+    def evict(pod: PodRef) -> None:
+        progress[pod] = _PodProgress(pod)
+        workers.append(
+            asyncio.create_task(_evict_until_gone(core, progress[pod], tracker, options, counter))
+        )
+
+    def on_arrival(pod: Mapping[str, Any]) -> None:
+        # The scheduler can still bind a pod here for a moment after the cordon (its cache has
+        # not seen it yet). Such a pod is drained like the others, not left to the reboot.
+        if ending or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        arrived = classify_pods([pod], options)
+        for ref in arrived.to_evict:
+            log.info("pod %s arrived on node %s during its drain: evicting it too", ref, node)
+            labels_of[ref] = (pod.get("metadata") or {}).get("labels")
+            tracker.track(ref)
+            evict(ref)
+        if arrived.problems:
+            arrived_problems.extend(arrived.problems)
+            problem_arrived.set()
+
+    tracker.on_arrival = on_arrival
     if watch is None:
         watch = _NodePodWatch(core, node, resource_version, tracker, counter)
         watch.start()
     else:
         watch.attach(tracker)
-    progress = {pod: _PodProgress(pod) for pod in to_evict}
-    workers = [
-        asyncio.create_task(_evict_until_gone(core, progress[pod], tracker, options, counter))
-        for pod in to_evict
-    ]
+    for pod in to_evict:
+        evict(pod)
     try:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(tracker.all_gone.wait(), _seconds_until(deadline))
+        await _first_of((tracker.all_gone.wait(), problem_arrived.wait()), _seconds_until(deadline))
     finally:
+        ending = True
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await watch.stop()
 
+    evicted_pods = list(progress)
+    covering = _covering_budgets(budgets, {pod: labels_of.get(pod) for pod in evicted_pods})
     remaining_keys = set(tracker.remaining())
     stuck = [item for pod, item in progress.items() if pod.key in remaining_keys]
-    removed = [pod for pod in to_evict if pod.key not in remaining_keys]
+    removed = [pod for pod in evicted_pods if pod.key not in remaining_keys]
     pdbs = sorted({budget for pod in removed for budget in covering.get(pod, [])})
     blocking = sorted({item.blocking_pdb for item in stuck if item.blocking_pdb and item.blocked})
     attempts = sum(item.attempts for item in progress.values())
-    if not stuck:
+    if arrived_problems:
+        listed = "; ".join(map(str, arrived_problems))
+        message = f"cannot drain node {node}: arrived during the drain: {listed}"
+    elif not stuck:
         message = f"drained node {node}: {_plural(len(removed), 'pod')} evicted"
     else:
         message = _timeout_message(stuck)
     return DrainResult(
-        completed=not stuck,
+        completed=not stuck and not arrived_problems,
         message=message,
-        remaining=tuple(item.pod for item in stuck),
+        remaining=tuple(item.pod for item in stuck)
+        + tuple(problem.pod for problem in arrived_problems),
+        problems=tuple(arrived_problems),
         pdbs=tuple(pdbs),
         blocking_pdbs=tuple(blocking),
         evicted=len(removed),
         skipped=len(skipped),
         eviction_attempts=attempts,
     )
+
+
+async def _first_of(waits: Iterable[Coroutine[Any, Any, Any]], at_most_seconds: float) -> None:
+    """Wait until the first of `waits` finishes or `at_most_seconds` pass; cancel the others."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, timeout=at_most_seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _list_budgets(api: client.ApiClient, counter: RequestCounter | None) -> list[dict[str, Any]]:

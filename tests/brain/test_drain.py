@@ -349,6 +349,29 @@ def test_the_tracker_counts_a_pod_gone_when_deleted_or_replaced() -> None:
     assert asyncio.run(scenario()) == [("n", "c")]
 
 
+def test_the_tracker_hands_arrivals_over_and_waits_for_those_it_is_given() -> None:
+    async def scenario() -> None:
+        known = PodRef("n", "a", "ua")
+        tracker = _GoneTracker([known])
+        arrived: list[str] = []
+        tracker.on_arrival = lambda pod: arrived.append(pod["metadata"]["name"])
+        tracker.on_watch_event("ADDED", pod("late", namespace="n", uid="ul"))
+        tracker.on_watch_event("DELETED", pod("other", namespace="n", uid="uo"))
+        tracker.on_watch_event("MODIFIED", pod("a", namespace="n", uid="ua"))
+        assert arrived == ["late"]  # not the deleted pod, not a tracked one
+        tracker.on_watch_event("DELETED", pod("a", namespace="n", uid="ua"))
+        assert tracker.all_gone.is_set()
+        late = PodRef("n", "late", "ul")
+        tracker.track(late)
+        assert not tracker.all_gone.is_set() and tracker.remaining() == [("n", "late")]
+        tracker.on_watch_event("MODIFIED", pod("late", namespace="n", uid="ul"))
+        assert arrived == ["late"]  # tracked now: no second hand-over
+        tracker.on_watch_event("DELETED", pod("late", namespace="n", uid="ul"))
+        assert tracker.all_gone.is_set()
+
+    asyncio.run(scenario())
+
+
 def test_the_timeout_message_names_the_budget_and_counts_pods() -> None:
     blocked = [
         _PodProgress(PodRef("default", f"web-{i}"), blocked=True, blocking_pdb="default/web")

@@ -371,6 +371,70 @@ def test_a_cancelled_drain_stops_cleanly_and_a_later_one_resumes(
     assert result.evicted == 2 and result.pdbs == ()
 
 
+async def _wait_evictions_started(counter: RequestCounter) -> None:
+    """The drain has listed the node's pods and is evicting them (here: held by a budget)."""
+    for _ in range(600):
+        if counter.counts["evict"]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the drain never started evicting")
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_a_pod_that_arrives_during_the_drain_is_evicted_too_or_stops_it(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes, force: bool
+) -> None:
+    """For a moment after the cordon the scheduler can still bind a pod to the node (its cache
+    has not seen the cordon): the drain treats such a pod like those it found, so nothing is
+    left for the reboot to kill. One it may not evict (no controller, no force) stops it."""
+    node = nodes.add()
+    create_deployment(
+        api_client, namespace, "held", replicas=1, node_selector=nodes.selector, pdb_min_available=1
+    )
+    wait_running(api_client, namespace, "held", 1)
+    wait_budget_observed(api_client, namespace, "held")
+    asyncio.run(cordon(api_client, node))
+    counter = RequestCounter()
+    options = DrainOptions(force=force, eviction_retry_seconds=0.5)
+
+    async def scenario() -> Any:
+        drain = asyncio.create_task(
+            drain_node(api_client, node, options, deadline_in(60), counter, watch_list=True)
+        )
+        await _wait_evictions_started(counter)
+        await asyncio.to_thread(create_bare_pod, api_client, namespace, "late", node)
+        if force:
+            core = client.CoreV1Api(api_client)
+
+            def late_pod_gone() -> bool:
+                pods = core.list_namespaced_pod(namespace).items
+                return "late" not in {pod.metadata.name for pod in pods}
+
+            await asyncio.to_thread(
+                wait_for, late_pod_gone, "the late pod evicted (while the held one waits)"
+            )
+            # Only the held pod is left: let it go.
+            await asyncio.to_thread(
+                client.PolicyV1Api(api_client).delete_namespaced_pod_disruption_budget,
+                "held",
+                namespace,
+            )
+        return await drain
+
+    result = asyncio.run(scenario())
+    if force:
+        assert result.completed, result.message
+        assert result.evicted == 2 and result.problems == ()
+        assert pods_on(api_client, namespace, node, "held") == []
+    else:
+        assert not result.completed
+        assert [problem.pod.name for problem in result.problems] == ["late"]
+        assert "arrived during the drain" in result.message and "no controller" in result.message
+        # The drain stopped at once: the held pod is still there, the late one untouched.
+        assert len(pods_on(api_client, namespace, node, "held")) == 1
+        assert len(pods_on(api_client, namespace, node, "late")) == 1
+
+
 def test_force_delete_ignores_a_pod_that_is_already_gone(
     api_client: client.ApiClient, namespace: str
 ) -> None:
