@@ -667,10 +667,10 @@ async def _evict_until_gone(
     backoff = ERROR_BACKOFF_FIRST_SECONDS
     pod = progress.pod
     while not tracker.is_gone(pod):
+        progress.attempts += 1  # counted when made: the answer may come after the drain ended
         answer = await asyncio.to_thread(
             _evict_once, core, pod, options.grace_period_seconds, counter
         )
-        progress.attempts += 1
         if answer.outcome is _Outcome.GONE:
             tracker.mark_gone(pod.key)
             return
@@ -698,7 +698,9 @@ async def drain_node(
 ) -> DrainResult:
     """Evict the node's pods (as `kubectl drain` would) until they are gone or the deadline.
 
-    Does not cordon: the caller cordons first (and records whether the node already was).
+    Does not cordon: the caller cordons first (and records whether the node already was). A
+    pod that arrives during the drain is evicted too (the scheduler's cache can lag the cordon),
+    so on a node left schedulable the drain would chase its workloads' replacements.
     Cancelling stops the evictions and the watch cleanly; calling again resumes.
     `watch_list`: read the node's pods through the watch itself (one request, not two) where
     the server serves watch-lists.
