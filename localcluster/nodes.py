@@ -53,8 +53,9 @@ def wait_for(check: Any, what: str, timeout: float = 30.0, interval: float = 0.1
     )
 
 
-def node_is_ready(node: Any) -> bool:
-    for condition in (node.status and node.status.conditions) or []:
+def is_ready(resource: Any) -> bool:
+    """A Node's or a Pod's Ready condition is True."""
+    for condition in (resource.status and resource.status.conditions) or []:
         if condition.type == "Ready":
             return bool(condition.status == "True")
     return False
@@ -98,7 +99,7 @@ def create_nodes(
         core.patch_node_status(name, {"status": {"nodeInfo": {"bootID": boots[name]}}})
         core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: None}}})
     for name in created:
-        wait_for(lambda name=name: node_is_ready(core.read_node(name)), f"node {name} Ready")
+        wait_for(lambda name=name: is_ready(core.read_node(name)), f"node {name} Ready")
         actual = boot_id(api_client, name)
         if actual != boots[name]:
             raise RuntimeError(f"kwok replaced node {name}'s boot ID {boots[name]!r} by {actual!r}")
@@ -154,7 +155,7 @@ def simulate_reboot(
     boot = new_boot_id or str(uuid.uuid4())
     core.patch_node_status(name, {"status": {"nodeInfo": {"bootID": boot}}})
     core.patch_node(name, {"metadata": {"annotations": {SIMULATED_DOWN_ANNOTATION: None}}})
-    wait_for(lambda: node_is_ready(core.read_node(name)), f"node {name} Ready after reboot")
+    wait_for(lambda: is_ready(core.read_node(name)), f"node {name} Ready after reboot")
     return boot
 
 

@@ -18,7 +18,7 @@ from localcluster.nodes import (
     create_deployment,
     create_nodes,
     delete_nodes,
-    node_is_ready,
+    is_ready,
     running_pods,
     simulate_reboot,
     wait_for,
@@ -265,7 +265,7 @@ def test_simulated_reboot_changes_boot_id_and_ready(
         import threading
 
         def watch_ready() -> None:
-            wait_for(lambda: not node_is_ready(core.read_node(node)), "Ready False", timeout=10)
+            wait_for(lambda: not is_ready(core.read_node(node)), "Ready False", timeout=10)
             seen_not_ready.append(True)
 
         watcher = threading.Thread(target=watch_ready)
@@ -275,21 +275,13 @@ def test_simulated_reboot_changes_boot_id_and_ready(
         assert seen_not_ready == [True]
         assert after != before
         assert boot_id(api_client, node) == after
-        assert node_is_ready(core.read_node(node))
+        assert is_ready(core.read_node(node))
         assert not sentinel.exists()
         # kwok keeps the new bootID on later heartbeats (it does not reset what we wrote).
         core.patch_node(node, {"metadata": {"labels": {"touched": "yes"}}})
         assert boot_id(api_client, node) == after
     finally:
         delete_nodes(api_client, [node])
-
-
-def _pod_ready(core: client.CoreV1Api, namespace: str, name: str) -> bool:
-    pod = core.read_namespaced_pod(name, namespace)
-    return any(
-        condition.type == "Ready" and condition.status == "True"
-        for condition in pod.status.conditions or []
-    )
 
 
 def test_a_running_pod_marked_not_ready_by_a_controller_is_ready_again(
@@ -305,15 +297,19 @@ def test_a_running_pod_marked_not_ready_by_a_controller_is_ready_again(
     core = client.CoreV1Api(api_client)
     try:
         create_bare_pod(api_client, namespace, "marked", node)
-        wait_for(lambda: _pod_ready(core, namespace, "marked"), "the pod Ready")
+
+        def marked_pod_ready() -> bool:
+            return is_ready(core.read_namespaced_pod("marked", namespace))
+
+        wait_for(marked_pod_ready, "the pod Ready")
         # What the controller's MarkPodsNotReady writes.
         core.patch_namespaced_pod_status(
             "marked",
             namespace,
             {"status": {"conditions": [{"type": "Ready", "status": "False"}]}},
         )
-        assert not _pod_ready(core, namespace, "marked")
-        wait_for(lambda: _pod_ready(core, namespace, "marked"), "the pod Ready again", 10)
+        assert not marked_pod_ready()
+        wait_for(marked_pod_ready, "the pod Ready again", 10)
         assert core.read_namespaced_pod("marked", namespace).status.phase == "Running"
     finally:
         delete_nodes(api_client, [node])

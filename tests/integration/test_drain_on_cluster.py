@@ -374,15 +374,6 @@ def test_a_cancelled_drain_stops_cleanly_and_a_later_one_resumes(
     assert result.evicted == 2 and result.pdbs == ()
 
 
-async def _wait_evictions_started(counter: RequestCounter) -> None:
-    """The drain has listed the node's pods and is evicting them (here: held by a budget)."""
-    for _ in range(600):
-        if counter.counts["evict"]:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the drain never started evicting")
-
-
 @pytest.mark.parametrize("force", [True, False])
 def test_a_pod_that_arrives_during_the_drain_is_evicted_too_or_stops_it(
     api_client: client.ApiClient, namespace: str, nodes: Nodes, force: bool
@@ -404,7 +395,8 @@ def test_a_pod_that_arrives_during_the_drain_is_evicted_too_or_stops_it(
         drain = asyncio.create_task(
             drain_node(api_client, node, options, deadline_in(60), counter, watch_list=True)
         )
-        await _wait_evictions_started(counter)
+        # The drain has listed the node's pods and is evicting them (held by the budget).
+        await asyncio.to_thread(wait_for, lambda: counter.counts["evict"], "the first eviction")
         await asyncio.to_thread(create_bare_pod, api_client, namespace, "late", node)
         if force:
             core = client.CoreV1Api(api_client)
