@@ -29,10 +29,15 @@ def _script(name: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def install_pitstop_api(plane: ControlPlane, namespace: str, job_namespace: str) -> None:
-    """The CRD and the namespaces the brain needs (what the Helm chart does in a cluster)."""
+def install_window_crd(plane: ControlPlane) -> None:
+    """The CRD applied (idempotent, server-side) and served: discovery knows `nmw`."""
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     plane.wait_for_crd("nodesmaintenancewindows.pitstop.dev")
+
+
+def install_pitstop_api(plane: ControlPlane, namespace: str, job_namespace: str) -> None:
+    """The CRD and the namespaces the brain needs (what the Helm chart does in a cluster)."""
+    install_window_crd(plane)
     for name in {namespace, job_namespace}:
         manifest = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"
         plane.kubectl("apply", "-f", "-", input=manifest)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from localcluster.controlplane import ControlPlane
-from localcluster.pitstop_processes import CRD_FILE
+from localcluster.pitstop_processes import install_window_crd
 
 
 @pytest.fixture(scope="session")
 def window_crd(cluster: ControlPlane) -> ControlPlane:
-    """The CRD applied (idempotent, server-side) and served: discovery knows `nmw`."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    cluster.wait_for_crd("nodesmaintenancewindows.pitstop.dev")
+    """The CRD applied once for the session (see install_window_crd)."""
+    install_window_crd(cluster)
     return cluster
