@@ -802,11 +802,10 @@ async def _drain_listed(
         await asyncio.gather(*workers, return_exceptions=True)
         await watch.stop()
 
-    evicted_pods = list(progress)
-    covering = _covering_budgets(budgets, {pod: labels_of.get(pod) for pod in evicted_pods})
     remaining_keys = set(tracker.remaining())
     stuck = [item for pod, item in progress.items() if pod.key in remaining_keys]
-    removed = [pod for pod in evicted_pods if pod.key not in remaining_keys]
+    removed = [pod for pod in progress if pod.key not in remaining_keys]
+    covering = _covering_budgets(budgets, {pod: labels_of.get(pod) for pod in removed})
     pdbs = sorted({budget for pod in removed for budget in covering.get(pod, [])})
     blocking = sorted({item.blocking_pdb for item in stuck if item.blocking_pdb and item.blocked})
     attempts = sum(item.attempts for item in progress.values())
