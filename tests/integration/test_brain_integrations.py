@@ -176,14 +176,17 @@ def test_hooks_gate_the_drain_and_the_hand_off(env: PitstopEnv) -> None:
         )
         with env.hosts() as hosts:
             env.start_brain()
+            # Wait for a refused call, not the first "calling" message: the reply is switched
+            # below, and a switch while the first call was under way let it succeed at once.
             waiting = env.wait(
                 lambda: (
-                    "preDrain" in env.lock().get("nodes", {}).get(nodes[0], {}).get("message", "")
+                    "failed" in env.lock().get("nodes", {}).get(nodes[0], {}).get("message", "")
                     and env.lock()["nodes"][nodes[0]]
                 ),
-                "waiting on the hook",
+                "the hook's first refusal",
                 60,
             )
+            assert "preDrain" in waiting["message"]
             assert waiting["phase"] == "Draining"
             assert not env.node(nodes[0]).spec.unschedulable, "cordoned before the hook said yes"
             pre_drain.reply = Reply()
