@@ -760,7 +760,9 @@ async def _drain_listed(
     tracker = _GoneTracker(to_evict)
     progress: dict[PodRef, _PodProgress] = {}
     workers: list[asyncio.Task[None]] = []
-    arrived_problems: list[DrainProblem] = []
+    # By pod: a refused pod's later events (kwok starting it, say) may come before the drain
+    # has stopped, and must not report it twice.
+    arrived_problems: dict[tuple[str, str], DrainProblem] = {}
     problem_arrived = asyncio.Event()
     ending = False
 
@@ -781,8 +783,8 @@ async def _drain_listed(
             labels_of[ref] = (pod.get("metadata") or {}).get("labels")
             tracker.track(ref)
             evict(ref)
-        if arrived.problems:
-            arrived_problems.extend(arrived.problems)
+        for problem in arrived.problems:
+            arrived_problems.setdefault(problem.pod.key, problem)
             problem_arrived.set()
 
     tracker.on_arrival = on_arrival
@@ -809,19 +811,19 @@ async def _drain_listed(
     pdbs = sorted({budget for pod in removed for budget in covering.get(pod, [])})
     blocking = sorted({item.blocking_pdb for item in stuck if item.blocking_pdb and item.blocked})
     attempts = sum(item.attempts for item in progress.values())
-    if arrived_problems:
-        listed = "; ".join(map(str, arrived_problems))
+    refused = list(arrived_problems.values())
+    if refused:
+        listed = "; ".join(map(str, refused))
         message = f"cannot drain node {node}: arrived during the drain: {listed}"
     elif not stuck:
         message = f"drained node {node}: {_plural(len(removed), 'pod')} evicted"
     else:
         message = _timeout_message(stuck)
     return DrainResult(
-        completed=not stuck and not arrived_problems,
+        completed=not stuck and not refused,
         message=message,
-        remaining=tuple(item.pod for item in stuck)
-        + tuple(problem.pod for problem in arrived_problems),
-        problems=tuple(arrived_problems),
+        remaining=tuple(item.pod for item in stuck) + tuple(problem.pod for problem in refused),
+        problems=tuple(refused),
         pdbs=tuple(pdbs),
         blocking_pdbs=tuple(blocking),
         evicted=len(removed),

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,7 @@ from brain.drain import (
     RequestCounter,
     _blocking_budget,
     _covering_budgets,
+    _drain_listed,
     _evict_once,
     _GoneTracker,
     _NodePodWatch,
@@ -558,3 +560,43 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
         assert watches[-1]["resource_version"] == "50"
     assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
     assert all(stream.closed for stream in core.streams)
+
+
+class FakeArrivalCore(FakeCore):
+    """Evictions refused (429); the node's watch shows a bare pod arriving, then starting."""
+
+    def __init__(self) -> None:
+        super().__init__(429)
+        self.streams: list[FakeStream] = []
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        pending = pod("late", namespace="n", owner=None, phase="Pending", uid="ul")
+        running = pod("late", namespace="n", owner=None, phase="Running", uid="ul")
+        stream = FakeStream(
+            [{"type": "ADDED", "object": pending}, {"type": "MODIFIED", "object": running}]
+        )
+        self.streams.append(stream)
+        return stream
+
+
+def test_a_refused_pod_that_arrives_stops_the_drain_and_is_reported_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("brain.drain._list_budgets", lambda api, counter: [])
+    held = pod("held", namespace="n", uid="uh")
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+
+    result = asyncio.run(
+        _drain_listed(
+            None, FakeArrivalCore(), "node-1", DEFAULTS, deadline, None, [held], "10", None
+        )
+    )
+    assert not result.completed
+    assert [str(problem) for problem in result.problems] == [
+        "n/late: has no controller (set force to delete it)"
+    ]
+    assert result.message == (
+        "cannot drain node node-1: arrived during the drain: "
+        "n/late: has no controller (set force to delete it)"
+    )
+    assert sorted(ref.name for ref in result.remaining) == ["held", "late"]
