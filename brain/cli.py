@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from brain.cli_errors import CRD_MISSING, CommandError, run_command
 from brain.lock import LOCK_DATA_KEY, LockState
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.window import GROUP, PLURAL, VERSION
@@ -47,6 +48,8 @@ def api_client(arguments: argparse.Namespace) -> Any:
     """A kubernetes ApiClient from --kubeconfig/--context, else the environment's."""
     from kubernetes import config
 
+    if arguments.kubeconfig and not os.path.exists(arguments.kubeconfig):
+        raise CommandError(f"kubeconfig {arguments.kubeconfig} does not exist", 2)
     if arguments.kubeconfig or arguments.context:
         return config.new_client_from_config(
             config_file=arguments.kubeconfig, context=arguments.context
@@ -71,10 +74,7 @@ def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> Cluster
         windows = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
     except ApiException as error:
         if error.status == 404:
-            raise SystemExit(
-                "pitstop: the NodesMaintenanceWindow CRD is not installed"
-                " (kubectl apply -f crds/pitstop.dev_nodesmaintenancewindows.yaml)"
-            ) from error
+            raise CommandError(CRD_MISSING) from error
         raise
     nodes = [client_handle.sanitize_for_serialization(node) for node in core.list_node().items]
     return ClusterSnapshot(
@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return handler(arguments)
+    return run_command("pitstop", lambda: handler(arguments))
 
 
 if __name__ == "__main__":

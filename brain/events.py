@@ -71,7 +71,12 @@ class EventRecorder:
             "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "count": 1,
         }
-        log.info("%s %s/%s: %s: %s", kind, target.kind, target.name, reason, message)
+        log.log(
+            logging.WARNING if kind == "Warning" else logging.INFO,
+            "%s %s/%s: %s: %s",
+            *(kind, target.kind, target.name, reason, message),
+            extra={"node" if target.kind == "Node" else "window": target.name, "reason": reason},
+        )
         try:
             await self.kube.call(
                 self.kube.core.create_namespaced_event,
