@@ -16,6 +16,7 @@ from typing import Any
 
 from brain.cli_errors import CRD_MISSING, CommandError, run_command
 from brain.lock import LOCK_DATA_KEY, LockState
+from brain.plan_document import OUTPUT_FORMATS, plan_document, render_document
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.window import GROUP, PLURAL, VERSION
 
@@ -104,7 +105,11 @@ def run_plan(arguments: argparse.Namespace) -> int:
         snapshot = read_snapshot(handle, arguments.namespace, arguments.lock_name)
     finally:
         handle.close()
-    sys.stdout.write(render(preview(snapshot, datetime.now(UTC))))
+    report = preview(snapshot, datetime.now(UTC))
+    if arguments.output == "text":
+        sys.stdout.write(render(report))
+    else:
+        sys.stdout.write(render_document(plan_document(report), arguments.output))
     return 0
 
 
@@ -118,12 +123,22 @@ def register_plan(subcommands: Any) -> None:
         " go in, and the nodes held back with the reason. Uses the brain's own planner;"
         " changes nothing.",
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        default="text",
+        type=str.lower,
+        help="text (default), or json / yaml for scripts (schema: docs/operations.md)",
+    )
     parser.set_defaults(handler=run_plan)
 
 
 def _register_others(subcommands: Any) -> None:
     from brain.node_actions import register_convert_kured, register_node_actions
+    from brain.status_report import register_status
 
+    register_status(subcommands)
     register_node_actions(subcommands)
     register_convert_kured(subcommands)
 
