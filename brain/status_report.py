@@ -31,6 +31,11 @@ def age(delta: timedelta) -> str:
     return f"{seconds // 86400}d"
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """One screen wide: the start of a long message, marked as cut."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return [
@@ -112,7 +117,7 @@ def render_status(preview: PlanPreview, window: str | None = None) -> str:
                     str(lease.phase),
                     age(now - lease.since),
                     str(lease.attempt),
-                    lease.message[:60],
+                    _short(lease.message),
                 ]
             )
         lines.extend("  " + line for line in _table(rows))
