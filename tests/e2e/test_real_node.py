@@ -353,6 +353,7 @@ def install_chart(e2e: Cluster) -> None:
         e2e.kubectl("get", "events", "-A", "--field-selector", "reason=Pulled", "-o", "json").stdout
     )
     messages = " ".join(event.get("message", "") for event in pulled["items"])
+    print("\n".join(event.get("message", "") for event in pulled["items"]))
     for reference in released:
         assert f'Successfully pulled image "{reference}"' in messages, messages
 
