@@ -17,6 +17,7 @@ from typing import Any
 from brain.lock import LOCK_DATA_KEY, LockState
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.window import GROUP, PLURAL, VERSION
+from pitstop.version import version_line
 
 DEFAULT_NAMESPACE = "pitstop-system"
 DEFAULT_LOCK_NAME = "pitstop-lock"
@@ -135,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pitstop", description="Pitstop admin: safe, coordinated node reboots."
     )
+    parser.add_argument("--version", action="version", version=version_line("pitstop"))
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subcommands)

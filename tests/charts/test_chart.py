@@ -229,3 +229,25 @@ def test_every_value_has_a_comment() -> None:
     assert uncommented_keys((CHART / "values.yaml").read_text()) == []
     # The check itself notices a missing comment.
     assert uncommented_keys("# top\na:\n  # fine\n  b: 1\n  c: 2\n") == ["line 5: c"]
+
+
+def test_detector_has_its_own_image(helm: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+    def images(*values: str) -> tuple[str, str, str]:
+        documents = render(helm, *values)
+        brain = find(documents, "Deployment", "pitstop-brain")["spec"]["template"]["spec"]
+        detector = find(documents, "DaemonSet", "pitstop-detector")["spec"]["template"]["spec"]
+        container = detector["containers"][0]
+        return brain["containers"][0]["image"], container["image"], container["imagePullPolicy"]
+
+    assert images() == (
+        f"ghcr.io/pitstop-dev/pitstop:{chart['appVersion']}",
+        f"ghcr.io/pitstop-dev/pitstop-detector:{chart['appVersion']}",
+        "IfNotPresent",
+    )
+    assert images(
+        "image.repository=registry.example/pitstop,image.tag=1.2.3",
+        "detector.image.repository=registry.example/slim,detector.image.tag=4.5.6",
+        "detector.image.pullPolicy=Always",
+    ) == ("registry.example/pitstop:1.2.3", "registry.example/slim:4.5.6", "Always")
