@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -41,13 +41,11 @@ def plan_nodes(api_client: client.ApiClient, suffix: str) -> Iterator[list[str]]
         api_client, [f"plan-{suffix}-c1"], {**pool, "role": f"special-{suffix}"}, zone="c"
     )
     core = client.CoreV1Api(api_client)
-    flagged = {
-        "a1": "2025-06-01T08:00:00Z",
-        "a2": "2025-06-01T09:00:00Z",
-        "b1": "2025-06-01T10:00:00Z",
-        "c1": "2025-06-01T07:00:00Z",
-    }
-    for short, since in flagged.items():
+    # Flag times within the nodes' life (the brain ignores one before a node's creation).
+    start = datetime.now(UTC) - timedelta(minutes=4)
+    flagged = {"a1": 1, "a2": 2, "b1": 3, "c1": 0}
+    for short, minutes in flagged.items():
+        since = (start + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
         core.patch_node(
             f"plan-{suffix}-{short}",
             {
