@@ -324,6 +324,7 @@ CHANGES: list[tuple[str, Callable[[Job], None], tuple[RebootMethod, ...]]] = [
     ("a service-account token", setter(pod_spec, "automountServiceAccountToken", True), ALL),
     ("a deprecated serviceAccount", setter(pod_spec, "serviceAccount", "pitstop-brain"), ALL),
     ("an init container", extra_container("initContainers"), ALL),
+    # (ephemeral containers: the API server itself refuses them in a pod template)
     (
         "a second container",
         lambda job: pod_spec(job)["containers"].append(
