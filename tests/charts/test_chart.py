@@ -14,6 +14,7 @@ import yaml
 
 from brain.reboot_job import RebootMethod
 from localcluster.binaries import resolve
+from pitstop import contract
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CHART = REPOSITORY / "charts" / "pitstop"
@@ -150,6 +151,28 @@ def test_non_default_values(helm: Path) -> None:
     assert find(documents, "ServiceMonitor", "pitstop-brain")
     window = find(documents, "NodesMaintenanceWindow", "weeknights")
     assert window["spec"]["reboot"]["method"] == "DBus"
+
+
+def policy_variables(documents: list[dict[str, Any]], name: str) -> dict[str, str]:
+    policy = find(documents, "ValidatingAdmissionPolicy", name)
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+
+def test_policies_use_the_contracts_names_and_skew(helm: Path) -> None:
+    """The policies spell the keys and the clock skew of pitstop/contract.py."""
+    documents = render(helm, "detector.kuredCompatibility=true")
+    detector = policy_variables(documents, "pitstop-detector-own-node")
+    since, kured = (
+        contract.REBOOT_REQUIRED_SINCE_ANNOTATION,
+        contract.KURED_REBOOT_NEEDED_ANNOTATION,
+    )
+    assert detector["timeAnnotations"] == f"['{since}', '{kured}']"
+    assert f"duration('{contract.REBOOT_REQUIRED_SINCE_SKEW_SECONDS}s')" in detector["earliestTime"]
+    jobs = policy_variables(documents, "pitstop-reboot-jobs")
+    for key in (contract.JOB_NODE_LABEL, contract.JOB_BOOT_ID_LABEL, contract.MANAGED_BY_LABEL):
+        assert f"'{key}'" in jobs["templateLabelKeys"]
+    for key in (contract.JOB_BOOT_ID_LABEL, contract.WINDOW_ANNOTATION):
+        assert f"'{key}'" in jobs["templateAnnotationKeys"]
 
 
 def test_custom_sentinel_mounts_no_host_path(helm: Path) -> None:
