@@ -17,8 +17,10 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import shutil
 import signal
+import sys
 import tempfile
 import textwrap
 import threading
@@ -125,17 +127,35 @@ class NodeTimes:
         return self.phases["Draining"] - self.flagged
 
 
-# Continuation lines are indented under the text when every word fits there, else by this.
+# Continuation lines are indented under the text when that leaves it this many columns and
+# room for its longest word, else by CONTINUATION_INDENT.
+MIN_TEXT_COLUMNS = 30
 CONTINUATION_INDENT = 4
 
 
-def wrap(head: str, text: str, width: int, indent: int | None = None) -> list[str]:
-    """`head` then `text`, wrapped at spaces to `width`, continuation lines indented (under
-    `text` when its longest word fits there). Nothing is cut: a word wider than a line (a long
-    Job name on a narrow terminal) gets a line of its own, whole; hyphens never break a name."""
+def terminal_width() -> int | None:
+    """$COLUMNS, else the terminal's width; None when the output is not a terminal (a pipe or
+    a file has no width to fit, and whole lines are easier to search)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return None
+
+
+def wrap(head: str, text: str, width: int | None, indent: int | None = None) -> list[str]:
+    """`head` then `text`, wrapped at spaces to `width` (None: one line), continuation lines
+    indented (under `text` when there is room). Nothing is cut: a word wider than a line (a
+    long Job name on a narrow terminal) gets a line of its own, whole; hyphens never break a
+    name."""
+    if width is None:
+        return [(head + text).rstrip()]
     if indent is None:
         longest = max((len(word) for word in text.split()), default=0)
-        indent = len(head) if len(head) + longest <= width else CONTINUATION_INDENT
+        room = width - len(head)
+        indent = len(head) if room >= max(longest, MIN_TEXT_COLUMNS) else CONTINUATION_INDENT
     lines = textwrap.wrap(
         head + text,
         width=max(width, indent + 1),
@@ -149,8 +169,7 @@ def wrap(head: str, text: str, width: int, indent: int | None = None) -> list[st
 class Printer:
     """Timestamped lines on stdout, from any thread; transition lines can be silenced.
 
-    Lines are wrapped to the terminal's width (`width`, else the terminal's at each line:
-    $COLUMNS, the terminal, or 80 when the output is not a terminal).
+    Lines are wrapped to `width`, else to the terminal's (read at each line: it may change).
     """
 
     def __init__(self, quiet: bool, width: int | None = None) -> None:
@@ -159,8 +178,8 @@ class Printer:
         self.started = time.monotonic()
         self._lock = threading.Lock()
 
-    def columns(self) -> int:
-        return self.width or shutil.get_terminal_size().columns
+    def columns(self) -> int | None:
+        return self.width or terminal_width()
 
     def say(self, text: str = "") -> None:
         with self._lock:

@@ -102,3 +102,16 @@ def test_a_word_wider_than_the_line_stands_whole_on_its_own_line() -> None:
     lines = wrap("head ", f"reboot Job {JOB} created", 20)
     assert lines[:2] == ["head reboot Job", f"    {JOB}"], lines
     assert lines[-1] == "    created", lines
+
+
+def test_output_that_is_not_a_terminal_is_not_wrapped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = f"drained node node-01: 3 pods evicted; reboot Job {JOB} created"
+    monkeypatch.delenv("COLUMNS", raising=False)
+    Printer(quiet=False).transition("node-01", "zone-a", "WaitingForNode", reason, "[busy 2]")
+    monkeypatch.setenv("COLUMNS", "90")
+    Printer(quiet=False).transition("node-01", "zone-a", "WaitingForNode", reason, "[busy 2]")
+    first, *wrapped = capsys.readouterr().out.splitlines()
+    assert first.endswith(reason)
+    assert len(wrapped) == 2 and all(len(line) <= 90 for line in wrapped), wrapped
