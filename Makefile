@@ -10,12 +10,13 @@ UV ?= $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 CLUSTER_DIR := .cluster
 
-.PHONY: help setup binaries lint test unit demo cluster-up cluster-down bench clean
+.PHONY: help setup binaries lint test unit demo cluster-up cluster-down bench release clean
 
 help:
 	@echo "make demo          a local simulated cluster and a rolling reboot to watch"
 	@echo "make test          lint + every test (builds what it needs on first run)"
 	@echo "make cluster-up    a local control plane in the background (make cluster-down stops it)"
+	@echo "make release REGISTRY=host:port [VERSION=x] [INSECURE=1]   push both images and the chart"
 
 # Python toolchain: uv from PyPI if missing, then the locked environment.
 setup:
@@ -62,6 +63,12 @@ cluster-down:
 
 bench: binaries
 	@for script in bench/*.py; do echo "== $$script"; $(RUN) python $$script; done
+
+# Both images (podman) and the chart (helm push) into an OCI registry; VERSION defaults to
+# pyproject's and must equal it; INSECURE=1 for a plain-HTTP registry (a local test one).
+release: setup
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=host:port [VERSION=x] [INSECURE=1]"; exit 2; }
+	$(RUN) python -m localcluster.release --registry "$(REGISTRY)" $(if $(VERSION),--version "$(VERSION)") $(if $(INSECURE),--insecure)
 
 clean: cluster-down
 	rm -rf .venv .mypy_cache .ruff_cache

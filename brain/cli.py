@@ -19,6 +19,7 @@ from brain.lock import LOCK_DATA_KEY, LockState
 from brain.plan_document import OUTPUT_FORMATS, plan_document, render_document
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.window import GROUP, PLURAL, VERSION
+from pitstop.version import version_line
 
 DEFAULT_NAMESPACE = "pitstop-system"
 DEFAULT_LOCK_NAME = "pitstop-lock"
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pitstop", description="Pitstop admin: safe, coordinated node reboots."
     )
+    parser.add_argument("--version", action="version", version=version_line("pitstop"))
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subcommands)

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from pitstop.version import python_version, version
 
 # From a quick drain to a slow node return: seconds up to an hour (longer lands in +Inf).
 PHASE_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600)
@@ -144,6 +146,13 @@ class BrainMetrics:
             "Notifications that could not be sent or were dropped (queue full).",
             registry=self.registry,
         )
+        # Which build runs (a dashboard shows it, an alert finds brains and detectors that differ).
+        Gauge(
+            "pitstop_build_info",
+            "Always 1; the labels say which Pitstop version and Python run.",
+            ["version", "python"],
+            registry=self.registry,
+        ).labels(version=version(), python=python_version()).set(1)
         self._windows_seen: set[str] = set()
         self._lock = threading.Lock()
 

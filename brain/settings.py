@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pitstop.version import version_line
+
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
@@ -82,6 +84,7 @@ class SettingsError(ValueError):
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> BrainSettings:
     parser = argparse.ArgumentParser(prog="pitstop-brain", description="Pitstop's brain.")
+    parser.add_argument("--version", action="version", version=version_line("pitstop-brain"))
     for name, (variable, flag, form) in SOURCES.items():
         parser.add_argument(flag, dest=name, help=f"{form} (env {variable})")
     arguments = vars(parser.parse_args(list(argv)))

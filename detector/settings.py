@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pitstop.version import version_line
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -162,6 +164,7 @@ def _argument_parser() -> argparse.ArgumentParser:
         description="Report this node's reboot-required sentinel file on its Node object.",
         epilog="Every flag can also be set by the environment variable shown; a flag wins.",
     )
+    parser.add_argument("--version", action="version", version=version_line("pitstop-detector"))
     for source in SOURCES:
         if source.flag is None:
             continue
