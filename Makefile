@@ -1,7 +1,12 @@
 # Pitstop: the two commands a newcomer needs are `make demo` and `make test`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= python3 -m uv
+# uv comes from the python3 outside the project's .venv: that one has neither uv nor pip, and
+# an activated .venv puts its python3 first on PATH ("No module named pip" from make setup).
+PATH_WITHOUT_VENV := $(shell tr ':' '\n' <<<"$$PATH" | grep -vx -e '$(CURDIR)/.venv/bin' \
+	-e "$${VIRTUAL_ENV:-/-}/bin" | paste -sd: -)
+PYTHON ?= $(shell PATH='$(PATH_WITHOUT_VENV)' command -v python3 || echo python3)
+UV ?= $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 CLUSTER_DIR := .cluster
 
@@ -34,8 +39,10 @@ unit: setup
 	$(RUN) pytest -p no:cacheprovider -m "not cluster"
 
 # Options pass through, e.g. make demo DEMO_ARGS="--nodes 6 --flagged 4" (see --help).
+# The demo runs as the terminal's foreground job: Ctrl-C (the way --keep ends) reaches it, not
+# make, so the demo stops everything and make exits with the demo's code (0).
 demo: binaries
-	$(RUN) python -m localcluster.demo $(DEMO_ARGS)
+	@$(RUN) python -m localcluster.foreground python -m localcluster.demo $(DEMO_ARGS)
 
 cluster-up: binaries
 	@mkdir -p $(CLUSTER_DIR)

@@ -64,7 +64,12 @@ class EventRecorder:
     ) -> None:
         """One Event, one request."""
         body = event_body(target, reason, message, kind, self.host, time.time_ns())
-        log.info("%s %s/%s: %s: %s", kind, target.kind, target.name, reason, message)
+        log.log(
+            logging.WARNING if kind == "Warning" else logging.INFO,
+            "%s %s/%s: %s: %s",
+            *(kind, target.kind, target.name, reason, message),
+            extra={"node" if target.kind == "Node" else "window": target.name, "reason": reason},
+        )
         try:
             await self.kube.call(
                 self.kube.core.create_namespaced_event,

@@ -26,6 +26,8 @@ from pitstop.version import python_version, version
 
 # From a quick drain to a slow node return: seconds up to an hour (longer lands in +Inf).
 PHASE_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600)
+# Hand-off is event-driven (the write that frees a slot admits the next node): well under 1 s.
+HANDOFF_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class RebootResult:
@@ -123,6 +125,14 @@ class BrainMetrics:
             buckets=PHASE_DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.handoff = Histogram(
+            "pitstop_handoff_seconds",
+            "Time from a node freeing its slot to the next node of the same window starting,"
+            " when nodes were waiting (the rollout's dead time between nodes).",
+            ["window"],
+            buckets=HANDOFF_BUCKETS,
+            registry=self.registry,
+        )
         self.lock_conflicts = Counter(
             "pitstop_lock_conflicts",
             "Writes to the lock that lost a race (409 Conflict) and were decided again.",
@@ -160,6 +170,8 @@ class BrainMetrics:
             for result in (RebootResult.SUCCEEDED, RebootResult.FAILED, RebootResult.ABORTED):
                 with contextlib.suppress(KeyError):  # never counted for this window
                     self.reboots.remove(window, result)
+            with contextlib.suppress(KeyError):
+                self.handoff.remove(window)
 
     def count_reboot(self, window: str, result: str) -> None:
         with self._lock:
@@ -168,6 +180,11 @@ class BrainMetrics:
 
     def observe_phase(self, phase: str, seconds: float) -> None:
         self.phase_duration.labels(phase=phase).observe(seconds)
+
+    def observe_handoff(self, window: str, seconds: float) -> None:
+        with self._lock:
+            self._windows_seen.add(window)
+        self.handoff.labels(window=window).observe(seconds)
 
     def count_notification_failure(self, *_: Any) -> None:
         """Fits `Notifier(on_failure=...)`: whatever the failure, one more in the counter."""

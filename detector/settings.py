@@ -38,6 +38,7 @@ class Settings:
     in_cluster_host: str | None
     in_cluster_port: int
     log_level: str
+    log_format: str
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,13 @@ SOURCES: tuple[SettingSource, ...] = (
         "log_level",
         "--log-level",
         "PITSTOP_LOG_LEVEL",
-        "one of debug, info, warning, error (default info)",
+        "one of debug, info, warning, error, in any case (default info)",
+    ),
+    SettingSource(
+        "log_format",
+        "--log-format",
+        "PITSTOP_LOG_FORMAT",
+        "text or json, one JSON object per line (default text)",
     ),
 )
 _BY_FIELD = {source.field: source for source in SOURCES}

@@ -709,13 +709,19 @@ def run(options: Options) -> int:
                 keep_files = True
                 return 1
             if options.keep:
-                printer.say("")
-                printer.say("The cluster keeps running (--keep); Ctrl-C stops it. Flag more with:")
-                printer.say(f"  touch {workdir / 'hosts' / names[-1] / SENTINEL_NAME}")
-                while True:
-                    _check_alive(components)
-                    rollout.poll()
-                    time.sleep(0.2)
+                try:
+                    printer.say("")
+                    printer.say(
+                        "The cluster keeps running (--keep); Ctrl-C stops it. Flag more with:"
+                    )
+                    printer.say(f"  touch {workdir / 'hosts' / names[-1] / SENTINEL_NAME}")
+                    while True:
+                        _check_alive(components)
+                        rollout.poll()
+                        time.sleep(0.2)
+                except KeyboardInterrupt:
+                    printer.say("")
+                    return 0  # Ctrl-C is how --keep ends: not a failure
             return 0
         except KeyboardInterrupt:
             printer.say("\nInterrupted.")
