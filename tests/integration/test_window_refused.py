@@ -1,0 +1,82 @@
+"""A window the brain cannot carry out fails before a node is touched, visibly (issue 16, 8).
+
+The CRD checks the jobTemplate's shape; what only the API server knows (here a volumeMount of
+a volume the pod does not have) is found by the brain's dry run of the reboot Job, before
+admission, instead of a node drained and then stuck in Rebooting on every pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from localcluster.controlplane import ControlPlane
+from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+
+pytestmark = pytest.mark.cluster
+
+# Passes the CRD (containers with a name and an image); the API server refuses it as a Job.
+REFUSED_TEMPLATE = {
+    "spec": {
+        "containers": [
+            {
+                "name": "reboot",
+                "image": "busybox",
+                "command": ["reboot"],
+                "volumeMounts": [{"name": "missing", "mountPath": "/host"}],
+            }
+        ]
+    }
+}
+
+
+@pytest.fixture
+def env(
+    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
+) -> Iterator[PitstopEnv]:
+    with pitstop_env(cluster, api_client, tmp_path) as environment:
+        yield environment
+
+
+def window_events(env: PitstopEnv, window: str) -> list[tuple[str, str]]:
+    events = env.core.list_namespaced_event(
+        "default", field_selector=f"involvedObject.name={window}"
+    )
+    return [(event.reason, event.message) for event in events.items]
+
+
+def test_a_window_whose_reboot_job_is_refused_touches_no_node(env: PitstopEnv) -> None:
+    nodes = env.add_nodes(1, zones=1)
+    env.flag(nodes)
+    window = env.window(
+        "refused", {"drain": {"timeout": "30s"}, "reboot": {"jobTemplate": REFUSED_TEMPLATE}}
+    )
+    with env.observer() as observer, env.hosts() as hosts:
+        env.start_brain()
+        ready = env.wait_condition(window, "Ready", "False", 60)
+        assert ready["reason"] == "InvalidSpec"
+        assert "reboot Job" in ready["message"] and "volumeMounts" in ready["message"], ready
+        env.wait(
+            lambda: any(reason == "InvalidSpec" for reason, _ in window_events(env, window)),
+            "an InvalidSpec Event on the window",
+            30,
+        )
+        # Several passes later (resync 10 s, and every node change wakes it): nothing touched.
+        time.sleep(12)
+        assert observer.ever_in_maintenance() == set()
+        assert not env.node(nodes[0]).spec.unschedulable
+        assert env.jobs() == [] and hosts.reboots == []
+        assert env.condition(window, "Ready")["status"] == "False"
+
+        # Fixed (the built-in reboot Job): the window is valid again and the node goes.
+        env.patch_window(window, {"spec": {"reboot": {"jobTemplate": None}}})
+        env.wait_condition(window, "Ready", "True", 60)
+        env.wait(
+            lambda: hosts.reboot_count(nodes[0]) == 1 and not env.lock().get("nodes"),
+            "the node to be rebooted once the window is fixed",
+            90,
+        )
