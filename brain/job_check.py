@@ -87,11 +87,14 @@ class RebootJobCheck:
             if error.status not in REFUSALS:
                 log.warning("window %s: the reboot Job dry run failed: %s", window, error.reason)
                 return None
+            source = (
+                "its jobTemplate"
+                if spec.reboot.job_template is not None
+                else f"the {spec.reboot.method} method"
+            )
             verdict = (
-                f"the API server refuses the reboot Job this window would create"
-                f" ({spec.reboot.method} method"
-                f"{', jobTemplate' if spec.reboot.job_template is not None else ''}):"
-                f" {_refusal_message(error)}"
+                f"the API server refuses the reboot Job this window would create ({source},"
+                f" a dry run): {_refusal_message(error)}"
             )
         self._verdicts = {
             cached: value

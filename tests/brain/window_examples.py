@@ -338,8 +338,9 @@ INVALID += [
     Example(
         "job template whose containers is not a list",
         job_template(containers={"name": "reboot", "image": "busybox"}),
+        # kubectl's strict decoding refuses it first: 'unknown field "...containers.image"'.
         (
-            "containers in body must be of type array",
+            "spec.reboot.jobTemplate.spec.containers",
             "spec.containers: input should be a valid list",
         ),
     ),
@@ -382,7 +383,10 @@ INVALID += [
     Example(
         "job template tolerations not a list",
         job_template(containers=[BUSYBOX], tolerations={"operator": "Exists"}),
-        ("must be of type array", "valid list"),
+        (
+            "spec.reboot.jobTemplate.spec.tolerations",
+            "spec.tolerations: input should be a valid list",
+        ),
     ),
     Example(
         "job template token as a string",

@@ -7,6 +7,7 @@ admission, instead of a node drained and then stuck in Rebooting on every pass.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from brain.reboot_job import RebootMethod, build_reboot_job
 from localcluster.controlplane import ControlPlane
 from tests.integration.pitstop_env import PitstopEnv, pitstop_env
 
@@ -80,3 +82,75 @@ def test_a_window_whose_reboot_job_is_refused_touches_no_node(env: PitstopEnv) -
             "the node to be rebooted once the window is fixed",
             90,
         )
+
+
+# A stand-in for the chart's Job admission policy (reboot.allowedMethods without Signal): it
+# denies the reboot Jobs that need the host's PID namespace, in this test's Job namespace only.
+NO_HOST_PID_POLICY = """
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: NAME}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    namespaceSelector:
+      matchLabels: {kubernetes.io/metadata.name: NAMESPACE}
+    resourceRules:
+    - apiGroups: [batch]
+      apiVersions: ["*"]
+      operations: [CREATE]
+      resources: [jobs]
+  validations:
+  - expression: "!object.spec.template.spec.?hostPID.orValue(false)"
+    message: reboot Jobs with hostPID are not allowed here
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: NAME}
+spec:
+  policyName: NAME
+  validationActions: [Deny]
+"""
+
+
+def test_a_window_whose_method_the_job_policy_denies_touches_no_node(env: PitstopEnv) -> None:
+    """Before, a Signal window under a policy allowing only DBus drained a node, then failed
+    to create its Job on every pass."""
+    name = f"no-host-pid-{env.run}"
+    manifest = NO_HOST_PID_POLICY.replace("NAMESPACE", env.job_namespace).replace("NAME", name)
+    env.plane.kubectl("apply", "-f", "-", input=manifest)
+    try:
+        signal_job = build_reboot_job(
+            "probe", "probe", RebootMethod.SIGNAL, env.job_namespace, "busybox", "probe"
+        )
+        # Policies take effect a moment after they are created.
+        env.wait(
+            lambda: (
+                "hostPID are not allowed"
+                in env.plane.kubectl(
+                    "create",
+                    "--dry-run=server",
+                    "-f",
+                    "-",
+                    input=json.dumps(signal_job),
+                    check=False,
+                ).stderr
+            ),
+            "the Job policy to take effect",
+            60,
+        )
+        nodes = env.add_nodes(1, zones=1)
+        env.flag(nodes)
+        window = env.window("signal", {"reboot": {"method": "Signal"}})
+        with env.observer() as observer:
+            env.start_brain()
+            ready = env.wait_condition(window, "Ready", "False", 60)
+            assert "Signal method" in ready["message"], ready
+            assert "hostPID are not allowed" in ready["message"], ready
+            time.sleep(3)
+            assert observer.ever_in_maintenance() == set()
+            assert not env.node(nodes[0]).spec.unschedulable
+            assert env.jobs() == []
+    finally:
+        env.plane.kubectl("delete", "-f", "-", input=manifest, check=False)
