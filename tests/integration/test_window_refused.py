@@ -7,6 +7,7 @@ admission, instead of a node drained and then stuck in Rebooting on every pass.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from brain.job_check import RebootJobCheck
+from brain.kube import Kube
 from brain.reboot_job import RebootMethod, build_reboot_job
+from brain.settings import BrainSettings
+from brain.window import parse_window_spec
 from localcluster.controlplane import ControlPlane
 from tests.integration.pitstop_env import PitstopEnv, pitstop_env
 
@@ -154,3 +159,27 @@ def test_a_window_whose_method_the_job_policy_denies_touches_no_node(env: Pitsto
             assert env.jobs() == []
     finally:
         env.plane.kubectl("delete", "-f", "-", input=manifest, check=False)
+
+
+def test_the_dry_run_is_asked_once_per_job_shape_and_again_later(env: PitstopEnv) -> None:
+    """A pass costs no request while the verdict is fresh; a changed spec or an old verdict
+    is asked again (a policy may have changed meanwhile)."""
+    now = [0.0]
+    settings = BrainSettings(job_namespace=env.job_namespace, job_image="busybox")
+    kube = Kube(env.api)
+    check = RebootJobCheck(kube, settings, recheck_seconds=60, clock=lambda: now[0])
+
+    def asked() -> int:
+        return kube.requests.get("create_namespaced_job", 0)
+
+    valid = parse_window_spec({})
+    refused = parse_window_spec({"reboot": {"jobTemplate": REFUSED_TEMPLATE}})
+    assert asyncio.run(check("w", valid)) is None and asked() == 1
+    assert asyncio.run(check("w", valid)) is None and asked() == 1
+    refusal = asyncio.run(check("w", refused))
+    assert refusal is not None and asked() == 2
+    assert "its jobTemplate" in refusal and 'volumeMounts[0].name: Not found: "missing"' in refusal
+    assert asyncio.run(check("w", refused)) == refusal and asked() == 2
+    now[0] = 61.0
+    assert asyncio.run(check("w", valid)) is None and asked() == 3
+    assert env.jobs() == []  # dry runs create nothing
