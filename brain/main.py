@@ -25,6 +25,7 @@ import kopf
 from brain.cli_errors import run_command
 from brain.events import EventRecorder
 from brain.flow import NodeFlow
+from brain.job_check import RebootJobCheck
 from brain.kube import Kube, make_api_client
 from brain.lock import LockStore
 from brain.metrics import BrainMetrics, MetricsServer, start_metrics_server
@@ -75,6 +76,7 @@ class Brain:
             on_plan=self.observer.plan,
             on_window_event=self.observer.window_event,
             prepare_window=self.observer.prepare,
+            check_reboot_job=RebootJobCheck(self.kube, settings),
         )
         self.metrics_server: MetricsServer | None = None
         self.last_housekeeping = time.monotonic()

@@ -75,7 +75,7 @@ def plan_windows(window_crd: ControlPlane, suffix: str) -> Iterator[tuple[str, s
                 "priority": 900_000,
                 "nodeSelector": {"matchLabels": {"pool": f"plan-{suffix}"}},
                 "maxUnavailable": 2,
-                "topology": {"maxUnavailable": 1},
+                "topology": {"key": "topology.kubernetes.io/zone", "maxUnavailable": 1},
             },
         },
         {
