@@ -12,11 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from brain.kube import Kube
 from brain.phase import IN_MAINTENANCE, Phase
@@ -25,6 +25,15 @@ log = logging.getLogger("pitstop.lock")
 LOCK_DATA_KEY = "state.json"
 LOCK_FORMAT_VERSION = 1
 COMPLETED_HISTORY_PER_WINDOW = 50
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+# A moment in the lock; one written without a zone (by hand) is read as UTC, so comparing it
+# with the brain's aware clock never raises (and never breaks the plan of every window).
+Moment = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class _LockModel(BaseModel):
@@ -36,11 +45,11 @@ class NodeLease(_LockModel):
 
     window: str
     phase: Phase
-    since: datetime
+    since: Moment
     boot_id_before: str = Field(default="", alias="bootIDBefore")
     was_cordoned: bool = Field(default=False, alias="wasCordoned")
     # When the current phase gives up (drain timeout, node return timeout, health gate timeout).
-    deadline: datetime | None = None
+    deadline: Moment | None = None
     job_name: str = Field(default="", alias="jobName")
     message: str = ""
     emergency: bool = False
@@ -56,7 +65,7 @@ class NodeLease(_LockModel):
 
 class CompletedReboot(_LockModel):
     node: str
-    finished: datetime
+    finished: Moment
     result: str  # the Event reason: "Rebooted", "Released", "DrainAborted", "NodeDeleted"
     message: str = ""
     # The node's boot ID when it finished: a node still flagged at this same boot is not
@@ -65,13 +74,13 @@ class CompletedReboot(_LockModel):
 
 
 class WindowRecord(_LockModel):
-    last_finished: datetime | None = Field(default=None, alias="lastFinished")
+    last_finished: Moment | None = Field(default=None, alias="lastFinished")
     completed: list[CompletedReboot] = Field(default_factory=list)
     # The window's spec when its last node was admitted: nodes in flight finish with it even
     # if the window is deleted meanwhile.
     spec: dict[str, Any] | None = None
     # Nodes whose drain was aborted wait until then before they are admitted again.
-    retry_after: dict[str, datetime] = Field(default_factory=dict, alias="retryAfter")
+    retry_after: dict[str, Moment] = Field(default_factory=dict, alias="retryAfter")
 
     def record(self, completed: CompletedReboot) -> None:
         self.completed.append(completed)
@@ -230,22 +239,22 @@ class LockStore:
         Nothing rebuilt (a new installation) writes nothing: the lock is created by the first
         admission. A 409 means another brain re-created it first: read theirs.
         """
-        self._state, self._resource_version = LockState(), None
-        self._loaded = True
-        if self._rebuild is None:
-            return self._state.model_copy(deep=True)
-        state = await self._rebuild.rebuild()
-        if not state.nodes:
+        # Until the rebuilt content is known, nothing may be decided on an empty lock: a
+        # failure below leaves the store unloaded, and the next read tries again.
+        self._state, self._resource_version, self._loaded = LockState(), None, False
+        rebuild = self._rebuild
+        state = await rebuild.rebuild() if rebuild is not None else LockState()
+        if rebuild is None or not state.nodes:
+            self._loaded = True
             return self._state.model_copy(deep=True)
         try:
             await self._write(state)
         except ApiException as error:
             if error.status != 409:
-                self._loaded = False
                 raise
-            self._loaded = False
             return await self._read_after_conflict()
-        await self._rebuild.rebuilt(state)
+        self._loaded = True
+        await rebuild.rebuilt(state)
         return self._state.model_copy(deep=True)
 
     async def _read_after_conflict(self) -> LockState:

@@ -75,3 +75,13 @@ def test_pitstop_plan_shows_a_saturated_delay_in_a_zone_ahead_of_utc() -> None:
     lock = LockState(windows={"huge": WindowRecord(lastFinished=NOW - timedelta(minutes=1))})
     text = render(preview(ClusterSnapshot([window], [node], lock), NOW))
     assert "delayBetweenNodes until 9999-12-31T23:59:59Z" in text
+
+
+def test_a_moment_written_in_the_lock_without_a_zone_is_read_as_utc() -> None:
+    # A hand-edited record (no zone) must not make comparisons with the brain's clock raise.
+    lock = LockState.from_json('{"windows": {"w": {"retryAfter": {"n1": "2025-06-04T12:10:00"}}}}')
+    assert lock.windows["w"].retry_after["n1"] == NOW + timedelta(minutes=10)
+    window = NamedWindow("w", parse_window_spec({}, "w"))
+    flagged = NodeView("n1", reboot_required=True, reboot_required_since=NOW)
+    plan = make_plan([window], [flagged], lock, NOW)
+    assert [h.reason for h in plan.window("w").held_back] == [HoldReason.RESTING]
