@@ -260,3 +260,54 @@ def test_one_windows_record_cannot_break_another_window_or_pitstop_plan(env: Pit
     stuck_block = result.stdout.split(f"Window {stuck} ")[1].split("\nWindow ")[0]
     assert "delayBetweenNodes until 9999-12-31T23:59:59Z" in stuck_block
     assert "waits: DelayBetweenNodes" in stuck_block
+
+
+def test_a_window_the_planner_fails_on_is_degraded_and_the_others_go_on(env: PitstopEnv) -> None:
+    fine_nodes = env.add_nodes(1, zones=1)
+    odd_nodes = env.add_nodes(1, zones=1)
+    env.flag(fine_nodes + odd_nodes)
+    for name in odd_nodes:
+        env.core.patch_node(name, {"metadata": {"labels": {"pitstop-test/pool": "odd"}}})
+    # A valid spec the schedule cannot compute: a one-off at the end of year 9999 seen from a
+    # time zone ahead of UTC overflows (OverflowError) when planning this window.
+    odd = env.window(
+        "odd",
+        {
+            "priority": 10,
+            "nodeSelector": {"matchLabels": {"pitstop-test/pool": "odd"}},
+            "schedule": {
+                "timeZone": "Pacific/Kiritimati",
+                "oneOff": [{"start": "9999-12-31T20:00:00Z", "end": "9999-12-31T23:59:59Z"}],
+            },
+        },
+    )
+    env.window("fine", {"maxUnavailable": 1, "drain": QUICK_DRAIN})
+    with env.hosts() as hosts:
+        env.start_brain()
+        env.wait(
+            lambda: all_finished(env, fine_nodes, [record.node for record in hosts.reboots]),
+            "the other window's node to be rebooted",
+            90,
+        )
+        degraded = env.wait_condition(odd, "Degraded", "True", 30)
+        assert degraded["reason"] == "PlanFailed" and "OverflowError" in degraded["message"]
+        time.sleep(3)
+        assert [record.node for record in hosts.reboots] == fine_nodes
+        assert not env.node(odd_nodes[0]).spec.unschedulable
+    assert window_event_reasons(env, odd).count("Degraded") == 1
+    result = subprocess.run(
+        [
+            *pitstop_command(),
+            "plan",
+            "--kubeconfig",
+            str(env.plane.kubeconfig),
+            "--namespace",
+            env.namespace,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    failed_block = result.stdout.split("Windows the planner failed on")[1]
+    assert f"{odd}: OverflowError" in failed_block
