@@ -247,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     def preflight() -> int:
-        check_cluster(settings)
+        warning = check_cluster(settings)
+        if warning:
+            print(f"pitstop-brain: {warning}", file=sys.stderr, flush=True)
         return 0
 
     exit_code = run_command("pitstop-brain", preflight)
