@@ -335,6 +335,15 @@ def test_pod_plumbing(helm: Path) -> None:
     }
 
 
+def test_on_delete_drops_the_default_rolling_update(helm: Path) -> None:
+    """Helm merges {type: OnDelete} with the default's rollingUpdate; the chart leaves it out."""
+    values = {"detector": {"updateStrategy": {"type": "OnDelete"}}}
+    documents = render(helm, "--set-json", f"detector={json.dumps(values['detector'])}")
+    assert only(documents, "DaemonSet")["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    documents = render(helm, "--set", "brain.updateStrategy.rollingUpdate.maxSurge=0")
+    assert only(documents, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+
+
 # -- realistic value sets ------------------------------------------------------------------------
 
 

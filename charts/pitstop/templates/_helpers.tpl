@@ -77,6 +77,19 @@ that replaced a selector label would take the pod away from its Deployment or Da
 {{- toYaml (merge (include "pitstop.labels" . | fromYaml) (.podLabels | default dict)) }}
 {{- end }}
 
+{{/*
+A Deployment's strategy or a DaemonSet's updateStrategy: rollingUpdate only with type
+RollingUpdate (Helm merges a user's {type: OnDelete} with the default's rollingUpdate, which the
+API server refuses).
+*/}}
+{{- define "pitstop.updateStrategy" -}}
+type: {{ .type }}
+{{- if and (eq .type "RollingUpdate") .rollingUpdate }}
+rollingUpdate:
+  {{- toYaml .rollingUpdate | nindent 2 }}
+{{- end }}
+{{- end }}
+
 {{/* The image of the brain and of the reboot Jobs: repository:tag (tag defaults to appVersion). */}}
 {{- define "pitstop.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
