@@ -50,6 +50,15 @@ class NodeView:
     def has_taint(self, key: str) -> bool:
         return any(taint.key == key for taint in self.taints)
 
+    @property
+    def not_ready_taints(self) -> tuple[str, ...]:
+        """The control plane's not-ready/unreachable taints on the node, as `key:effect`."""
+        return tuple(
+            f"{taint.key}:{taint.effect}"
+            for taint in self.taints
+            if taint.key in contract.CONTROL_PLANE_NOT_READY_TAINT_KEYS
+        )
+
 
 def _parse_time(value: str | None) -> datetime | None:
     if not value:
