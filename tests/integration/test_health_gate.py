@@ -254,3 +254,32 @@ def test_the_wait_for_not_ready_to_clear_is_shown_and_holds_the_uncordon(env: Pi
     assert uncordoned > removed, "uncordoned before the taint was removed"
     # Woken by the Node watch, not by the 5 s poll (a weak check: a poll may fall early).
     assert uncordoned - removed < 2.5, "the removal did not wake the brain: it waited for a poll"
+
+
+def test_a_node_the_control_plane_keeps_not_ready_fails_at_the_gate_timeout(
+    env: PitstopEnv,
+) -> None:
+    (node,) = env.add_nodes(1)
+    window = env.window(
+        "stuck",
+        {"maxUnavailable": 1, "reboot": {"healthGate": {"timeout": "5s"}}},
+    )
+    with env.hosts(default=HostBehaviour(delay_seconds=0.5, down_seconds=1.0)):
+        env.start_brain()
+        env.flag([node])
+        env.wait(lambda: env.node(node).spec.unschedulable, "the node cordoned")
+        env.core.patch_node(node, [{"op": "add", "path": "/spec/taints/-", "value": HELD_TAINT}])
+        lease = env.wait(
+            lambda: (
+                (env.lock().get("nodes") or {}).get(node, {}).get("phase") == "Failed"
+                and env.lock()["nodes"][node]
+            ),
+            "the node Failed",
+            60,
+        )
+    assert lease["message"] == (
+        f"health gate not passed in time: {WAITING_MESSAGE} "
+        f"({HELD_TAINT['key']}:{HELD_TAINT['effect']})"
+    )
+    assert env.node(node).spec.unschedulable, "a node that failed its gate stays cordoned"
+    env.wait_condition(window, "Degraded", "True", 20)
