@@ -518,7 +518,7 @@ class NodeFlow:
         controller may then mark NotReady, and their budgets stall that drain. The Node watch
         wakes the window when the taint goes; the poll here is only a fallback.
         """
-        taints = node.not_ready_taints
+        taints = node.not_ready_taint_keys  # by key: a change of effect is no news
         if not taints:
             return True
         waiting = f"waiting for the control plane to clear not-ready ({', '.join(taints)})"

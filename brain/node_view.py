@@ -51,12 +51,16 @@ class NodeView:
         return any(taint.key == key for taint in self.taints)
 
     @property
-    def not_ready_taints(self) -> tuple[str, ...]:
-        """The control plane's not-ready/unreachable taints on the node, as `key:effect`."""
+    def not_ready_taint_keys(self) -> tuple[str, ...]:
+        """The control plane's not-ready/unreachable taints on the node (any effect), by key."""
         return tuple(
-            f"{taint.key}:{taint.effect}"
-            for taint in self.taints
-            if taint.key in contract.CONTROL_PLANE_NOT_READY_TAINT_KEYS
+            sorted(
+                {
+                    taint.key
+                    for taint in self.taints
+                    if taint.key in contract.CONTROL_PLANE_NOT_READY_TAINT_KEYS
+                }
+            )
         )
 
 
