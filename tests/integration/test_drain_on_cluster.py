@@ -434,3 +434,76 @@ def test_force_delete_ignores_a_pod_that_is_already_gone(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     assert asyncio.run(force_delete(api_client, [PodRef(namespace, "never-was", "x")])) == 0
+
+
+class TimedCounter(RequestCounter):
+    """A RequestCounter that also notes when each eviction was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evictions: list[float] = []
+
+    def add(self, kind: str) -> None:
+        if kind == "evict":
+            self.evictions.append(time.monotonic())
+        super().add(kind)
+
+
+def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_pace(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    first = nodes.add()
+    create_deployment(
+        api_client,
+        namespace,
+        "web",
+        replicas=2,
+        node_selector=nodes.selector,
+        pdb_max_unavailable=1,
+    )
+    wait_running(api_client, namespace, "web", 2)
+    wait_budget_observed(api_client, namespace, "web")
+    nodes.add()  # where the replacements go
+    asyncio.run(cordon(api_client, first))
+
+    # The budget's disruptionsAllowed, sampled all along the drain.
+    policy = client.PolicyV1Api(api_client)
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            status = policy.read_namespaced_pod_disruption_budget("web", namespace).status
+            samples.append((time.monotonic(), status.disruptions_allowed))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    counter = TimedCounter()
+    started = time.monotonic()
+    sampler.start()
+    try:
+        result = asyncio.run(
+            drain_node(api_client, first, DrainOptions(), deadline_in(60), counter, watch_list=True)
+        )
+    finally:
+        stop.set()
+        sampler.join(5)
+    elapsed = time.monotonic() - started
+    # After the first eviction the budget allows nothing, then one disruption again once the
+    # replacement pod runs.
+    exhausted = next((at for at, allowed in samples if allowed == 0), started)
+    allowed_again = next(
+        (at for at, allowed in samples if at > exhausted and allowed > 0), time.monotonic()
+    )
+    assert result.completed, result.message
+    assert result.evicted == 2
+    # Both pods are evicted at once: the budget (one disruption) refuses one of them.
+    assert len(counter.evictions) >= 3, "no eviction was refused: the test shows nothing"
+    assert counter.counts["watch-pdbs"] == 1, counter.counts
+    allowed_after = allowed_again - started
+    retried_after = counter.evictions[-1] - started
+    # The refused pod is retried as soon as the budget allows again (kwok starts the
+    # replacement within about a second), not at the 5 s pace.
+    assert allowed_after < 3.5, f"the replacement took {allowed_after:.1f} s: nothing to show"
+    assert retried_after < allowed_after + 1.0, (allowed_after, retried_after)
+    assert retried_after < 4.5 and elapsed < 5.0, (allowed_after, retried_after, elapsed)
