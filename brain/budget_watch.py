@@ -97,7 +97,7 @@ class BudgetWatch:
         return True
 
     def _start(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None or self._stopping.is_set():
             return
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="pitstop-drain-pdbs", daemon=True)

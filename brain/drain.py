@@ -62,6 +62,7 @@ class DrainOptions:
     pod_selector: str | None = None
     delete_emptydir_data: bool = False
     force: bool = False
+    # A refused eviction is retried when its PDB allows again, and after this long at the latest.
     eviction_retry_seconds: float = 5.0
     # (namespace, name) of pods never evicted: the brain's own pod (settings.pod_name).
     keep_pods: frozenset[tuple[str, str]] = frozenset()
