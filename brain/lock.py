@@ -9,6 +9,7 @@ decides again. This module holds the content model (pure) and the ConfigMap I/O.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -130,6 +131,8 @@ class LockStore:
         self._resource_version: str | None = None
         self._loaded = False
         self._mutex = asyncio.Lock()
+        # time.monotonic() of the last read or write that showed the ConfigMap as it was.
+        self.synced_at = float("-inf")
 
     async def refresh(self) -> LockState:
         """Read the ConfigMap (a missing one is an empty lock)."""
@@ -146,6 +149,7 @@ class LockStore:
             self._state = LockState.from_json(data.get(LOCK_DATA_KEY))
             self._resource_version = config_map.metadata.resource_version
         self._loaded = True
+        self.synced_at = time.monotonic()
         return self._state.model_copy(deep=True)
 
     async def read(self) -> LockState:
@@ -198,3 +202,4 @@ class LockStore:
             )
         self._state = state.model_copy(deep=True)
         self._resource_version = written.metadata.resource_version
+        self.synced_at = time.monotonic()
