@@ -773,20 +773,10 @@ class NodeFlow:
         if LeaseKey.of(name, lease) not in self._cordoned:
             return
         self.forget(name)
-        mark = f"/metadata/annotations/{contract.WINDOW_ANNOTATION.replace('/', '~1')}"
-        operations: list[dict[str, Any]] = [
-            {"op": "test", "path": mark, "value": lease.window},
-            {"op": "remove", "path": mark},
-        ]
-        if not lease.was_cordoned:
-            operations.append({"op": "add", "path": "/spec/unschedulable", "value": False})
-        try:
-            await self.kube.call(self.kube.core.patch_node, name, operations)
-        except ApiException as error:
-            if error.status not in (404, 422):  # gone, or not our mark any more
-                raise
-            return
-        log.warning("node %s: its lease was gone; undid the cordon made for it", name)
+        if await node_updates.unmark_if_marked(
+            self.kube, name, lease.window, uncordon=not lease.was_cordoned
+        ):
+            log.warning("node %s: its lease was gone; undid the cordon made for it", name)
 
     async def _move(
         self,

@@ -145,6 +145,29 @@ async def merge_patch_node(kube: Kube, name: str, patch: dict[str, Any]) -> None
     await kube.call(kube.core.patch_node, name, patch)
 
 
+async def unmark_if_marked(kube: Kube, name: str, window: str, uncordon: bool) -> bool:
+    """Remove our window mark (and the cordon) only if the node still carries that mark.
+
+    For a cordon made for a lease that turned out gone: whoever finished the node removed the
+    mark, so a node that has it again was marked by the stale step; one cordoned by anyone
+    since, without our mark, is left alone (the `test` fails: 422).
+    """
+    mark = f"/metadata/annotations/{_escape(contract.WINDOW_ANNOTATION)}"
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": mark, "value": window},
+        {"op": "remove", "path": mark},
+    ]
+    if uncordon:
+        operations.append({"op": "add", "path": "/spec/unschedulable", "value": False})
+    try:
+        await kube.call(kube.core.patch_node, name, operations)
+    except ApiException as error:
+        if error.status in (404, 422):
+            return False
+        raise
+    return True
+
+
 def clear_action_operations(node: NodeView) -> list[dict[str, Any]]:
     """Remove the action a person asked for, only if it is still the one we read."""
     path = f"/metadata/annotations/{_escape(contract.ACTION_ANNOTATION)}"
