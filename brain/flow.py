@@ -368,9 +368,6 @@ class NodeFlow:
         note: str,
     ) -> None:
         boot_id = node.boot_id
-        # One Job per maintenance: the node's boot, the attempt and when this drain started. A
-        # later maintenance at the same boot (after a release or a retry) never adopts it.
-        identity = f"{boot_id}#attempt-{lease.attempt}#{lease.since.isoformat()}"
         await self._move(
             name,
             lease,
@@ -379,7 +376,8 @@ class NodeFlow:
             "Drained",
             note,
             boot_id_before=boot_id,
-            job_name=reboot_job.reboot_job_name(name, identity),
+            # One Job per maintenance (lease.since is this drain's start): never an old one.
+            job_name=reboot_job.maintenance_job_name(name, boot_id, lease.attempt, lease.since),
             pdbs=sorted({*lease.pdbs, *pdbs}),
             deadline=None,
         )

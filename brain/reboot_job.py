@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -60,6 +61,15 @@ def reboot_job_name(node: str, boot_id: str) -> str:
     room = MAX_NAME_LENGTH - len(JOB_NAME_PREFIX) - 1 - len(digest)
     readable = re.sub(r"[^a-z0-9-]+", "-", node.lower())[:room].strip("-")
     return f"{JOB_NAME_PREFIX}{readable}-{digest}" if readable else f"{JOB_NAME_PREFIX}{digest}"
+
+
+def maintenance_job_name(node: str, boot_id: str, attempt: int, drain_started: datetime) -> str:
+    """The Job name of one maintenance: the node's boot, the attempt and when its drain began.
+
+    A later maintenance at the same boot (the node was released and admitted again, or a person
+    asked for a retry) gets a name of its own, so it never takes the old Job for its reboot.
+    """
+    return reboot_job_name(node, f"{boot_id}#attempt-{attempt}#{drain_started.isoformat()}")
 
 
 def label_value(text: str) -> str:
