@@ -8,6 +8,8 @@ Node's cordon at each eviction and at each reboot Job's creation) from watches o
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -248,6 +250,58 @@ def test_two_brains_in_two_consecutive_rollouts_drain_and_reboot_only_cordoned_n
     for node in nodes:
         assert hosts.reboot_count(node) == 2
         assert not env.node(node).spec.unschedulable
+    client.CoreV1Api(env.api).delete_namespace(workload)
+
+
+def test_a_brain_frozen_while_another_finishes_its_node_cordons_it_in_the_next_rollout(
+    env: PitstopEnv,
+) -> None:
+    """The two-brain failure made deterministic: brain A cordons and drains a node, is frozen
+    (SIGSTOP) while brain B finishes that node, then runs alone in the next rollout. Before the
+    fix A remembered "I cordoned (node, attempt 1)" and drained the node uncordoned."""
+    node, spare = env.add_nodes(2, zones=1)
+    workload = create_namespace(env.api)
+    # One pod pinned to the node (no PDB): evicted in each drain, it comes back after.
+    create_deployment(
+        env.api, workload, "pinned", 1, node_selector={"kubernetes.io/hostname": node}
+    )
+    env.wait(lambda: running_pods(env.api, workload, "app=pinned"), "the pinned pod")
+    env.flag([node])
+    env.window("frozen", {"maxUnavailable": 1, "drain": {"timeout": "30s", "onTimeout": "Abort"}})
+    with CordonSampler(env.api, workload, env.job_namespace) as sampler:
+        first = env.start_brain()
+        env.wait(lambda: lease_of(env, node).get("phase") == "WaitingForNode", "rebooting", 60)
+        assert first.process is not None
+        os.killpg(first.process.pid, signal.SIGSTOP)
+        # From here the hosts reboot their nodes (one simulator: it counts every reboot).
+        with env.hosts() as hosts:
+            try:
+                second = env.start_brain()
+                env.wait(
+                    lambda: hosts.reboot_count(node) == 1 and not env.lock().get("nodes"),
+                    "brain B to finish the node",
+                    60,
+                )
+                env.wait(lambda: not env.node(node).spec.unschedulable, "uncordoned", 20)
+                second.stop()
+                env.brains.remove(second)
+            finally:
+                os.killpg(first.process.pid, signal.SIGCONT)
+            env.wait(lambda: running_pods(env.api, workload, "app=pinned"), "the pod back", 60)
+            time.sleep(3)  # brain A runs again on its old copy of the lock, and learns it is old
+            flag_node(env.api, node, since=datetime.now(UTC).isoformat(), reason="again")
+            env.wait(
+                lambda: (
+                    bool(sampler.uncordoned())
+                    or (hosts.reboot_count(node) == 2 and not env.lock().get("nodes"))
+                ),
+                "the second rollout",
+                90,
+            )
+    assert sampler.uncordoned() == [], "evicted or rebooted while uncordoned"
+    assert [s.what.split()[0] for s in sampler.on(node)].count("Job") == 2
+    assert not env.node(node).spec.unschedulable
+    assert spare not in {s.node for s in sampler.samples}
     client.CoreV1Api(env.api).delete_namespace(workload)
 
 
