@@ -1,16 +1,22 @@
 # Pitstop: the two commands a newcomer needs are `make demo` and `make test`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-UV ?= python3 -m uv
+# uv comes from the python3 outside the project's .venv: that one has neither uv nor pip, and
+# an activated .venv puts its python3 first on PATH ("No module named pip" from make setup).
+PATH_WITHOUT_VENV := $(shell tr ':' '\n' <<<"$$PATH" | grep -vx -e '$(CURDIR)/.venv/bin' \
+	-e "$${VIRTUAL_ENV:-/-}/bin" | paste -sd: -)
+PYTHON ?= $(shell PATH='$(PATH_WITHOUT_VENV)' command -v python3 || echo python3)
+UV ?= $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 CLUSTER_DIR := .cluster
 
-.PHONY: help setup binaries lint test unit demo cluster-up cluster-down bench clean
+.PHONY: help setup binaries lint test unit demo cluster-up cluster-down bench release clean
 
 help:
 	@echo "make demo          a local simulated cluster and a rolling reboot to watch"
 	@echo "make test          lint + every test (builds what it needs on first run)"
 	@echo "make cluster-up    a local control plane in the background (make cluster-down stops it)"
+	@echo "make release REGISTRY=host:port [VERSION=x] [INSECURE=1]   push both images and the chart"
 
 # Python toolchain: uv from PyPI if missing, then the locked environment.
 setup:
@@ -33,8 +39,10 @@ unit: setup
 	$(RUN) pytest -p no:cacheprovider -m "not cluster"
 
 # Options pass through, e.g. make demo DEMO_ARGS="--nodes 6 --flagged 4" (see --help).
+# The demo runs as the terminal's foreground job: Ctrl-C (the way --keep ends) reaches it, not
+# make, so the demo stops everything and make exits with the demo's code (0).
 demo: binaries
-	$(RUN) python -m localcluster.demo $(DEMO_ARGS)
+	@$(RUN) python -m localcluster.foreground python -m localcluster.demo $(DEMO_ARGS)
 
 cluster-up: binaries
 	@mkdir -p $(CLUSTER_DIR)
@@ -55,6 +63,12 @@ cluster-down:
 
 bench: binaries
 	@for script in bench/*.py; do echo "== $$script"; $(RUN) python $$script; done
+
+# Both images (podman) and the chart (helm push) into an OCI registry; VERSION defaults to
+# pyproject's and must equal it; INSECURE=1 for a plain-HTTP registry (a local test one).
+release: setup
+	@test -n "$(REGISTRY)" || { echo "usage: make release REGISTRY=host:port [VERSION=x] [INSECURE=1]"; exit 2; }
+	$(RUN) python -m localcluster.release --registry "$(REGISTRY)" $(if $(VERSION),--version "$(VERSION)") $(if $(INSECURE),--insecure)
 
 clean: cluster-down
 	rm -rf .venv .mypy_cache .ruff_cache

@@ -14,9 +14,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from brain.cli_errors import CRD_MISSING, CommandError, run_command
 from brain.lock import LOCK_DATA_KEY, LockState
+from brain.plan_document import OUTPUT_FORMATS, plan_document, render_document
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.window import GROUP, PLURAL, VERSION
+from pitstop.version import version_line
 
 DEFAULT_NAMESPACE = "pitstop-system"
 DEFAULT_LOCK_NAME = "pitstop-lock"
@@ -47,6 +50,8 @@ def api_client(arguments: argparse.Namespace) -> Any:
     """A kubernetes ApiClient from --kubeconfig/--context, else the environment's."""
     from kubernetes import config
 
+    if arguments.kubeconfig and not os.path.exists(arguments.kubeconfig):
+        raise CommandError(f"kubeconfig {arguments.kubeconfig} does not exist", 2)
     if arguments.kubeconfig or arguments.context:
         return config.new_client_from_config(
             config_file=arguments.kubeconfig, context=arguments.context
@@ -71,10 +76,7 @@ def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> Cluster
         windows = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
     except ApiException as error:
         if error.status == 404:
-            raise SystemExit(
-                "pitstop: the NodesMaintenanceWindow CRD is not installed"
-                " (kubectl apply -f crds/pitstop.dev_nodesmaintenancewindows.yaml)"
-            ) from error
+            raise CommandError(CRD_MISSING) from error
         raise
     nodes = [client_handle.sanitize_for_serialization(node) for node in core.list_node().items]
     return ClusterSnapshot(
@@ -104,7 +106,11 @@ def run_plan(arguments: argparse.Namespace) -> int:
         snapshot = read_snapshot(handle, arguments.namespace, arguments.lock_name)
     finally:
         handle.close()
-    sys.stdout.write(render(preview(snapshot, datetime.now(UTC))))
+    report = preview(snapshot, datetime.now(UTC))
+    if arguments.output == "text":
+        sys.stdout.write(render(report))
+    else:
+        sys.stdout.write(render_document(plan_document(report), arguments.output))
     return 0
 
 
@@ -118,12 +124,22 @@ def register_plan(subcommands: Any) -> None:
         " go in, and the nodes held back with the reason. Uses the brain's own planner;"
         " changes nothing.",
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        default="text",
+        type=str.lower,
+        help="text (default), or json / yaml for scripts (schema: docs/operations.md)",
+    )
     parser.set_defaults(handler=run_plan)
 
 
 def _register_others(subcommands: Any) -> None:
     from brain.node_actions import register_convert_kured, register_node_actions
+    from brain.status_report import register_status
 
+    register_status(subcommands)
     register_node_actions(subcommands)
     register_convert_kured(subcommands)
 
@@ -135,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pitstop", description="Pitstop admin: safe, coordinated node reboots."
     )
+    parser.add_argument("--version", action="version", version=version_line("pitstop"))
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(subcommands)
@@ -153,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return handler(arguments)
+    return run_command("pitstop", lambda: handler(arguments))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,19 @@
 
 Events are posted only on transitions, so `kubectl describe` tells the story without spam. A
 failure to post is logged and never interrupts the flow.
+
+In order, also within one second: `kubectl describe` sorts Events by `lastTimestamp`, which
+the API server keeps in whole seconds (and which events.k8s.io/v1 Events may not set at all),
+and keeps the API's list order, by name, among Events of the same second. So each Event is
+named `<object>.<hex nanoseconds>`, as client-go's recorders name theirs: the name order is
+the time order. Each also carries the newer fields (`eventTime` in microseconds,
+`reportingComponent`, `reportingInstance`, `action`) for tools that read events.k8s.io/v1.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -16,6 +24,8 @@ from brain.kube import Kube
 log = logging.getLogger("pitstop.events")
 EVENT_NAMESPACE_FOR_CLUSTER_OBJECTS = "default"
 COMPONENT = "pitstop-brain"
+NOTE_LIMIT_BYTES = 1024  # the API server's limit on the message of an Event with eventTime
+NAME_LIMIT = 253  # a DNS subdomain
 
 
 @dataclass(frozen=True)
@@ -52,26 +62,14 @@ class EventRecorder:
         message: str,
         kind: Literal["Normal", "Warning"] = "Normal",
     ) -> None:
-        now = datetime.now(UTC)
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "generateName": f"{target.name}.",
-                "namespace": EVENT_NAMESPACE_FOR_CLUSTER_OBJECTS,
-            },
-            "involvedObject": target.as_dict(),
-            "reason": reason,
-            "message": message[:1024],
-            "type": kind,
-            "source": {"component": COMPONENT, "host": self.host},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self.host or COMPONENT,
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "count": 1,
-        }
-        log.info("%s %s/%s: %s: %s", kind, target.kind, target.name, reason, message)
+        """One Event, one request."""
+        body = event_body(target, reason, message, kind, self.host, time.time_ns())
+        log.log(
+            logging.WARNING if kind == "Warning" else logging.INFO,
+            "%s %s/%s: %s: %s",
+            *(kind, target.kind, target.name, reason, message),
+            extra={"node" if target.kind == "Node" else "window": target.name, "reason": reason},
+        )
         try:
             await self.kube.call(
                 self.kube.core.create_namespaced_event,
@@ -82,3 +80,46 @@ class EventRecorder:
             log.warning(
                 "could not post event %s on %s %s: %s", reason, target.kind, target.name, error
             )
+
+
+def event_name(target: str, nanoseconds: int) -> str:
+    """`<object>.<hex nanoseconds>`: names sort as the Events were posted (16 hex digits until
+    the year 2262); a long object name is shortened rather than the time dropped."""
+    suffix = f".{nanoseconds:x}"
+    return target[: NAME_LIMIT - len(suffix)].rstrip(".-") + suffix
+
+
+def event_body(
+    target: ObjectReference,
+    reason: str,
+    message: str,
+    kind: Literal["Normal", "Warning"],
+    host: str,
+    nanoseconds: int,
+) -> dict[str, object]:
+    """A core/v1 Event with both its legacy fields (what `kubectl describe` shows and sorts by)
+    and the newer ones (a microsecond `eventTime`, which requires reportingComponent,
+    reportingInstance and action; the action is the reason: each reason names one step)."""
+    seconds_since_epoch, rest = divmod(nanoseconds, 1_000_000_000)
+    now = datetime.fromtimestamp(seconds_since_epoch, UTC).replace(microsecond=rest // 1000)
+    seconds = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": event_name(target.name, nanoseconds),
+            "namespace": EVENT_NAMESPACE_FOR_CLUSTER_OBJECTS,
+        },
+        "involvedObject": target.as_dict(),
+        "reason": reason,
+        "action": reason,
+        "message": message.encode()[:NOTE_LIMIT_BYTES].decode(errors="ignore"),
+        "type": kind,
+        "source": {"component": COMPONENT, "host": host},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": (host or COMPONENT)[:128],
+        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "firstTimestamp": seconds,
+        "lastTimestamp": seconds,
+        "count": 1,
+    }

@@ -24,7 +24,13 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
+from brain.window import MAX_DELAY_BETWEEN_NODES, MAX_DRAIN_TIMEOUT
+from pitstop import contract
+
 API_VERSION = "pitstop.dev/v1alpha1"
+PENDING_TAINT = f"{contract.PENDING_TAINT_KEY}:{contract.PENDING_TAINT_EFFECT}"
+# The brain's namespace in the install instructions: the notify Secret must be in it.
+DEFAULT_NAMESPACE = "pitstop-system"
 KIND = "NodesMaintenanceWindow"
 # The URL key of the notify Secret (the window's `notify.secretRef.key` default).
 SECRET_KEY = "urls"
@@ -70,7 +76,7 @@ KURED_DEFAULTS: Mapping[str, str] = {
     "metrics-host": "",
     "metrics-port": "8080",
     "period": "1h0m0s",
-    "prefer-no-schedule-taint": "weave.works/kured-node-reboot",
+    "prefer-no-schedule-taint": "",  # kured taints nothing unless this names a taint
     "reboot-command": "/bin/systemctl reboot",
     "reboot-days": "su,mo,tu,we,th,fr,sa",
     "reboot-delay": "0",
@@ -108,10 +114,12 @@ NO_EQUIVALENT: Mapping[str, str] = {
     "skip-wait-for-delete-timeout": "no equivalent: a pod counts as gone when it is deleted or"
     " replaced (new UID), seen through a watch; pods stuck terminating are covered by"
     " drain.timeout and drain.onTimeout",
-    "prefer-no-schedule-taint": "Pitstop always uses the taint pitstop.dev/reboot-pending"
-    " (PreferNoSchedule) on nodes waiting for a reboot",
-    "pre-reboot-node-labels": "no equivalent: the brain sets the annotation pitstop.dev/phase on"
-    " nodes in its care; a preDrain hook can label nodes if you need labels",
+    "prefer-no-schedule-taint": f"Pitstop taints nodes waiting for a reboot with {PENDING_TAINT}"
+    " instead (its name is fixed): tolerations and scheduling rules that name kured's taint must"
+    " name this one",
+    "pre-reboot-node-labels": f"no equivalent: the brain annotates a node in its care with"
+    f" {contract.WINDOW_ANNOTATION} (the window it belongs to); a preDrain hook can label nodes"
+    " if you need labels",
     "post-reboot-node-labels": "no equivalent: a postReboot hook can label nodes if you need"
     " labels",
     "message-template-drain": "messages are fixed; they name node, window, phase and reason",
@@ -123,7 +131,8 @@ NO_EQUIVALENT: Mapping[str, str] = {
     " kured_reboot_required{node} is kept",
     "metrics-port": "a brain setting: the brain's metrics port is --metrics-port;"
     " kured_reboot_required{node} is kept",
-    "log-format": "a brain setting (--log-level); the brain logs text",
+    "log-format": "a brain and detector setting: --log-format json (PITSTOP_LOG_FORMAT, chart"
+    " values brain.logFormat and detector.logFormat)",
     "log-level": "a brain setting (--log-level)",
     "debug": "a brain setting (--log-level DEBUG)",
     "node-id": "set per node by the DaemonSet; the brain needs no node identity",
@@ -717,10 +726,27 @@ def _schedule(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) 
     spec["schedule"] = schedule
 
 
+def _at_most(seconds: float, limit: float, flag: str, field: str, notes: list[str]) -> float:
+    """A kured duration within the window field's range (the API server refuses more)."""
+    if seconds <= limit:
+        return seconds
+    notes.append(
+        f"{flag}={format_duration(seconds)} is longer than a window's {field} may be:"
+        f" written as its maximum, {format_duration(limit)}"
+    )
+    return limit
+
+
 def _drain(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) -> None:
     # kured drains like `kubectl drain --force --delete-emptydir-data --ignore-daemonsets`.
     drain: dict[str, Any] = {"force": True, "deleteEmptyDirData": True}
-    timeout = parse_go_duration(_flag(flags, "drain-timeout"))
+    timeout = _at_most(
+        parse_go_duration(_flag(flags, "drain-timeout")),
+        MAX_DRAIN_TIMEOUT.total_seconds(),
+        "--drain-timeout",
+        "drain.timeout",
+        notes,
+    )
     if timeout > 0:
         drain["timeout"] = format_duration(timeout)
     else:
@@ -777,7 +803,13 @@ def _reboot(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) ->
         reboot["method"] = "Command"
     else:
         raise ConversionError(f"--reboot-method: {method!r} is neither command nor signal")
-    delay = parse_go_duration(_flag(flags, "lock-release-delay"))
+    delay = _at_most(
+        parse_go_duration(_flag(flags, "lock-release-delay")),
+        MAX_DELAY_BETWEEN_NODES.total_seconds(),
+        "--lock-release-delay",
+        "reboot.delayBetweenNodes",
+        notes,
+    )
     if delay > 0:
         reboot["delayBetweenNodes"] = format_duration(delay)
     spec["reboot"] = reboot
@@ -845,7 +877,7 @@ def convert(
     flags: dict[str, str],
     name: str = "kured",
     node_selector: Mapping[str, str] | None = None,
-    namespace: str = "pitstop",
+    namespace: str = DEFAULT_NAMESPACE,
 ) -> ConversionResult:
     """The window (and notify Secret) equivalent to kured's `flags` (names without dashes).
 
@@ -878,6 +910,11 @@ def convert(
     for flag in ("period", "lock-ttl"):
         if normalised.get(flag, KURED_DEFAULTS[flag]) == KURED_DEFAULTS[flag]:
             notes.append(f"--{flag}: {NO_EQUIVALENT[flag]}")
+    if not normalised.get("prefer-no-schedule-taint"):
+        notes.append(
+            "--prefer-no-schedule-taint (unset: kured tainted nothing): Pitstop taints nodes"
+            f" waiting for a reboot with {PENDING_TAINT}, so new pods prefer other nodes"
+        )
     window = {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -899,7 +936,12 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("file", nargs="?", help="DaemonSet manifest or Helm values ('-': stdin)")
     parser.add_argument("--name", help="window name (default: the DaemonSet's name or kured)")
-    parser.add_argument("--namespace", default="pitstop", help="the brain's namespace (Secret)")
+    parser.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help=f"the brain's namespace, where the notify Secret goes (default {DEFAULT_NAMESPACE},"
+        " the chart's install namespace in docs/install.md)",
+    )
     parser.epilog = "Example: pitstop convert-kured -- --reboot-days=sa,su --start-time=2:00"
     # Everything after `--` is kured's, not ours.
     split = argv.index("--") if "--" in argv else len(argv)

@@ -22,16 +22,20 @@ from typing import Any
 
 import kopf
 
+from brain.cli_errors import run_command
 from brain.events import EventRecorder
 from brain.flow import NodeFlow
+from brain.job_check import RebootJobCheck
 from brain.kube import Kube, make_api_client
 from brain.lock import LockStore
 from brain.metrics import BrainMetrics, MetricsServer, start_metrics_server
 from brain.node_view import NodeView, node_view_from_object
 from brain.observer import BrainObserver
+from brain.preflight import check_cluster
 from brain.reconciler import GROUP, PLURAL, VERSION, WindowEntry, WindowReconciler
 from brain.settings import BrainSettings, SettingsError, load_settings
 from brain.window_blockers import BlockerChecker
+from pitstop import logs
 
 log = logging.getLogger("pitstop.brain")
 API_THREADS = 64
@@ -72,6 +76,7 @@ class Brain:
             on_plan=self.observer.plan,
             on_window_event=self.observer.window_event,
             prepare_window=self.observer.prepare,
+            check_reboot_job=RebootJobCheck(self.kube, settings),
         )
         self.metrics_server: MetricsServer | None = None
         self.last_housekeeping = time.monotonic()
@@ -101,6 +106,7 @@ class Brain:
 
     async def run_window(self, name: str, stopped: Any) -> None:
         waker = self.waker(name)
+        logs.current_window.set(name)  # every line of this window's passes names it
         try:
             while not stopped:
                 waker.clear()
@@ -226,14 +232,19 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"pitstop-brain: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-    )
+    # One handler for our records and kopf's (kopf.run configures no logging of its own).
+    logs.configure(settings.log_level, settings.log_format, sys.stdout)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     # kopf logs every handler call at INFO; our own log lines say what happened.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+    def preflight() -> int:
+        check_cluster(settings)
+        return 0
+
+    exit_code = run_command("pitstop-brain", preflight)
+    if exit_code:
+        return exit_code
     BRAIN = Brain(settings)
     os.environ.setdefault("KOPF_STANDALONE", "1")
     kopf.run(clusterwide=True, standalone=True, registry=kopf.get_default_registry())

@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pitstop.version import python_version, version
+
 # From a quick drain to a slow node return: seconds up to an hour (longer lands in +Inf).
 PHASE_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600)
+# Hand-off is event-driven (the write that frees a slot admits the next node): well under 1 s.
+HANDOFF_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class RebootResult:
@@ -121,6 +125,14 @@ class BrainMetrics:
             buckets=PHASE_DURATION_BUCKETS,
             registry=self.registry,
         )
+        self.handoff = Histogram(
+            "pitstop_handoff_seconds",
+            "Time from a node freeing its slot to the next node of the same window starting,"
+            " when nodes were waiting (the rollout's dead time between nodes).",
+            ["window"],
+            buckets=HANDOFF_BUCKETS,
+            registry=self.registry,
+        )
         self.lock_conflicts = Counter(
             "pitstop_lock_conflicts",
             "Writes to the lock that lost a race (409 Conflict) and were decided again.",
@@ -134,6 +146,13 @@ class BrainMetrics:
             "Notifications that could not be sent or were dropped (queue full).",
             registry=self.registry,
         )
+        # Which build runs (a dashboard shows it, an alert finds brains and detectors that differ).
+        Gauge(
+            "pitstop_build_info",
+            "Always 1; the labels say which Pitstop version and Python run.",
+            ["version", "python"],
+            registry=self.registry,
+        ).labels(version=version(), python=python_version()).set(1)
         self._windows_seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -151,6 +170,8 @@ class BrainMetrics:
             for result in (RebootResult.SUCCEEDED, RebootResult.FAILED, RebootResult.ABORTED):
                 with contextlib.suppress(KeyError):  # never counted for this window
                     self.reboots.remove(window, result)
+            with contextlib.suppress(KeyError):
+                self.handoff.remove(window)
 
     def count_reboot(self, window: str, result: str) -> None:
         with self._lock:
@@ -159,6 +180,11 @@ class BrainMetrics:
 
     def observe_phase(self, phase: str, seconds: float) -> None:
         self.phase_duration.labels(phase=phase).observe(seconds)
+
+    def observe_handoff(self, window: str, seconds: float) -> None:
+        with self._lock:
+            self._windows_seen.add(window)
+        self.handoff.labels(window=window).observe(seconds)
 
     def count_notification_failure(self, *_: Any) -> None:
         """Fits `Notifier(on_failure=...)`: whatever the failure, one more in the counter."""

@@ -6,8 +6,8 @@ The kopf index holds these (never whole Node objects), and the planner decides f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pitstop import contract
@@ -47,6 +47,9 @@ class NodeView:
     action_since: str = ""  # contract.ACTION_SINCE_ANNOTATION value, if any
     uid: str = ""
     taints: tuple[Taint, ...] = ()
+    created: datetime | None = None  # metadata.creationTimestamp
+    # Why reboot_required_since was set aside (see believable_since); "" if it was not.
+    since_ignored: str = ""
 
     def has_taint(self, key: str) -> bool:
         return any(taint.key == key for taint in self.taints)
@@ -59,6 +62,41 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+FLAG_TIME_SKEW = timedelta(seconds=contract.REBOOT_REQUIRED_SINCE_SKEW_SECONDS)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def believable_since(node: NodeView, now: datetime) -> NodeView:
+    """The node without its reboot-required-since if that lies before the node's creation or
+    after now (give or take FLAG_TIME_SKEW), with why in `since_ignored`.
+
+    The flag time orders the queue (oldest first) and tells a flag raised after the node's last
+    reboot from one raised before it. The detector's policy refuses a time before the node's
+    creation, but CEL has no clock: a time in the future (or one written before the policy) is
+    only caught here. Set aside, the node goes last in its queue and, at the boot it was
+    rebooted to, rests until its detector flags it anew.
+    """
+    since = node.reboot_required_since
+    if since is None:
+        return node
+    since = _aware(since)
+    if since > now + FLAG_TIME_SKEW:
+        why = "in the future"
+    elif node.created is not None and since < _aware(node.created) - FLAG_TIME_SKEW:
+        why = "before the node was created"
+    else:
+        return node
+    stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return replace(
+        node,
+        reboot_required_since=None,
+        since_ignored=f"reboot-required-since {stamp} ignored: {why}",
+    )
 
 
 def _parse_int(value: str | None) -> int:
@@ -97,6 +135,7 @@ def node_view_from_object(node: Mapping[str, Any]) -> NodeView:
         action=annotations.get(contract.ACTION_ANNOTATION, ""),
         action_since=annotations.get(contract.ACTION_SINCE_ANNOTATION, ""),
         uid=str(metadata.get("uid", "")),
+        created=_parse_time(metadata.get("creationTimestamp")),
         taints=tuple(
             Taint(
                 str(taint.get("key", "")),

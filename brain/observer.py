@@ -58,6 +58,10 @@ class BrainObserver(FlowObserver):
     metrics: BrainMetrics = field(default_factory=BrainMetrics)
     blocked: dict[str, BlockerResult] = field(default_factory=dict)
     _notifiers: dict[str, _WindowNotifier] = field(default_factory=dict)
+    # Hand-off latency: windows with nodes waiting (from the last plan), and when each last
+    # freed a slot while they were; the next start in that window observes the gap.
+    _waiting: frozenset[str] = frozenset()
+    _freed_at: dict[str, float] = field(default_factory=dict)
 
     # -- notifications -------------------------------------------------------------------------
 
@@ -146,6 +150,12 @@ class BrainObserver(FlowObserver):
             self.metrics.observe_phase(PHASE_LABELS[old], max(elapsed, 0.0))
         text = f"{reason}: {message}"
         if old == Phase.PENDING and new == Phase.DRAINING:
+            freed_at = self._freed_at.pop(window, None)
+            if freed_at is not None:
+                self.metrics.observe_handoff(window, max(time.monotonic() - freed_at, 0.0))
+        elif new in (Phase.DONE, Phase.PENDING) and window in self._waiting:
+            self._freed_at[window] = time.monotonic()
+        if old == Phase.PENDING and new == Phase.DRAINING:
             self._notify("Started", window, node, str(new), text)
         elif new == Phase.DONE:
             self.metrics.count_reboot(window, RebootResult.SUCCEEDED)
@@ -168,6 +178,7 @@ class BrainObserver(FlowObserver):
     def plan(self, plan: Plan, lock: LockState, node_views: Iterable[NodeView]) -> None:
         """Per-node and per-window gauges from the plan a pass just made (replaced whole)."""
         pending = {item.name for window_plan in plan.windows for item in window_plan.pending}
+        self._waiting = frozenset(w.name for w in plan.windows if w.pending)
         nodes: dict[str, NodeSample] = {}
         for view in node_views:
             lease = lock.nodes.get(view.name)

@@ -165,6 +165,8 @@ def _render_window(window_plan: WindowPlan, spec: WindowSpec, preview: PlanPrevi
                 tags.append("already unavailable")
             if pending.since is not None:
                 tags.append(f"flagged {_when(pending.since, zone)}")
+            if pending.since_ignored:
+                tags.append(pending.since_ignored)
             if pending.name in starting:
                 verdict = "STARTS NOW"
             elif pending.name in held:

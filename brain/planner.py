@@ -22,7 +22,8 @@ Rules:
   emergency; no blocker holds, or the node is an emergency; delayBetweenNodes has passed since
   the window's last finished reboot; and budget is left for the window and the node's domain.
 - Order: emergency nodes first, then the pitstop.dev/priority annotation (higher first), then
-  the oldest reboot-required-since (nodes without one last), then the name.
+  the oldest reboot-required-since (nodes without one last; a time before the node's creation
+  or in the future counts as none, see node_view.believable_since), then the name.
 - Batches (for the preview): the pending nodes in that order, filling batch 1 with the budget
   left now and every later batch with the full budget, per domain too; empty batches are not
   numbered.
@@ -38,7 +39,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from brain.lock import LockState, NodeLease
-from brain.node_view import NodeView
+from brain.node_view import NodeView, believable_since
 from brain.phase import IN_MAINTENANCE, Phase
 from brain.schedule import current_end, is_open, next_open
 from brain.window import WindowSpec, resolve_int_or_percent
@@ -94,6 +95,7 @@ class PendingNode:
     domain: str
     unhealthy: bool
     batch: int
+    since_ignored: str = ""  # why its flag time does not count (NodeView.since_ignored)
 
 
 @dataclass(frozen=True)
@@ -453,6 +455,7 @@ def _plan_window(
             name=node.name,
             priority=node.priority,
             since=node.reboot_required_since,
+            since_ignored=node.since_ignored,
             emergency=node.emergency,
             domain=domain,
             unhealthy=is_unhealthy,
@@ -537,6 +540,9 @@ def make_plan(
     names = [window.name for window in windows]
     if len(set(names)) != len(names):
         raise ValueError(f"window names must be unique: {sorted(names)}")
+    # A flag time before the node's creation or in the future is not believed (it would jump
+    # the queue, or make a rebooted node look flagged anew).
+    nodes = [believable_since(node, now) for node in nodes]
     nodes_by_name = {node.name: node for node in nodes}
     # Decided on the same lock as everything else, so a reboot the lock has just recorded
     # rests its node in this very plan (not one pass later).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,8 @@ log = logging.getLogger("pitstop.reconciler")
 GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
+# Why the window's reboot Job would be refused (brain/job_check.py), or None.
+JobCheck = Callable[[str, WindowSpec], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class WindowReconciler:
     on_plan: Callable[[Plan, LockState, list[NodeView]], None] | None = None
     prepare_window: Callable[[str, WindowSpec], Any] | None = None
     on_window_event: Callable[[str, str, str], None] | None = None
+    check_reboot_job: JobCheck | None = None
     _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     _status_written_at: dict[str, float] = field(default_factory=dict)
 
@@ -121,6 +124,11 @@ class WindowReconciler:
         lock = await self.lock.read()
         if entry is None:
             return
+        if name in valid and self.check_reboot_job is not None:
+            # A window whose reboot Job would be refused is invalid before a node is touched.
+            refusal = await self.check_reboot_job(name, valid[name].spec)
+            if refusal:
+                invalid[name] = f"NodesMaintenanceWindow {name!r} cannot be carried out: {refusal}"
         if name in invalid:
             await self._write_status(
                 entry,
@@ -371,7 +379,8 @@ class WindowReconciler:
             kind = ConditionType(condition.type)
             old = _condition_status(before, kind)
             new = str(condition.status)
-            if old == new or (not old and new == "False"):
+            # A condition False from the start is no news, except Ready: an invalid new window.
+            if old == new or (not old and new == "False" and kind != ConditionType.READY):
                 continue
             event = WINDOW_EVENTS.get((kind, new))
             if event is not None:

@@ -9,7 +9,9 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pitstop.version import version_line
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -26,10 +28,22 @@ class BrainSettings(BaseModel):
     resync_seconds: float = Field(default=30.0, gt=0, le=3600)
     kured_compatibility: bool = False
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="text", pattern=r"^(text|json)$")
     # The brain's own pod (downward API), never evicted by its drains: on a node that reboots
     # with the brain on it (a single-node cluster), an evicted brain could not come back to
     # uncordon; kept, it restarts with the node and resumes from the lock.
     pod_name: str = Field(default="", max_length=253)
+
+    # Levels and formats in any case (`info`, `INFO`), as the detector and the chart accept them.
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 # setting name -> (environment variable, flag, expected form)
@@ -54,7 +68,12 @@ SOURCES: dict[str, tuple[str, str, str]] = {
         "--kured-compatibility",
         "true or false",
     ),
-    "log_level": ("PITSTOP_LOG_LEVEL", "--log-level", "DEBUG, INFO, WARNING or ERROR"),
+    "log_level": (
+        "PITSTOP_LOG_LEVEL",
+        "--log-level",
+        "DEBUG, INFO, WARNING or ERROR (any case)",
+    ),
+    "log_format": ("PITSTOP_LOG_FORMAT", "--log-format", "text or json (one object per line)"),
     "pod_name": ("PITSTOP_POD_NAME", "--pod-name", "the brain's own pod name (downward API)"),
 }
 
@@ -65,6 +84,7 @@ class SettingsError(ValueError):
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> BrainSettings:
     parser = argparse.ArgumentParser(prog="pitstop-brain", description="Pitstop's brain.")
+    parser.add_argument("--version", action="version", version=version_line("pitstop-brain"))
     for name, (variable, flag, form) in SOURCES.items():
         parser.add_argument(flag, dest=name, help=f"{form} (env {variable})")
     arguments = vars(parser.parse_args(list(argv)))

@@ -13,6 +13,7 @@ from detector.metrics import Status, serve
 from detector.reconciler import NodeWatcher, Reconciler, make_backoff
 from detector.sentinel import SentinelWatcher
 from detector.settings import EXIT_BAD_SETTINGS, Settings, SettingsError, load
+from pitstop import logs
 
 LOG = logging.getLogger("pitstop.detector")
 EXIT_RUNTIME_FAILURE = 1
@@ -28,6 +29,25 @@ def endpoint_for(settings: Settings) -> kube.Endpoint:
     )
 
 
+def first_contact_problem(client: kube.NodeClient, endpoint: kube.Endpoint) -> str | None:
+    """Read our Node once at start: an unreachable API server or a denied request is a setup
+    problem a person fixes (the pod restarts and tries again), said in one line. Later outages
+    are retried with backoff instead; a missing Node is reported when it appears."""
+    try:
+        client.get_node()
+    except kube.ApiError as error:
+        if error.status == 0:
+            return (
+                f"cannot reach the API server at {endpoint.scheme}://{endpoint.host}:"
+                f"{endpoint.port}: {str(error).removeprefix('no answer: ')}"
+            )
+        if error.status == 401:
+            return f"the API server rejected the credentials (401 Unauthorized): {error}"
+        if error.status == 403:
+            return f"permission denied (403 Forbidden): {error}"
+    return None
+
+
 def _complain(message: str) -> None:
     for line in message.splitlines():
         print(f"pitstop-detector: {line}", file=sys.stderr)
@@ -39,10 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         _complain(str(error))
         return EXIT_BAD_SETTINGS
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    logs.configure(
+        settings.log_level, settings.log_format, sys.stderr, fields={"node": settings.node_name}
     )
     try:
         endpoint = endpoint_for(settings)
@@ -73,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_RUNTIME_FAILURE
 
     client = kube.NodeClient(endpoint, settings.node_name, settings.api_timeout_seconds)
+    problem = first_contact_problem(client, endpoint)
+    if problem is not None:
+        _complain(problem)
+        return EXIT_RUNTIME_FAILURE
     reconciler = Reconciler(
         client,
         status,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
+from pitstop.version import python_version, version
+
 LOG = logging.getLogger("pitstop.detector.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -87,11 +89,20 @@ class Status:
         return self.stale_seconds(now) <= self.stale_after_seconds
 
 
+def _build_info() -> str:
+    """`pitstop_build_info`, the same series as the brain's (the values need no escaping)."""
+    return (
+        "# HELP pitstop_build_info Always 1; the labels say which Pitstop version and Python run.\n"
+        "# TYPE pitstop_build_info gauge\n"
+        f'pitstop_build_info{{version="{version()}",python="{python_version()}"}} 1\n'
+    )
+
+
 def exposition(status: Status) -> str:
-    """The three metrics in the Prometheus text format."""
+    """The detector's metrics in the Prometheus text format."""
     snapshot = status.snapshot()
     required = 1 if snapshot.reboot_required else 0
-    return (
+    return BUILD_INFO + (
         "# HELP pitstop_detector_reboot_required 1 while the sentinel file exists, else 0.\n"
         "# TYPE pitstop_detector_reboot_required gauge\n"
         f"pitstop_detector_reboot_required {required}\n"
@@ -103,6 +114,9 @@ def exposition(status: Status) -> str:
         "# TYPE pitstop_detector_api_errors_total counter\n"
         f"pitstop_detector_api_errors_total {snapshot.api_errors_total}\n"
     )
+
+
+BUILD_INFO = _build_info()
 
 
 class _Handler(BaseHTTPRequestHandler):

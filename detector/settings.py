@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from pitstop.version import version_line
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -36,6 +38,7 @@ class Settings:
     in_cluster_host: str | None
     in_cluster_port: int
     log_level: str
+    log_format: str
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,13 @@ SOURCES: tuple[SettingSource, ...] = (
         "log_level",
         "--log-level",
         "PITSTOP_LOG_LEVEL",
-        "one of debug, info, warning, error (default info)",
+        "one of debug, info, warning, error, in any case (default info)",
+    ),
+    SettingSource(
+        "log_format",
+        "--log-format",
+        "PITSTOP_LOG_FORMAT",
+        "text or json, one JSON object per line (default text)",
     ),
 )
 _BY_FIELD = {source.field: source for source in SOURCES}
@@ -155,6 +164,7 @@ def _argument_parser() -> argparse.ArgumentParser:
         description="Report this node's reboot-required sentinel file on its Node object.",
         epilog="Every flag can also be set by the environment variable shown; a flag wins.",
     )
+    parser.add_argument("--version", action="version", version=version_line("pitstop-detector"))
     for source in SOURCES:
         if source.flag is None:
             continue

@@ -42,6 +42,7 @@ class DetectorSettingsModel(BaseModel):
     in_cluster_host: str | None = None
     in_cluster_port: int = Field(default=443, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("node_name")
     @classmethod
@@ -86,7 +87,7 @@ class DetectorSettingsModel(BaseModel):
             raise ValueError("not a boolean")
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lowercase(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -227,6 +227,42 @@ def build(target: Path) -> None:
     _log(f"built in {time.monotonic() - started:.0f} s")
 
 
+def ensure_registry() -> Path:
+    """distribution's `registry` binary, built once from its Go module (niced: a shared machine)."""
+    target = cache_root() / "bin" / versions.registry_cache_key()
+    binary = target / "registry"
+    if binary.is_file():
+        return binary
+    if shutil.which("go") is None:
+        raise BuildError("no `go` on PATH to build the OCI registry")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.is_file():
+            return binary
+        scratch = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        env = _go_env(scratch)
+        env["GOFLAGS"] = ""
+        package = f"{versions.REGISTRY_MODULE}/cmd/registry@{versions.REGISTRY_VERSION}"
+        work = cache_root() / "build"
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            _run(
+                "registry",
+                ["nice", "-n", "10", "go", "install", "-ldflags", "-s -w", package],
+                work,
+                cache_root() / "registry-build.log",
+                env,
+            )
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        scratch.rename(target)
+    return binary
+
+
 def ensure_cache() -> Path:
     """Return the complete cached binary folder, building it first if it is missing."""
     target = binary_cache_dir()

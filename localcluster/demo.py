@@ -17,9 +17,12 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import shutil
 import signal
+import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.request
@@ -42,7 +45,7 @@ from localcluster.nodes import (
     running_pods,
     wait_for,
 )
-from localcluster.observe import IN_MAINTENANCE, BackgroundWatch, LockObserver, LockSnapshot
+from localcluster.observe import BackgroundWatch, LockObserver, LockSnapshot
 from localcluster.pitstop_processes import BrainProcess, DetectorProcess, install_pitstop_api
 from localcluster.processes import Component, ComponentError
 from pitstop import contract
@@ -124,27 +127,76 @@ class NodeTimes:
         return self.phases["Draining"] - self.flagged
 
 
-class Printer:
-    """Timestamped lines on stdout, from any thread; transition lines can be silenced."""
+# Continuation lines are indented under the text when that leaves it this many columns and
+# room for its longest word, else by CONTINUATION_INDENT.
+MIN_TEXT_COLUMNS = 30
+CONTINUATION_INDENT = 4
 
-    def __init__(self, quiet: bool) -> None:
+
+def terminal_width() -> int | None:
+    """$COLUMNS, else the terminal's width; None when the output is not a terminal (a pipe or
+    a file has no width to fit, and whole lines are easier to search)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return None
+
+
+def wrap(head: str, text: str, width: int | None, indent: int | None = None) -> list[str]:
+    """`head` then `text`, wrapped at spaces to `width` (None: one line), continuation lines
+    indented (under `text` when there is room). Nothing is cut: a word wider than a line (a
+    long Job name on a narrow terminal) gets a line of its own, whole; hyphens never break a
+    name."""
+    if width is None:
+        return [(head + text).rstrip()]
+    if indent is None:
+        longest = max((len(word) for word in text.split()), default=0)
+        room = width - len(head)
+        indent = len(head) if room >= max(longest, MIN_TEXT_COLUMNS) else CONTINUATION_INDENT
+    lines = textwrap.wrap(
+        head + text,
+        width=max(width, indent + 1),
+        subsequent_indent=" " * indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return lines or [head.rstrip()]
+
+
+class Printer:
+    """Timestamped lines on stdout, from any thread; transition lines can be silenced.
+
+    Lines are wrapped to `width`, else to the terminal's (read at each line: it may change).
+    """
+
+    def __init__(self, quiet: bool, width: int | None = None) -> None:
         self.quiet = quiet
+        self.width = width
         self.started = time.monotonic()
         self._lock = threading.Lock()
+
+    def columns(self) -> int | None:
+        return self.width or terminal_width()
 
     def say(self, text: str = "") -> None:
         with self._lock:
             print(text, flush=True)
+
+    def paragraph(self, text: str) -> None:
+        """Prose, wrapped, continuation lines indented by 2."""
+        self.say("\n".join(wrap("", text, self.columns(), indent=2)))
 
     def transition(self, node: str, zone: str, phase: str, reason: str, progress: str) -> None:
         if self.quiet:
             return
         clock = datetime.now().strftime("%H:%M:%S")
         elapsed = time.monotonic() - self.started
-        reason = " ".join(reason.split())
-        if len(reason) > 70:
-            reason = reason[:67] + "..."
-        self.say(f"{clock} {elapsed:6.1f}s  {progress}  {node:<8} {zone:<7} {phase:<14} {reason}")
+        head = f"{clock} {elapsed:6.1f}s  {progress}  {node:<8} {zone:<7} {phase:<14} "
+        # One print for all the lines: another thread's line cannot land between them.
+        self.say("\n".join(wrap(head, " ".join(reason.split()), self.columns())))
 
 
 def _api_client(plane: ControlPlane) -> client.ApiClient:
@@ -257,7 +309,6 @@ class Rollout:
         printer: Printer,
     ) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.observer = observer
         self.flags = flags
@@ -269,6 +320,7 @@ class Rollout:
         self._seen_snapshots = 0
         self._seen_flag_changes = 0
         self._phase: dict[str, str] = {}
+        self._lock_now: LockSnapshot | None = None  # the last lock version handled
         self._pending_shown: set[str] = set()
         self._labelled: set[str] = set()
         self._last_status_poll = 0.0
@@ -285,9 +337,14 @@ class Rollout:
             for times in self.times.values()
         )
 
+    def busy(self) -> int:
+        """The nodes the lock holds for the window, in its last version handled: what the
+        budget limits (a count kept from transitions would add a node admitted in the same
+        write that released another before that release is handled)."""
+        return len(self._lock_now.in_maintenance(WINDOW)) if self._lock_now else 0
+
     def _progress(self) -> str:
-        active = sum(1 for phase in self._phase.values() if phase in IN_MAINTENANCE)
-        return f"[done {self.done_count():>2}/{len(self.flagged)} | busy {active}]"
+        return f"[done {self.done_count():>2}/{len(self.flagged)} | busy {self.busy()}]"
 
     def _emit(self, node: str, phase: str, reason: str) -> None:
         zone = self.zones.get(node, "?")
@@ -300,6 +357,14 @@ class Rollout:
         self.times[name].flagged = time.monotonic()
 
     def poll(self) -> None:
+        """Handle what the watchers saw since the last call; read the window's status."""
+        self.replay()
+        now = time.monotonic()
+        if now - self._last_status_poll >= 0.5:
+            self._last_status_poll = now
+            self._read_window_status()
+
+    def replay(self) -> None:
         """Handle what the lock and the flag watchers saw since the last call, oldest first."""
         snapshots = self.observer.snapshots[self._seen_snapshots :]
         self._seen_snapshots += len(snapshots)
@@ -312,12 +377,19 @@ class Rollout:
                 self._flag_changed(*item)
             else:
                 self._lock_version(item)
-        now = time.monotonic()
-        if now - self._last_status_poll >= 0.5:
-            self._last_status_poll = now
-            self._read_window_status()
 
     def _lock_version(self, snapshot: LockSnapshot) -> None:
+        """The transitions one lock write made, each line with that write's counter: first the
+        slots it freed, then the nodes it admitted or moved on."""
+        self._lock_now = snapshot
+        for node in [name for name in self._phase if name not in snapshot.leases]:
+            del self._phase[node]
+            result, message = self._completion(snapshot, node)
+            if node in self.times:
+                self.times[node].finished = snapshot.at
+                self.times[node].result = result
+            phase = "Done" if result == "Rebooted" else "Pending"
+            self._emit(node, phase, f"{result}: {message}" if result else "slot released")
         for node, lease in sorted(snapshot.leases.items()):
             phase = str(lease.get("phase", ""))
             if self._phase.get(node) == phase:
@@ -326,24 +398,14 @@ class Rollout:
             if node in self.times:
                 self.times[node].phases.setdefault(phase, snapshot.at)
             self._emit(node, phase, str(lease.get("message") or ""))
-        for node in [name for name in self._phase if name not in snapshot.leases]:
-            del self._phase[node]
-            result, message = self._completion(node)
-            if node in self.times:
-                self.times[node].finished = snapshot.at
-                self.times[node].result = result
-            phase = "Done" if result == "Rebooted" else "Pending"
-            self._emit(node, phase, f"{result}: {message}" if result else "slot released")
 
-    def _completion(self, node: str) -> tuple[str, str]:
-        """The brain's record of how the node's maintenance ended (the lock keeps a history)."""
-        try:
-            config_map = self.core.read_namespaced_config_map(LOCK_NAME, NAMESPACE)
-        except client.exceptions.ApiException:
-            return "", ""
-        state = json.loads((config_map.data or {}).get("state.json") or "{}")
-        completed = state.get("windows", {}).get(WINDOW, {}).get("completed", [])
-        for entry in reversed(completed):
+    @staticmethod
+    def _completion(snapshot: LockSnapshot, node: str) -> tuple[str, str]:
+        """The brain's record of how the node's maintenance ended (the lock keeps a history,
+        written by the same write that freed the slot)."""
+        record = snapshot.windows.get(WINDOW) or {}
+        completed = record.get("completed") if isinstance(record, dict) else None
+        for entry in reversed(completed if isinstance(completed, list) else []):
             if entry.get("node") == node:
                 return str(entry.get("result", "")), str(entry.get("message", ""))
         return "", ""
@@ -527,7 +589,7 @@ def run(options: Options) -> int:
                 timeout=120,
                 interval=0.5,
             )
-            printer.say(
+            printer.paragraph(
                 f"Workloads in namespace {APPS_NAMESPACE}: {expected_pods} pods (Deployments web "
                 "and checkout with PDBs, DaemonSet node-agent, quorum app orders-db: 3 replicas, "
                 "PDB maxUnavailable 1)"
@@ -576,6 +638,9 @@ def run(options: Options) -> int:
                 LockObserver(api, NAMESPACE, LOCK_NAME, zones=zones)
             )
 
+            # Host lines have no progress column (as wide as "[done  0/8 | busy 2]").
+            no_progress = " " * len(f"[done {0:>2}/{len(flagged)} | busy {options.budget}]")
+
             def host_rebooted(record: RebootRecord) -> None:
                 if not options.quiet:
                     down = record.finished - record.started
@@ -584,7 +649,7 @@ def run(options: Options) -> int:
                         zones.get(record.node, "?"),
                         "(host)",
                         f"booted again after {down:.1f}s, bootID {record.boot_id_after[:8]}",
-                        " " * 19,
+                        no_progress,
                     )
 
             background.enter_context(
@@ -598,7 +663,7 @@ def run(options: Options) -> int:
                     on_reboot=host_rebooted,
                 )
             )
-            printer.say(
+            printer.paragraph(
                 f"Window {WINDOW}: open now, at most {options.budget} nodes at once and "
                 f"{options.per_zone} per zone. Hosts reboot {options.reboot_delay:.0f}s after "
                 f"their Job (+ up to {options.jitter:.1f}s), down {options.down_seconds:.0f}s; "
@@ -644,13 +709,19 @@ def run(options: Options) -> int:
                 keep_files = True
                 return 1
             if options.keep:
-                printer.say("")
-                printer.say("The cluster keeps running (--keep); Ctrl-C stops it. Flag more with:")
-                printer.say(f"  touch {workdir / 'hosts' / names[-1] / SENTINEL_NAME}")
-                while True:
-                    _check_alive(components)
-                    rollout.poll()
-                    time.sleep(0.2)
+                try:
+                    printer.say("")
+                    printer.say(
+                        "The cluster keeps running (--keep); Ctrl-C stops it. Flag more with:"
+                    )
+                    printer.say(f"  touch {workdir / 'hosts' / names[-1] / SENTINEL_NAME}")
+                    while True:
+                        _check_alive(components)
+                        rollout.poll()
+                        time.sleep(0.2)
+                except KeyboardInterrupt:
+                    printer.say("")
+                    return 0  # Ctrl-C is how --keep ends: not a failure
             return 0
         except KeyboardInterrupt:
             printer.say("\nInterrupted.")

@@ -1,4 +1,7 @@
-"""Build Pitstop's container image with podman, once per content: `python -m localcluster.image`.
+"""Build Pitstop's container images with podman, once per content: `python -m localcluster.image`.
+
+One Dockerfile, two targets: the brain's image (localhost/pitstop: brain, CLI, reboot helper) and
+the detector's slim image (localhost/pitstop-detector), both tagged with the same content hash.
 
 There is no Docker engine on these machines, and podman needs two workarounds that were found by
 trial: the `runc` runtime (crun is refused) and explicit ulimits (the default rlimits are
@@ -28,7 +31,9 @@ from localcluster.binaries import cache_root
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "localhost/pitstop-base:bookworm"
-IMAGE_NAME = "localhost/pitstop"
+# Dockerfile target -> image name (without a registry; localhost/ here, REGISTRY/ in a release).
+IMAGE_NAMES = {"brain": "pitstop", "detector": "pitstop-detector"}
+TARGETS = tuple(IMAGE_NAMES)
 DEBIAN_SUITE = "bookworm"
 # python3 and its venv module run Pitstop; passwd gives useradd; util-linux (nsenter) is in
 # every Debian base already and is named to make the need explicit.
@@ -49,11 +54,16 @@ class ImageBuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuiltImage:
-    reference: str  # localhost/pitstop:<content hash>
+    reference: str  # localhost/pitstop:<content hash> (or localhost/pitstop-detector:...)
     content_hash: str
     size_bytes: int
     build_seconds: float  # 0.0 when the cached image was used
     cached: bool
+    target: str = "brain"
+
+
+def image_reference(target: str, digest: str) -> str:
+    return f"localhost/{IMAGE_NAMES[target]}:{digest[:16]}"
 
 
 def _log(message: str) -> None:
@@ -181,14 +191,22 @@ def _build_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_image(repository: Path = REPOSITORY, force: bool = False) -> BuiltImage:
-    """The image for the current sources: built with podman, or the cached one if it exists."""
+def build_images(repository: Path = REPOSITORY, force: bool = False) -> dict[str, BuiltImage]:
+    """Both images for the current sources (target -> image); the second reuses the build stage."""
+    return {target: build_image(repository, force, target) for target in TARGETS}
+
+
+def build_image(
+    repository: Path = REPOSITORY, force: bool = False, target: str = "brain"
+) -> BuiltImage:
+    """One target's image for the current sources: built with podman, or the cached one."""
     digest = content_hash(repository)
-    reference = f"{IMAGE_NAME}:{digest[:16]}"
+    reference = image_reference(target, digest)
     with _build_lock():
         if not force and shutil.which("podman") and image_exists(reference):
-            return BuiltImage(reference, digest, image_size(reference), 0.0, cached=True)
-        log = image_cache_dir() / "build.log"
+            size = image_size(reference)
+            return BuiltImage(reference, digest, size, 0.0, cached=True, target=target)
+        log = image_cache_dir() / f"build-{target}.log"
         log.write_text("")
         ensure_host_tools(log)
         ensure_base_image(log)
@@ -209,6 +227,8 @@ def build_image(repository: Path = REPOSITORY, force: bool = False) -> BuiltImag
                 f"BASE={BASE_IMAGE}",
                 "--label",
                 f"dev.pitstop.content-hash={digest}",
+                "--target",
+                target,
                 "-t",
                 reference,
                 "-f",
@@ -219,8 +239,9 @@ def build_image(repository: Path = REPOSITORY, force: bool = False) -> BuiltImag
             log,
         )
         seconds = time.monotonic() - started
-        built = BuiltImage(reference, digest, image_size(reference), seconds, cached=False)
-        (image_cache_dir() / f"{digest[:16]}.json").write_text(
+        size = image_size(reference)
+        built = BuiltImage(reference, digest, size, seconds, cached=False, target=target)
+        (image_cache_dir() / f"{target}-{digest[:16]}.json").write_text(
             json.dumps(built.__dict__, indent=2) + "\n"
         )
         return built
@@ -231,12 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="build even if the image exists")
     arguments = parser.parse_args(argv)
     try:
-        built = build_image(force=arguments.force)
+        images = build_images(force=arguments.force)
     except ImageBuildError as error:
         print(f"image build failed: {error}", file=sys.stderr)
         return 1
-    state = "cached" if built.cached else f"built in {built.build_seconds:.0f} s"
-    print(f"{built.reference} ({built.size_bytes / 2**20:.0f} MiB, {state})")
+    for built in images.values():
+        state = "cached" if built.cached else f"built in {built.build_seconds:.0f} s"
+        print(f"{built.reference} ({built.size_bytes / 2**20:.0f} MiB, {state})")
     return 0
 
 

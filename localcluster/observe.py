@@ -20,8 +20,11 @@ IN_MAINTENANCE = {"Draining", "Rebooting", "WaitingForNode", "HealthCheck", "Fai
 
 @dataclass
 class LockSnapshot:
+    """One version of the lock: its `nodes` (leases) and `windows` (completions, ...)."""
+
     at: float
     leases: dict[str, dict[str, object]]
+    windows: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def in_maintenance(self, window: str | None = None) -> list[str]:
         return sorted(
@@ -76,8 +79,12 @@ class LockObserver(BackgroundWatch):
                     timeout_seconds=2,
                 ):
                     data = (event["object"].data or {}).get("state.json") or "{}"
-                    leases = json.loads(data).get("nodes") or {}
-                    self.snapshots.append(LockSnapshot(time.monotonic(), leases))
+                    state = json.loads(data)
+                    self.snapshots.append(
+                        LockSnapshot(
+                            time.monotonic(), state.get("nodes") or {}, state.get("windows") or {}
+                        )
+                    )
                     if self._stop.is_set():
                         break
             except Exception:

@@ -213,19 +213,22 @@ def pause_image_archive() -> Path:
     return archive
 
 
-def project_image_archive() -> tuple[str, Path]:
-    """The project image (built by localcluster.image) saved as a tar, once per content hash."""
-    built = image.build_image()
-    name = built.reference.rsplit(":", 1)[1]
-    archive = _image_folder() / f"pitstop-{name}.tar"
-    if not archive.exists():
-        for stale in _image_folder().glob("pitstop-[0-9a-f]*.tar"):
-            stale.unlink()
-        partial = archive.with_suffix(".partial")
-        partial.unlink(missing_ok=True)
-        _run(image.podman("save", "-o", str(partial), built.reference), "podman save")
-        partial.rename(archive)
-    return built.reference, archive
+def project_image_archives() -> dict[str, tuple[str, Path]]:
+    """Both project images (localcluster.image) saved as tars, once per content hash:
+    target -> (reference, archive)."""
+    archives = {}
+    for target, built in image.build_images().items():
+        name = built.reference.rsplit(":", 1)[1]
+        archive = _image_folder() / f"{target}-{name}.tar"
+        if not archive.exists():
+            for stale in _image_folder().glob(f"{target}-[0-9a-f]*.tar"):
+                stale.unlink()
+            partial = archive.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            _run(image.podman("save", "-o", str(partial), built.reference), "podman save")
+            partial.rename(archive)
+        archives[target] = (built.reference, archive)
+    return archives
 
 
 # -- host state ------------------------------------------------------------------------------------
@@ -406,7 +409,11 @@ class RealNode:
     cluster: ControlPlane
     name: str = "pitstop-real-node"
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pitstop-node-")))
+    # The brain's and the detector's images, imported from tars (built here) when no registry
+    # is given; with `registry` (host:port, plain HTTP) containerd pulls them from there.
     project_image: str = ""
+    detector_image: str = ""
+    registry: str = ""
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     components: dict[str, Component] = field(default_factory=dict)
     _lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -457,10 +464,12 @@ class RealNode:
 
     def _start(self) -> None:
         pause_archive = pause_image_archive()
-        if not self.project_image:
-            self.project_image, project_archive = project_image_archive()
-        else:
-            project_archive = None
+        project_archives: list[Path] = []
+        if not self.registry and not self.project_image:
+            built = project_image_archives()
+            self.project_image, brain_archive = built["brain"]
+            self.detector_image, detector_archive = built["detector"]
+            project_archives = [brain_archive, detector_archive]
         for folder in ("containerd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "pki"):
             (self.workdir / folder).mkdir(parents=True, exist_ok=True)
         self.boot_id_file.write_text(self.boot_id + "\n")
@@ -470,8 +479,8 @@ class RealNode:
         self._write_cni_config()
         self._start_containerd()
         self._import_image(pause_archive)
-        if project_archive is not None:
-            self._import_image(project_archive)
+        for archive in project_archives:
+            self._import_image(archive)
         self._write_kubelet_files()
         self.start_kubelet()
         self.wait_ready()
@@ -604,9 +613,20 @@ state = "{root / "state"}"
 [{cri}.cni]
   bin_dir = "{cni_plugin_directory()}"
   conf_dir = "{self.workdir / "cni" / "net.d"}"
+[{cri}.registry]
+  config_path = "{root / "certs.d"}"
 """
         config_file = root / "config.toml"
         config_file.write_text(config)
+        if self.registry:
+            # A plain-HTTP registry (the local test one): containerd's hosts.toml for it.
+            hosts = root / "certs.d" / self.registry / "hosts.toml"
+            hosts.parent.mkdir(parents=True, exist_ok=True)
+            hosts.write_text(
+                f'server = "http://{self.registry}"\n\n'
+                f'[host."http://{self.registry}"]\n'
+                '  capabilities = ["pull", "resolve"]\n'
+            )
         containerd = self._component(
             "containerd",
             self._in_namespace([str(_which("containerd")), "--config", str(config_file)]),
@@ -626,6 +646,10 @@ state = "{root / "state"}"
             "k8s.io",
             *arguments,
         ]
+
+    def images(self) -> set[str]:
+        """The image references containerd holds (Kubernetes' namespace)."""
+        return set(_run(self._ctr("images", "ls", "-q"), "ctr images ls").split())
 
     def _import_image(self, archive: Path) -> None:
         _run(self._ctr("images", "import", str(archive)), f"importing {archive.name}", timeout=600)

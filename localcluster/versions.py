@@ -13,6 +13,10 @@ KUBERNETES_STAGING_VERSION = "v0.35.4"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+# The OCI registry the release test pushes to (distribution's cmd/registry). It has its own
+# cache entry (registry_cache_key), so pinning it never rebuilds the control-plane binaries.
+REGISTRY_MODULE = "github.com/distribution/distribution/v3"
+REGISTRY_VERSION = "v3.1.2"
 
 # Commands built from k8s.io/kubernetes (one `go get` names all of them).
 KUBERNETES_COMMANDS = (
@@ -41,3 +45,8 @@ def cache_key() -> str:
     )
     digest = hashlib.sha256(joined.encode()).hexdigest()[:8]
     return f"k8s-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}-kwok-{KWOK_VERSION}-{digest}"
+
+
+def registry_cache_key() -> str:
+    """The cache folder name of the registry binary (independent of cache_key())."""
+    return f"registry-{REGISTRY_VERSION}"

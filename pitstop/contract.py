@@ -15,6 +15,10 @@ DOMAIN: Final = "pitstop.dev"
 REBOOT_REQUIRED_LABEL: Final = f"{DOMAIN}/reboot-required"
 REBOOT_REQUIRED_VALUE: Final = "true"
 REBOOT_REQUIRED_SINCE_ANNOTATION: Final = f"{DOMAIN}/reboot-required-since"
+# How far reboot-required-since may lie before the Node's creation or after now (clock skew
+# between a node and the control plane). The detector's policy refuses a value before the
+# creation; the brain ignores one outside [creation, now] widened by this (CEL has no now()).
+REBOOT_REQUIRED_SINCE_SKEW_SECONDS: Final = 300
 REBOOT_REASON_ANNOTATION: Final = f"{DOMAIN}/reboot-reason"
 REBOOT_REASON_MAX_BYTES: Final = 1024
 DETECTOR_OWNED_PREFIX: Final = f"{DOMAIN}/reboot-"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 from brain.kured_convert import (
+    KURED_DEFAULTS,
+    NO_EQUIVALENT,
     ConversionError,
     _minutes,
     convert,
@@ -23,6 +26,8 @@ from brain.kured_convert import (
     selector_from_text,
     shoutrrr_to_apprise,
 )
+from brain.window import parse_window_spec
+from pitstop import contract
 
 # The kured Helm chart's values.yaml (chart 5.x, kured 1.1x-1.2x), the parts the converter reads.
 CHART_DEFAULTS = """
@@ -444,3 +449,55 @@ def test_main_prints_comments_then_manifests(
     assert main(["--", "--start-time=noon"]) == 2
     assert "start-time" in capsys.readouterr().err
     assert main([]) == 2
+
+
+def test_the_notify_secret_goes_to_the_brains_namespace(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Default: pitstop-system, where docs/install.md installs the brain; --namespace moves it."""
+    flags = {"notify-url": "ntfy://ntfy.sh/reboots"}
+    secret = convert(flags).secret
+    assert secret is not None and secret["metadata"]["namespace"] == "pitstop-system"
+    assert main(["--", "--notify-url=ntfy://ntfy.sh/reboots"]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert documents[0]["metadata"]["namespace"] == "pitstop-system"
+    assert main(["--namespace", "ops", "--", "--notify-url=ntfy://ntfy.sh/reboots"]) == 0
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert documents[0]["metadata"]["namespace"] == "ops"
+    install = (Path(__file__).resolve().parents[2] / "docs" / "install.md").read_text()
+    assert "--namespace pitstop-system" in install
+
+
+def test_notes_name_only_real_annotations() -> None:
+    """Every pitstop.dev/ name in a note is one of the node contract's."""
+    every_flag = {flag: "x" for flag in NO_EQUIVALENT}
+    notes = "\n".join(convert(every_flag).notes + convert({}).notes)
+    named = set(re.findall(r"pitstop\.dev/[a-z-]+", notes))
+    real = {value for value in vars(contract).values() if isinstance(value, str)}
+    assert named, "the notes name no annotation at all"
+    assert named <= real, f"not in pitstop/contract.py: {named - real}"
+    assert "pitstop.dev/phase" not in notes
+
+
+def test_prefer_no_schedule_taint_is_explained_given_or_not() -> None:
+    """kured's default is empty (no taint); a taint given is not mistaken for the default."""
+    assert KURED_DEFAULTS["prefer-no-schedule-taint"] == ""
+    given = "\n".join(convert({"prefer-no-schedule-taint": "weave.works/kured-node-reboot"}).notes)
+    assert "--prefer-no-schedule-taint=weave.works/kured-node-reboot:" in given
+    assert "pitstop.dev/reboot-pending:PreferNoSchedule instead" in given
+    unset = "\n".join(convert({}).notes)
+    assert "--prefer-no-schedule-taint (unset: kured tainted nothing)" in unset
+
+
+def test_durations_beyond_a_windows_range_are_written_as_its_maximum() -> None:
+    flags = parse_flag_list(
+        ["/usr/bin/kured", "--drain-timeout=48h", "--lock-release-delay=10000h"]
+    )
+    result = convert(flags, name="long", namespace="pitstop-system")
+    spec = result.window["spec"]
+    assert spec["drain"]["timeout"] == "24h"
+    assert spec["reboot"]["delayBetweenNodes"] == "168h"
+    notes = "\n".join(result.notes)
+    assert "--drain-timeout=48h is longer than a window's drain.timeout" in notes
+    assert "--lock-release-delay=10000h is longer" in notes and "168h" in notes
+    parse_window_spec(spec, "long")  # the API's ranges hold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from brain.metrics import (
     start_metrics_server,
 )
 from brain.notify import FailureKind
+from pitstop.version import version
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -152,3 +154,11 @@ def test_registries_are_separate() -> None:
     first.api_errors.inc()
     assert b"pitstop_api_errors_total 1.0" in first.render()
     assert b"pitstop_api_errors_total 0.0" in second.render()
+
+
+def test_build_info_names_the_version_and_python(
+    served: tuple[BrainMetrics, MetricsServer, list[bool]],
+) -> None:
+    _, server, _ = served
+    labels = (("python", platform.python_version()), ("version", version()))
+    assert names(scrape(server), "pitstop_build_info") == {labels: 1.0}

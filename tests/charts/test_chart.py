@@ -14,6 +14,7 @@ import yaml
 
 from brain.reboot_job import RebootMethod
 from localcluster.binaries import resolve
+from pitstop import contract
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CHART = REPOSITORY / "charts" / "pitstop"
@@ -152,6 +153,28 @@ def test_non_default_values(helm: Path) -> None:
     assert window["spec"]["reboot"]["method"] == "DBus"
 
 
+def policy_variables(documents: list[dict[str, Any]], name: str) -> dict[str, str]:
+    policy = find(documents, "ValidatingAdmissionPolicy", name)
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+
+def test_policies_use_the_contracts_names_and_skew(helm: Path) -> None:
+    """The policies spell the keys and the clock skew of pitstop/contract.py."""
+    documents = render(helm, "detector.kuredCompatibility=true")
+    detector = policy_variables(documents, "pitstop-detector-own-node")
+    since, kured = (
+        contract.REBOOT_REQUIRED_SINCE_ANNOTATION,
+        contract.KURED_REBOOT_NEEDED_ANNOTATION,
+    )
+    assert detector["timeAnnotations"] == f"['{since}', '{kured}']"
+    assert f"duration('{contract.REBOOT_REQUIRED_SINCE_SKEW_SECONDS}s')" in detector["earliestTime"]
+    jobs = policy_variables(documents, "pitstop-reboot-jobs")
+    for key in (contract.JOB_NODE_LABEL, contract.JOB_BOOT_ID_LABEL, contract.MANAGED_BY_LABEL):
+        assert f"'{key}'" in jobs["templateLabelKeys"]
+    for key in (contract.JOB_BOOT_ID_LABEL, contract.WINDOW_ANNOTATION):
+        assert f"'{key}'" in jobs["templateAnnotationKeys"]
+
+
 def test_custom_sentinel_mounts_no_host_path(helm: Path) -> None:
     documents = render(
         helm,
@@ -229,3 +252,25 @@ def test_every_value_has_a_comment() -> None:
     assert uncommented_keys((CHART / "values.yaml").read_text()) == []
     # The check itself notices a missing comment.
     assert uncommented_keys("# top\na:\n  # fine\n  b: 1\n  c: 2\n") == ["line 5: c"]
+
+
+def test_detector_has_its_own_image(helm: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+
+    def images(*values: str) -> tuple[str, str, str]:
+        documents = render(helm, *values)
+        brain = find(documents, "Deployment", "pitstop-brain")["spec"]["template"]["spec"]
+        detector = find(documents, "DaemonSet", "pitstop-detector")["spec"]["template"]["spec"]
+        container = detector["containers"][0]
+        return brain["containers"][0]["image"], container["image"], container["imagePullPolicy"]
+
+    assert images() == (
+        f"ghcr.io/pitstop-dev/pitstop:{chart['appVersion']}",
+        f"ghcr.io/pitstop-dev/pitstop-detector:{chart['appVersion']}",
+        "IfNotPresent",
+    )
+    assert images(
+        "image.repository=registry.example/pitstop,image.tag=1.2.3",
+        "detector.image.repository=registry.example/slim,detector.image.tag=4.5.6",
+        "detector.image.pullPolicy=Always",
+    ) == ("registry.example/pitstop:1.2.3", "registry.example/slim:4.5.6", "Always")

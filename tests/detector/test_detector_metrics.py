@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import platform
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.metrics import Status, exposition, serve
+from pitstop.version import version
 
 
 def parse(text: str) -> dict[str, tuple[str, float]]:
@@ -26,6 +28,7 @@ def test_exposition_is_valid_prometheus_text() -> None:
     status.reported(wall_time=1700000000.5)
     values = parse(exposition(status))
     assert values == {
+        "pitstop_build_info": ("gauge", 1.0),
         "pitstop_detector_reboot_required": ("gauge", 1.0),
         "pitstop_detector_last_report_timestamp_seconds": ("gauge", 1700000000.5),
         "pitstop_detector_api_errors_total": ("counter", 2.0),
@@ -60,3 +63,13 @@ def test_http_metrics_and_healthz() -> None:
         assert get("/nope")[0] == 404
     finally:
         server.server_close()
+
+
+def test_build_info_names_the_version_and_python() -> None:
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(exposition(Status(stale_after_seconds=10)))
+    }
+    (sample,) = families["pitstop_build_info"].samples
+    assert sample.labels == {"version": version(), "python": platform.python_version()}
+    assert sample.value == 1.0

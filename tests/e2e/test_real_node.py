@@ -1,7 +1,10 @@
-"""End to end on a REAL node: `helm install` with the real image, real pods, a real kubelet.
+"""End to end on a REAL node: `helm install` of a release, real pods, a real kubelet.
 
-One real node (kubelet + containerd, localcluster.realnode) and two kwok nodes join a private
-control plane; the chart is installed the way a user does; then one rolling reboot of the real
+A real local OCI registry (distribution's) gets a release (both images and the chart, as
+`make release` pushes them); one real node (kubelet + containerd, localcluster.realnode) and two
+kwok nodes join a private control plane; the chart is installed the way a user does, `helm
+install pitstop oci://REGISTRY/charts/pitstop --version X`, and the node's containerd pulls both
+images from the registry (nothing is imported); then one rolling reboot of the real
 node runs with the HostAgent method, the test playing the host: it runs contrib/host-agent's
 script on the approval the reboot Job's pod wrote, and "reboots" the node (new boot ID, the
 kubelet and every container restarted). What this proves is summed up in README.md.
@@ -41,6 +44,8 @@ from localcluster.nodes import (
     create_pdb,
     wait_for,
 )
+from localcluster.registry import local_registry
+from localcluster.release import Release, release
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 HOST_AGENT = REPOSITORY / "contrib" / "host-agent" / "pitstop-host-agent"
@@ -137,6 +142,7 @@ class Cluster:
     host_run: Path  # stands in for the host's /var/run (the detector's sentinel directory)
     approvals: Path  # the HostAgent approval directory
     workdir: Path
+    release: Release  # what was pushed to the local registry
 
     def kubectl(self, *arguments: str, **options: Any) -> subprocess.CompletedProcess[str]:
         return self.plane.kubectl(*arguments, **options)
@@ -150,6 +156,7 @@ class Cluster:
             cwd=REPOSITORY,
             timeout=300,
         )
+        print(f"$ helm {' '.join(arguments)}\n{result.stdout}{result.stderr}")
         assert result.returncode == 0, f"helm {' '.join(arguments)}: {result.stderr}"
         return result.stdout
 
@@ -195,13 +202,19 @@ def e2e(tmp_path: Path) -> Iterator[Cluster]:
     for folder in (host_run, approvals):
         folder.mkdir()
         folder.chmod(0o755)
-    with ControlPlane(name="pitstop-e2e") as plane:
+    with local_registry() as registry, ControlPlane(name="pitstop-e2e") as plane:
+        pushed = release(registry.address, insecure=True)
         api = client.ApiClient(_configuration(plane))
-        node = realnode.RealNode(plane)
+        node = realnode.RealNode(
+            plane,
+            registry=registry.address,
+            project_image=pushed.images["brain"],
+            detector_image=pushed.images["detector"],
+        )
         try:
             node.start()
             create_nodes(api, KWOK_NODES)
-            yield Cluster(plane, api, node, host_run, approvals, tmp_path)
+            yield Cluster(plane, api, node, host_run, approvals, tmp_path, pushed)
         finally:
             node.stop()
             differences = node.host_differences()
@@ -289,9 +302,10 @@ def rolling_reboot_of_the_real_node(e2e: Cluster) -> None:
 
 
 def install_chart(e2e: Cluster) -> None:
-    repository, tag = e2e.node.project_image.rsplit(":", 1)
+    """From the registry, as a user installs a release: the chart's default images are the
+    release's, and the node pulls them (none is on the node before)."""
+    assert not node_images(e2e), "the node has Pitstop's images before the install"
     values = {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "brain": {
             "nodeSelector": {"kubernetes.io/hostname": e2e.node.name},
             "resyncSeconds": 5,
@@ -314,14 +328,40 @@ def install_chart(e2e: Cluster) -> None:
         NAMESPACE,
         "pod-security.kubernetes.io/enforce=restricted",
     )
-    e2e.helm("install", RELEASE, "charts/pitstop", "-n", NAMESPACE, "-f", str(values_file))
+    e2e.helm(
+        "install",
+        RELEASE,
+        e2e.release.chart,
+        "--version",
+        e2e.release.version,
+        "--plain-http",
+        "-n",
+        NAMESPACE,
+        "-f",
+        str(values_file),
+    )
     for kind, name, namespace in (
         ("deployment", f"{RELEASE}-brain", NAMESPACE),
         ("daemonset", f"{RELEASE}-detector", DETECTOR_NAMESPACE),
     ):
         e2e.kubectl(
-            "rollout", "status", f"{kind}/{name}", "-n", namespace, "--timeout=180s", timeout=200
+            "rollout", "status", f"{kind}/{name}", "-n", namespace, "--timeout=300s", timeout=320
         )
+    released = set(e2e.release.images.values())
+    assert node_images(e2e) == released
+    pulled = json.loads(
+        e2e.kubectl("get", "events", "-A", "--field-selector", "reason=Pulled", "-o", "json").stdout
+    )
+    messages = " ".join(event.get("message", "") for event in pulled["items"])
+    print("\n".join(event.get("message", "") for event in pulled["items"]))
+    for reference in released:
+        assert f'Successfully pulled image "{reference}"' in messages, messages
+
+
+def node_images(e2e: Cluster) -> set[str]:
+    """The release's images in the real node's containerd (pulled, as nothing is imported)."""
+    listing = e2e.node.images()
+    return {reference for reference in e2e.release.images.values() if reference in listing}
 
 
 def _container(e2e: Cluster, pod: dict[str, Any]) -> realnode.ContainerProcess:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,13 @@ class PitstopEnv:
         return names
 
     def flag(self, names: list[str]) -> None:
+        # Distinct, ordered flag times make the planner's order predictable (oldest first).
+        # They lie within the nodes' life: the brain ignores a flag time before a node's
+        # creation (node_view.believable_since).
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
         for index, name in enumerate(names):
-            # Distinct, ordered flag times make the planner's order predictable (oldest first).
-            flag_node(self.api, name, since=f"2026-01-01T00:00:{index:02d}Z", reason="test")
+            since = (start + timedelta(seconds=index)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            flag_node(self.api, name, since=since, reason="test")
 
     def window(self, name: str, spec: dict[str, Any]) -> str:
         full = f"{self.run}-{name}"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -41,12 +41,14 @@ def plan_nodes(api_client: client.ApiClient, suffix: str) -> Iterator[list[str]]
         api_client, [f"plan-{suffix}-c1"], {**pool, "role": f"special-{suffix}"}, zone="c"
     )
     core = client.CoreV1Api(api_client)
+    # Flag times within the nodes' life, but b2's: the brain ignores a time before a node's
+    # creation (it would jump the queue), so b2 goes after b1.
+    start = datetime.now(UTC) - timedelta(minutes=4)
     flagged = {
-        "a1": "2025-06-01T08:00:00Z",
-        "a2": "2025-06-01T09:00:00Z",
-        "b1": "2025-06-01T10:00:00Z",
-        "c1": "2025-06-01T07:00:00Z",
+        short: (start + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for short, minutes in {"a1": 1, "a2": 2, "b1": 3, "c1": 0}.items()
     }
+    flagged["b2"] = "1970-01-01T00:00:00Z"
     for short, since in flagged.items():
         core.patch_node(
             f"plan-{suffix}-{short}",
@@ -73,7 +75,7 @@ def plan_windows(window_crd: ControlPlane, suffix: str) -> Iterator[tuple[str, s
                 "priority": 900_000,
                 "nodeSelector": {"matchLabels": {"pool": f"plan-{suffix}"}},
                 "maxUnavailable": 2,
-                "topology": {"maxUnavailable": 1},
+                "topology": {"key": "topology.kubernetes.io/zone", "maxUnavailable": 1},
             },
         },
         {
@@ -153,7 +155,12 @@ def test_pitstop_plan_prints_what_the_brain_would_do(
     assert "waits: NoDomainBudget" in flagged[0]
     assert flagged[1].startswith(f"batch 1  plan-{suffix}-b1")
     assert flagged[1].endswith("STARTS NOW")
-    assert len(flagged) == 2
+    assert flagged[2].startswith(f"batch 2  plan-{suffix}-b2")
+    assert (
+        "reboot-required-since 1970-01-01T00:00:00Z ignored: before the node was created"
+        in (flagged[2])
+    )
+    assert len(flagged) == 3
 
     # The special window took c1 over (higher priority) and is closed until its one-off.
     assert "closed; opens 2099-01-01T00:00:00Z, closes 2099-01-02T00:00:00Z" in special_block

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.cluster
 REPOSITORY = Path(__file__).resolve().parents[2]
 SMALL = ["--nodes", "4", "--zones", "2", "--budget", "2", "--per-zone", "1", "--flagged", "3"]
 FLOW = ["Flagged", "Draining", "Rebooting", "WaitingForNode", "HealthCheck", "Done"]
+COLUMNS = 100  # the terminal width the demo is told ($COLUMNS): its lines wrap to it
 
 
 def demo_command(*arguments: str) -> list[str]:
@@ -77,6 +78,17 @@ def transitions(output: str) -> dict[str, list[str]]:
     return seen
 
 
+def printed_transitions(output: str) -> list[list[str]]:
+    """Each transition line (it starts with the time) with its continuation lines."""
+    entries: list[list[str]] = []
+    for line in output.partition("\nSummary\n")[0].splitlines():
+        if re.match(r"^\d\d:\d\d:\d\d\s", line):
+            entries.append([line])
+        elif entries and line.startswith("    "):
+            entries[-1].append(line)
+    return entries
+
+
 def test_demo_reboots_every_flagged_node_within_budget_and_leaves_nothing(tmp_path: Path) -> None:
     summary_file = tmp_path / "summary.json"
     started = time.monotonic()
@@ -86,6 +98,7 @@ def test_demo_reboots_every_flagged_node_within_budget_and_leaves_nothing(tmp_pa
         capture_output=True,
         text=True,
         timeout=400,
+        env={**os.environ, "COLUMNS": str(COLUMNS)},
     )
     elapsed = time.monotonic() - started
     output = result.stdout
@@ -129,6 +142,17 @@ def test_demo_reboots_every_flagged_node_within_budget_and_leaves_nothing(tmp_pa
         assert [phase for phase in phases[last:] if phase in FLOW[1:]] == FLOW[1:], output
         assert "Flagged" in phases and "Unflagged" in phases, output
     assert "node-04" not in flows, "a node nobody flagged is left alone"
+    # The counter is the lock's: never more nodes busy than the budget, in any line.
+    counters = [int(busy) for busy in re.findall(r"\| busy (\d+)\]", output)]
+    assert counters and max(counters) <= 2, output
+    # Long lines wrap to the terminal's width at spaces; nothing is cut, Job names stay whole.
+    entries = printed_transitions(output)
+    assert entries and all(len(line) <= COLUMNS for entry in entries for line in entry), output
+    assert not any(entry[-1].endswith("...") for entry in entries), output
+    joined = " ".join(output.split())
+    for node in flagged:
+        job = rf"reboot Job pitstop-reboot/reboot-{node}-[0-9a-z-]+ (created|already exists)"
+        assert re.search(job, joined), f"{node}'s reboot Job is not shown whole:\n{output}"
     for node in flagged:
         assert re.search(rf"^\s+{node}\s+zone-\w\s+Rebooted\s", output, re.MULTILINE), output
     assert re.search(r"wall time: [\d.]+s\s+ideal N x \(drain \+ reboot\) / 2: [\d.]+s", output)
@@ -148,7 +172,7 @@ def test_ctrl_c_during_the_rollout_stops_everything(tmp_path: Path) -> None:
     try:
         for line in process.stdout:
             lines.append(line)
-            if " Draining " in line:  # the rollout is under way: brain, detectors, hosts busy
+            if re.search(r"\sDraining(\s|$)", line):  # under way: brain, detectors, hosts busy
                 break
         else:
             pytest.fail("the rollout never started:\n" + "".join(lines))

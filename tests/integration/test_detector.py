@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from detector.report import rfc3339
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_nodes, delete_nodes
 from localcluster.processes import free_port
@@ -417,12 +419,20 @@ def test_admission_policy_confines_the_detector(
 ) -> None:
     own, other = (f"vap-{uuid.uuid4().hex[:6]}", f"vap-{uuid.uuid4().hex[:6]}")
     create_nodes(api_client, [own, other])
+    core = client.CoreV1Api(api_client)
     try:
+        created = core.read_node(own).metadata.creation_timestamp
+        skew = timedelta(seconds=contract.REBOOT_REQUIRED_SINCE_SKEW_SECONDS)
+        now = rfc3339(datetime.now(UTC))
+
+        def flag_at(since: str) -> str:
+            return patch({"metadata": {"labels": {LABEL: "true"}, "annotations": {SINCE: since}}})
+
         report = patch(
             {
                 "metadata": {
                     "labels": {LABEL: "true"},
-                    "annotations": {SINCE: "2025-01-01T00:00:00Z", REASON: "kernel"},
+                    "annotations": {SINCE: now, REASON: "kernel"},
                 }
             }
         )
@@ -444,6 +454,18 @@ def test_admission_policy_confines_the_detector(
         )
         allowed = own_patch(report)
         assert allowed.returncode == 0, allowed.stderr
+        # A flag time in the node's life, give or take the clock skew, may be written: the
+        # policy cannot tell the future (CEL has no clock), the brain ignores that.
+        for since in (rfc3339(created - skew + timedelta(seconds=1)), "2099-01-01T00:00:00Z"):
+            within = own_patch(flag_at(since))
+            assert within.returncode == 0, (since, within.stderr)
+        # A value from before the policy (written here by the admin) does not lock the detector
+        # out: unchanged, it passes (the brain ignores it: node_view.believable_since).
+        core.patch_node(own, {"metadata": {"annotations": {SINCE: "1970-01-01T00:00:00Z"}}})
+        unchanged = own_patch(
+            patch({"metadata": {"annotations": {SINCE: "1970-01-01T00:00:00Z", REASON: "other"}}})
+        )
+        assert unchanged.returncode == 0, unchanged.stderr
         removal = own_patch(
             patch(
                 {"metadata": {"labels": {LABEL: None}, "annotations": {SINCE: None, REASON: None}}}
@@ -476,6 +498,18 @@ def test_admission_policy_confines_the_detector(
             "the kured annotation when compatibility is off": (
                 own_patch(patch({"metadata": {"annotations": {KURED: "2025-01-01T00:00:00Z"}}})),
                 "only the pitstop.dev/reboot-* annotations",
+            ),
+            "a flag time before the node's creation (1970)": (
+                own_patch(flag_at("1970-01-01T00:00:00Z")),
+                "no earlier than the Node's creation",
+            ),
+            "a flag time just out of the skew before the node's creation": (
+                own_patch(flag_at(rfc3339(created - skew - timedelta(seconds=1)))),
+                "no earlier than the Node's creation",
+            ),
+            "a flag time that is not an RFC 3339 time": (
+                own_patch(flag_at("yesterday")),
+                "must be an RFC 3339 time",
             ),
             "a label value other than true": (
                 own_patch(patch({"metadata": {"labels": {LABEL: "false"}}})),
@@ -511,11 +545,11 @@ def test_admission_policy_confines_the_detector(
             assert result.returncode != 0, f"{case} was allowed: {result.stdout}"
             assert reason in result.stderr, (case, result.stderr)
         # Nothing of the denied writes reached the nodes.
-        core = client.CoreV1Api(api_client)
         own_node = core.read_node(own)
         assert "team" not in (own_node.metadata.labels or {})
         assert not own_node.spec.unschedulable
         assert LABEL not in (core.read_node(other).metadata.labels or {})
+        assert SINCE not in (own_node.metadata.annotations or {})
     finally:
         delete_nodes(api_client, [own, other])
 

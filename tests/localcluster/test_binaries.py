@@ -42,3 +42,13 @@ def test_a_failed_build_step_names_the_command_and_log(tmp_path: Path) -> None:
         binaries._run("demo step", ["sh", "-c", "echo broken >&2; exit 3"], tmp_path, log, {})
     message = str(failure.value)
     assert "demo step" in message and "exited 3" in message and "broken" in message
+
+
+def test_registry_has_its_own_cache_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinning the OCI registry never invalidates the control-plane binaries (a long build)."""
+    control_plane = versions.cache_key()
+    registry = versions.registry_cache_key()
+    monkeypatch.setattr(versions, "REGISTRY_VERSION", "v9.9.9")
+    assert versions.cache_key() == control_plane
+    assert versions.registry_cache_key() != registry
+    assert versions.REGISTRY_VERSION in versions.registry_cache_key()

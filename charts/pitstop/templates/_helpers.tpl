@@ -16,9 +16,14 @@ app.kubernetes.io/instance: {{ .context.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* The one image of every component and of the reboot Jobs: repository:tag (tag defaults to appVersion). */}}
+{{/* The image of the brain and of the reboot Jobs: repository:tag (tag defaults to appVersion). */}}
 {{- define "pitstop.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/* The detector's slim image: repository:tag (tag defaults to appVersion). */}}
+{{- define "pitstop.detectorImage" -}}
+{{- printf "%s:%s" .Values.detector.image.repository (.Values.detector.image.tag | default .Chart.AppVersion) }}
 {{- end }}
 
 {{/* The detector's namespace: its own (detector.namespace) or the release's. */}}

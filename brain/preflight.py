@@ -1,0 +1,46 @@
+"""What the brain checks once before it starts its operator: can it do its job at all?
+
+Without these reads succeeding kopf would log the same failure in a loop (or wait forever for
+a CRD); a person reads one line on stderr instead: no kubeconfig, the API server unreachable,
+a denied request (naming verb and resource), the CRD not installed, an unreadable lock.
+"""
+
+from __future__ import annotations
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from brain.cli_errors import CRD_MISSING, CommandError
+from brain.kube import make_api_client
+from brain.lock import LOCK_DATA_KEY, LockState
+from brain.settings import BrainSettings
+from brain.window import GROUP, PLURAL, VERSION
+
+PROBE_TIMEOUT_SECONDS = 15
+
+
+def check_cluster(settings: BrainSettings) -> None:
+    """Raise (ConfigException, ApiException, urllib3 errors, CommandError) what would stop us."""
+    api_client = make_api_client()
+    try:
+        core = client.CoreV1Api(api_client)
+        core.list_node(limit=1, _request_timeout=PROBE_TIMEOUT_SECONDS)
+        try:
+            client.CustomObjectsApi(api_client).list_cluster_custom_object(
+                GROUP, VERSION, PLURAL, limit=1, _request_timeout=PROBE_TIMEOUT_SECONDS
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise CommandError(CRD_MISSING) from error
+            raise
+        try:
+            lock = core.read_namespaced_config_map(
+                settings.lock_name, settings.namespace, _request_timeout=PROBE_TIMEOUT_SECONDS
+            )
+        except ApiException as error:
+            if error.status != 404:  # no lock yet: the first write creates it
+                raise
+        else:
+            LockState.from_json((lock.data or {}).get(LOCK_DATA_KEY))
+    finally:
+        api_client.close()
