@@ -535,3 +535,32 @@ def test_actions_are_removed_once_acted_on_refused_with_an_event_and_never_repla
         env.wait(lambda: lost not in env.lock().get("nodes", {}), "released", 20)
         assert contract.ACTION_ANNOTATION not in (env.node(lost).metadata.annotations or {})
         assert completed(env, window, lost)[-1]["result"] == "Released"
+
+
+def test_a_node_released_while_away_rests_then_gets_a_job_of_its_own(env: PitstopEnv) -> None:
+    """Fault testing: released in WaitingForNode, a node was taken again in the same second,
+    found "reboot Job ... already exists" (the old one) and counted it as its new reboot."""
+    (node,) = env.add_nodes(1, zones=1)
+    env.flag([node])
+    window = env.window(
+        "again",
+        {"maxUnavailable": 1, "drain": {"timeout": "6s"}, "reboot": {"nodeReturnTimeout": "5m"}},
+    )
+    behaviours = {node: HostBehaviour(never_returns=True)}
+    with env.hosts(behaviours=behaviours) as hosts:
+        env.start_brain()
+        env.wait(lambda: lease_of(env, node).get("phase") == "WaitingForNode", "waiting", 60)
+        old_job = lease_of(env, node)["jobName"]
+        behaviours[node] = HostBehaviour()  # the host is fixed; its next Job reboots it
+        result = pitstop(env, "release", node)
+        assert result.returncode == 0, result.stderr
+        env.wait(lambda: node not in env.lock().get("nodes", {}), "released", 20)
+        released_at = time.monotonic()
+        env.wait(lambda: lease_of(env, node), "taken again after its rest", 60)
+        assert time.monotonic() - released_at >= 3, "taken again at once, without resting"
+        env.wait(lambda: hosts.reboot_count(node) == 1, "rebooted by its new Job", 60)
+        env.wait(lambda: not env.lock().get("nodes"), "done", 60)
+    new_jobs = [entry for entry in completed(env, window, node) if entry["result"] == "Rebooted"]
+    assert new_jobs, completed(env, window, node)
+    assert old_job not in {job.metadata.name for job in env.jobs()}
+    assert [record.job for record in hosts.reboots] != [old_job]
