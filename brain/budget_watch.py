@@ -7,9 +7,12 @@ moment it allows a disruption again (`status.disruptionsAllowed > 0` for the bud
 generation) and the refused pod is retried then, once per such change, never more often.
 
 One watch per drain, opened at its first refusal (a drain nothing refuses costs nothing), over
-all namespaces so a drain refused in several namespaces still costs one request. Its state is
-only ever used to wake a waiter earlier than the fixed pace would: if the watch fails (or the
-brain may not watch budgets), refused pods are retried at the fixed pace as before.
+all namespaces so a drain refused in several namespaces still costs one request. It is a
+watch-list (the budgets first, then their changes), so it also serves the drain the budgets it
+would otherwise list at its end: a refused drain costs no more requests than before. Its state
+is only ever used to wake a waiter earlier than the fixed pace would: if the watch fails (or the
+brain may not watch budgets), refused pods are retried at the fixed pace as before, and the
+drain lists the budgets.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 300
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
+# The bookmark that ends a watch-list's initial state (sendInitialEvents).
+INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
 
 _response_lines = cast(Callable[[Any], Iterable[str]], kubernetes_watch.iter_resp_lines)
 
@@ -45,6 +50,10 @@ class BudgetSignals(Protocol):
     async def allowed_since(self, budget: str, mark: int, at_most_seconds: float) -> bool:
         """Wait until `budget` (namespace/name) changed after `mark` and allows a disruption;
         False after `at_most_seconds` without such a change."""
+        ...
+
+    def budgets(self) -> list[dict[str, Any]] | None:
+        """Every budget as the watch shows it now, or None if it has no complete view."""
         ...
 
     async def stop(self) -> None: ...
@@ -72,6 +81,12 @@ class BudgetWatch:
         self._sequence = 0
         self._changed_at: dict[str, int] = {}  # budget -> sequence of its latest change
         self._allows: dict[str, bool] = {}
+        self._objects: dict[str, dict[str, Any]] = {}  # budget -> its latest version
+        # The watch has delivered every budget and missed no change since (a watch-list that
+        # never failed): `budgets()` may stand in for a list.
+        self._complete = False
+        self._gapless = True
+        self._watch_list = True  # False once the server refused sendInitialEvents
         self._pulse = asyncio.Event()  # set (and replaced) at every change
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -81,6 +96,9 @@ class BudgetWatch:
 
     def mark(self) -> int:
         return self._sequence
+
+    def budgets(self) -> list[dict[str, Any]] | None:
+        return list(self._objects.values()) if self._complete and self._gapless else None
 
     async def allowed_since(self, budget: str, mark: int, at_most_seconds: float) -> bool:
         self._start()
@@ -109,8 +127,20 @@ class BudgetWatch:
         self._sequence += 1
         self._changed_at[name] = self._sequence
         self._allows[name] = kind == "DELETED" or allows_disruption(budget)
+        if kind == "DELETED":
+            self._objects.pop(name, None)
+        else:
+            self._objects[name] = dict(budget)
         pulse, self._pulse = self._pulse, asyncio.Event()
         pulse.set()
+
+    def _initial_state_ended(self) -> None:  # on the event loop
+        self._complete = True
+
+    def _deliver(self, handler: Callable[..., None], *arguments: Any) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                self._loop.call_soon_threadsafe(handler, *arguments)
 
     def _run(self) -> None:
         backoff = BACKOFF_FIRST_SECONDS
@@ -121,6 +151,15 @@ class BudgetWatch:
             except Exception as error:
                 if self._stopping.is_set():
                     return
+                self._gapless = False  # changes may be missed until the watch resumes
+                if (
+                    isinstance(error, ApiException)
+                    and error.status in (400, 422)
+                    and not self._resource_version
+                    and self._watch_list
+                ):
+                    self._watch_list = False  # no watch-lists here: a plain watch will do
+                    continue
                 if isinstance(error, ApiException) and error.status == 403:
                     log.warning("may not watch PodDisruptionBudgets: refused pods wait the pace")
                     return
@@ -134,7 +173,11 @@ class BudgetWatch:
     def _watch_once(self) -> None:
         if self._counter is not None:
             self._counter.add("watch-pdbs")
-        since = {"resource_version": self._resource_version} if self._resource_version else {}
+        since: dict[str, Any] = {}
+        if self._resource_version:
+            since = {"resource_version": self._resource_version}
+        elif self._watch_list:
+            since = {"send_initial_events": True, "resource_version_match": "NotOlderThan"}
         response = self._policy.list_pod_disruption_budget_for_all_namespaces(
             watch=True,
             allow_watch_bookmarks=True,
@@ -154,12 +197,15 @@ class BudgetWatch:
                 if kind == "ERROR":
                     code = budget.get("code")
                     raise ApiException(status=code, reason=str(budget.get("message", budget)))
-                version = (budget.get("metadata") or {}).get("resourceVersion")
-                if version:
-                    self._resource_version = version
-                if kind in ("ADDED", "MODIFIED", "DELETED") and self._loop is not None:
-                    with contextlib.suppress(RuntimeError):  # the loop is closed
-                        self._loop.call_soon_threadsafe(self._seen, kind, budget)
+                metadata = budget.get("metadata") or {}
+                if metadata.get("resourceVersion"):
+                    self._resource_version = metadata["resourceVersion"]
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._deliver(self._seen, kind, budget)
+                elif kind == "BOOKMARK" and INITIAL_EVENTS_END_ANNOTATION in (
+                    metadata.get("annotations") or {}
+                ):
+                    self._deliver(self._initial_state_ended)
         finally:
             self._response = None
             with contextlib.suppress(Exception):

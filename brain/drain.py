@@ -2,7 +2,8 @@
 
 Why not shell out to kubectl: the brain must stay cheap for the API server and cancellable. A
 drain here costs one list of the node's pods, one list of PodDisruptionBudgets (to name the
-budgets the health gate must wait for), one watch of the node's pods, and the evictions; with
+budgets the health gate must wait for; a refused drain's budget watch stands in for it), one
+watch of the node's pods, and the evictions; with
 `watch_list` (the brain's choice) the watch also delivers the node's pods first, where the server
 serves watch-lists, and the list is not needed. A pod
 blocked by a budget (429) is retried as soon as that budget allows a disruption again (a watch
@@ -834,7 +835,6 @@ async def _drain_listed(
         )
 
     labels_of = {PodRef.from_pod(pod): (pod.get("metadata") or {}).get("labels") for pod in items}
-    budgets = await asyncio.to_thread(_list_budgets, api, counter)
 
     tracker = _GoneTracker(to_evict)
     progress: dict[PodRef, _PodProgress] = {}
@@ -890,6 +890,11 @@ async def _drain_listed(
         await watch.stop()
         await budget_watch.stop()
 
+    # The budgets covering the evicted pods: what the budget watch (a refused drain) has seen,
+    # else a list.
+    budgets = budget_watch.budgets()
+    if budgets is None:
+        budgets = await asyncio.to_thread(_list_budgets, api, counter)
     remaining_keys = set(tracker.remaining())
     stuck = [item for pod, item in progress.items() if pod.key in remaining_keys]
     removed = [pod for pod in progress if pod.key not in remaining_keys]
