@@ -11,7 +11,9 @@ another holder's lease has expired when its record (resourceVersion) has not cha
 whole lease duration since *we* saw it change, so no wall clock (skewed or not) is trusted. A
 holder stops writing a margin before its own lease could have expired, counted from before its
 last renewal was sent, so two brains never write at once. Cost: one Lease read and, for the
-holder, one renewal every `renew_seconds` (5 s), whatever the number of reboots.
+holder, one renewal every `renew_seconds` (5 s: on the resourceVersion of its own last write,
+without a read; a 409 means someone else wrote, and the Lease is read again), whatever the
+number of reboots.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class StatusWriter:
         self._seen_version = ""
         self._seen_changed_at = monotonic()
         self._was_writer = False
+        # The Lease as our own last write left it: the holder renews on it without a read.
+        self._own: LeaseRecord | None = None
         self._failing = ""
 
     @property
@@ -138,7 +142,10 @@ class StatusWriter:
     async def step(self) -> float:
         """One look at the Lease (and a renewal or take-over); returns when to look again."""
         sent = self._monotonic()
-        record = await self._read()
+        record = self._own if self.is_writer else None
+        self._own = None
+        if record is None:
+            record = await self._read()
         if record is not None and record.resource_version != self._seen_version:
             self._seen_version = record.resource_version
             self._seen_changed_at = self._monotonic()
@@ -201,26 +208,33 @@ class StatusWriter:
 
     async def _write(self, action: Action, record: LeaseRecord | None) -> None:
         if action == Action.CREATE or record is None:
-            await self.kube.call(
+            written = await self.kube.call(
                 self.kube.coordination.create_namespaced_lease,
                 self.namespace,
                 self._body(self.identity, 0, acquired=True),
             )
+            self._remember(written, 0)
             return
         taking = action == Action.ACQUIRE
-        await self._replace(
-            record,
-            holder=self.identity,
-            transitions=record.transitions + (1 if taking else 0),
-            acquired=taking,
+        transitions = record.transitions + (1 if taking else 0)
+        written = await self._replace(
+            record, holder=self.identity, transitions=transitions, acquired=taking
         )
+        self._remember(written, transitions)
+
+    def _remember(self, written: Any, transitions: int) -> None:
+        version = getattr(getattr(written, "metadata", None), "resource_version", None)
+        if version:
+            self._own = LeaseRecord(self.identity, str(version), transitions)
+            self._seen_version = str(version)
+            self._seen_changed_at = self._monotonic()
 
     async def _replace(
         self, record: LeaseRecord, holder: str, transitions: int, acquired: bool = False
-    ) -> None:
+    ) -> Any:
         body = self._body(holder, transitions, acquired)
         body["metadata"]["resourceVersion"] = record.resource_version  # only over what we read
-        await self.kube.call(
+        return await self.kube.call(
             self.kube.coordination.replace_namespaced_lease, self.name, self.namespace, body
         )
 

@@ -44,8 +44,11 @@ class FakeLeases:
         self.spec: dict[str, Any] | None = None
         self.version = 0
         self.reachable: set[str] = set()
+        self.requests = 0  # writes
+        self.reads = 0
 
     def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+        self.reads += 1
         if self.spec is None:
             raise ApiException(status=404)
         return SimpleNamespace(
@@ -56,15 +59,20 @@ class FakeLeases:
             ),
         )
 
-    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> None:
+    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> Any:
         if self.spec is not None:
             raise ApiException(status=409)
-        self.spec, self.version = body["spec"], self.version + 1
+        return self._store(body)
 
-    def replace_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+    def replace_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
         if body["metadata"]["resourceVersion"] != str(self.version):
             raise ApiException(status=409)
+        return self._store(body)
+
+    def _store(self, body: dict[str, Any]) -> Any:
         self.spec, self.version = body["spec"], self.version + 1
+        self.requests += 1
+        return SimpleNamespace(metadata=SimpleNamespace(resource_version=str(self.version)))
 
 
 class FakeKube:
@@ -122,3 +130,7 @@ def test_two_brains_never_write_at_once_and_the_survivor_takes_over_within_the_l
     assert killed_at is not None and took_over_at is not None
     # The last renewal was at most 5 s before the kill; the survivor saw it at most 5 s later.
     assert took_over_at - killed_at <= 15 + 5 + 0.2
+    # Periodic, not per reboot: about one write by the holder and one read by the follower
+    # every 5 s (the holder renews on its own last write, without reading).
+    assert leases.requests <= took_over_at / 5 + 3
+    assert leases.reads <= took_over_at / 5 * 1.2 + 6
