@@ -532,7 +532,7 @@ class NodeFlow:
         if not taints:
             return True
         waiting = f"waiting for the control plane to clear not-ready ({', '.join(taints)})"
-        if lease.deadline is not None and now >= lease.deadline:
+        if self.clock.past(lease.deadline, now):
             await self._fail(
                 name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {waiting}"
             )
