@@ -42,8 +42,10 @@ SAFETY_MARGIN_SECONDS = 2.0
 
 
 def default_identity() -> str:
-    """The pod's name (the hostname in a pod) and the process id: unique per brain process."""
-    return f"{os.environ.get('PITSTOP_POD_NAME') or socket.gethostname()}-{os.getpid()}"
+    """The brain's pod name (downward API): unique among running brains, and the same for a
+    restarted container of that pod, which so takes its own Lease back at once instead of
+    waiting for it to expire (the old process is gone). Without one: hostname and pid."""
+    return os.environ.get("PITSTOP_POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 @dataclass(frozen=True)
