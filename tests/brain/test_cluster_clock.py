@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from brain.clock import ClusterClock, parse_http_date
+from brain.clock import (
+    TEST_CLOCK_OFFSET_VARIABLE,
+    ClusterClock,
+    local_wall_seconds,
+    parse_http_date,
+)
 
 SERVER_START = 1_800_000_000.0  # the server's time when our monotonic clock read 0
 
@@ -125,3 +131,15 @@ def test_http_dates_parse_and_junk_is_no_sample() -> None:
     )
     assert parse_http_date("junk") is None
     assert parse_http_date(None) is None
+
+
+def test_the_test_hook_shifts_only_the_host_clock_the_brain_sees(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(TEST_CLOCK_OFFSET_VARIABLE, "-600")
+    assert abs(local_wall_seconds() - (time.time() - 600)) < 1
+    clock = ClusterClock()
+    now = time.monotonic()
+    clock.observe(now, now + 0.01, float(int(time.time())))
+    assert abs(clock.skew_seconds() + 600) < 1.5 and clock.skewed
+    assert abs(clock.seconds() - time.time()) < 1.5
