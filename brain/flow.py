@@ -378,6 +378,11 @@ class NodeFlow:
         note: str,
     ) -> None:
         boot_id = node.boot_id
+        if lease.boot_id_before and boot_id and boot_id != lease.boot_id_before:
+            # The node rebooted since its admission (another brain finished it while this one
+            # admitted it from an older view, or a person rebooted it): keep the boot it was
+            # admitted at, so the Rebooting step sees the new boot and starts no second reboot.
+            boot_id = lease.boot_id_before
         await self._move(
             name,
             lease,
@@ -892,6 +897,7 @@ class NodeFlow:
                     result=reason,
                     message=message,
                     boot_id=node.boot_id if node else "",
+                    boot_id_before=lease.boot_id_before,
                 )
             )
             if retry_after is not None:
