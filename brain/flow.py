@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 
 from brain import drain, node_updates, reboot_job
 from brain.blockers.pods import label_selector_text
+from brain.clock import ClusterClock
 from brain.events import EventRecorder, node_reference, window_reference
 from brain.hooks import Hook, HookCaller, HookEndpoint, HookState
 from brain.kube import Kube
@@ -112,6 +113,9 @@ class NodeFlow:
     wake: Callable[[float], None]
     observer: FlowObserver = field(default_factory=FlowObserver)
     hooks: HookCaller = field(default_factory=HookCaller)
+    # The API server's time: every deadline is judged by it (`clock.past`), never by this
+    # host's wall clock, and none before the clock's first sample.
+    clock: ClusterClock = field(default_factory=ClusterClock)
     # Every memory below is per lease (node, attempt, phase start): see lease_memory.
     drains: LeaseMemory[asyncio.Task[drain.DrainResult]] = field(default_factory=LeaseMemory)
     # uids make `kubectl describe` find our Events (it matches the object's uid)
@@ -239,7 +243,7 @@ class NodeFlow:
                 name, lease, node, now, pdbs=list(result.pdbs), note=result.message
             )
             return
-        deadline_passed = lease.deadline is not None and now >= lease.deadline
+        deadline_passed = self.clock.past(lease.deadline, now)
         if result.problems or (deadline_passed and spec.drain.on_timeout == OnTimeout.ABORT):
             await self._finish(
                 name,
@@ -324,7 +328,13 @@ class NodeFlow:
             keep_pods=self.own_pods,
         )
         task = asyncio.create_task(
-            drain.drain_node(self.kube.api_client, name, options, deadline, watch_list=True),
+            drain.drain_node(
+                self.kube.api_client,
+                name,
+                options,
+                self.clock.to_local(deadline),  # the drain waits by this host's clock
+                watch_list=True,
+            ),
             name=f"drain-{name}",
         )
         task.add_done_callback(lambda _: self.wake(0))
@@ -368,6 +378,11 @@ class NodeFlow:
         note: str,
     ) -> None:
         boot_id = node.boot_id
+        if lease.boot_id_before and boot_id and boot_id != lease.boot_id_before:
+            # The node rebooted since its admission (another brain finished it while this one
+            # admitted it from an older view, or a person rebooted it): keep the boot it was
+            # admitted at, so the Rebooting step sees the new boot and starts no second reboot.
+            boot_id = lease.boot_id_before
         await self._move(
             name,
             lease,
@@ -499,7 +514,7 @@ class NodeFlow:
                 "did not reboot",
             )
             return
-        if lease.deadline is not None and now >= lease.deadline:
+        if self.clock.past(lease.deadline, now):
             await self._fail(
                 name,
                 lease,
@@ -576,7 +591,7 @@ class NodeFlow:
             now,
             on_failure=None,
         ):
-            if lease.deadline is not None and now >= lease.deadline:
+            if self.clock.past(lease.deadline, now):
                 await self._fail(
                     name,
                     lease,
@@ -590,7 +605,7 @@ class NodeFlow:
         if spec.reboot.health_gate.pods_ready and lease.pdbs:
             healthy, message = await drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
             if not healthy:
-                if lease.deadline is not None and now >= lease.deadline:
+                if self.clock.past(lease.deadline, now):
                     await self._fail(
                         name,
                         lease,
@@ -629,7 +644,7 @@ class NodeFlow:
         if not taints:
             return True
         waiting = f"waiting for the control plane to clear not-ready ({', '.join(taints)})"
-        if lease.deadline is not None and now >= lease.deadline:
+        if self.clock.past(lease.deadline, now):
             await self._fail(
                 name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {waiting}"
             )
@@ -882,6 +897,7 @@ class NodeFlow:
                     result=reason,
                     message=message,
                     boot_id=node.boot_id if node else "",
+                    boot_id_before=lease.boot_id_before,
                 )
             )
             if retry_after is not None:

@@ -7,11 +7,14 @@ never blocks, and every failed call is counted for the `pitstop_api_errors_total
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+from brain.clock import ClusterClock
 
 T = TypeVar("T")
 
@@ -26,6 +29,33 @@ def make_api_client() -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def sample_server_clock(api_client: client.ApiClient, clock: ClusterClock) -> None:
+    """Every response through this client (errors, watches and drains included) tells `clock`
+    the API server's time: its `Date` header, with when we sent and received it."""
+    rest = api_client.rest_client
+    request = rest.request
+
+    def timed_request(*args: Any, **kwargs: Any) -> Any:
+        sent = time.monotonic()
+        try:
+            response = request(*args, **kwargs)
+        except ApiException as error:
+            clock.observe_date_header(sent, time.monotonic(), _date_header(error.headers))
+            raise
+        clock.observe_date_header(sent, time.monotonic(), _date_header(response.headers))
+        return response
+
+    rest.request = timed_request
+
+
+def _date_header(headers: Any) -> str | None:
+    try:
+        value = headers.get("Date") if headers is not None else None
+    except AttributeError:
+        return None
+    return str(value) if value else None
+
+
 class Kube:
     """Typed, thread-offloaded access to the API groups the brain uses."""
 
@@ -37,6 +67,7 @@ class Kube:
         self.batch = client.BatchV1Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
         self._on_error = on_error
         # Requests made through call(), by client method: the API cost, seen from our side.
         self.requests: dict[str, int] = {}

@@ -68,6 +68,8 @@ class CompletedReboot(_LockModel):
     finished: Moment
     result: str  # the Event reason: "Rebooted", "Released", "DrainAborted", "NodeDeleted"
     message: str = ""
+    # The boot the node was rebooted from: a view that still shows it is older than this record.
+    boot_id_before: str = Field(default="", alias="bootIDBefore")
     # The node's boot ID when it finished: a node still flagged at this same boot is not
     # rebooted again until its detector flags it anew (no reboot loops).
     boot_id: str = Field(default="", alias="bootID")

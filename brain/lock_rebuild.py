@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -233,9 +233,15 @@ class LockRebuilder:
     yet at startup), releases the nodes to release, and tells what was rebuilt."""
 
     def __init__(
-        self, kube: Kube, events: EventRecorder, job_namespace: str, lock_where: str
+        self,
+        kube: Kube,
+        events: EventRecorder,
+        job_namespace: str,
+        lock_where: str,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.kube = kube
+        self.now = now  # the API server's time in the brain: moments written to the lock
         self.events = events
         self.job_namespace = job_namespace
         self.lock_where = lock_where
@@ -276,7 +282,7 @@ class LockRebuilder:
             str(item["metadata"]["name"]): str(item["metadata"].get("uid", ""))
             for item in window_objects
         }
-        rebuilt = rebuild_state(marked, views, jobs, windows, datetime.now(UTC))
+        rebuilt = rebuild_state(marked, views, jobs, windows, self.now())
         for name in rebuilt.release:
             # Unmarked and uncordoned before any lock write: a crash here re-does nothing harmful.
             await node_updates.merge_patch_node(

@@ -23,10 +23,11 @@ from typing import Any
 import kopf
 
 from brain.cli_errors import run_command
+from brain.clock import ClusterClock
 from brain.events import EventRecorder
 from brain.flow import NodeFlow
 from brain.job_check import RebootJobCheck
-from brain.kube import Kube, make_api_client
+from brain.kube import Kube, make_api_client, sample_server_clock
 from brain.lock import LockStore
 from brain.lock_rebuild import LockRebuilder
 from brain.metrics import BrainMetrics, MetricsServer, start_metrics_server
@@ -35,6 +36,7 @@ from brain.observer import BrainObserver
 from brain.preflight import check_cluster
 from brain.reconciler import GROUP, PLURAL, VERSION, WindowEntry, WindowReconciler
 from brain.settings import BrainSettings, SettingsError, load_settings
+from brain.status_writer import StatusWriter
 from brain.window_blockers import BlockerChecker
 from pitstop import logs
 
@@ -49,7 +51,15 @@ class Brain:
         self.settings = settings
         self.metrics = BrainMetrics()
         self.kube = Kube(make_api_client(), on_error=lambda _: self.metrics.api_errors.inc())
-        self.events = EventRecorder(self.kube, host=socket.gethostname())
+        # Every response of the brain's client sets the clock to the API server's time.
+        self.clock = ClusterClock(settings.clock_skew_warning_seconds)
+        sample_server_clock(self.kube.api_client, self.clock)
+        self.events = EventRecorder(
+            self.kube, host=socket.gethostname(), clock_ns=self.clock.time_ns
+        )
+        self.status_writer = StatusWriter(
+            self.kube, settings.namespace, on_change=self._status_writer_changed, now=self.clock.now
+        )
         self.lock = LockStore(
             self.kube,
             settings.namespace,
@@ -61,9 +71,12 @@ class Brain:
                 self.events,
                 settings.job_namespace,
                 f"{settings.namespace}/{settings.lock_name}",
+                now=self.clock.now,
             ),
         )
-        self.observer = BrainObserver(self.kube, settings.namespace, self.metrics)
+        self.observer = BrainObserver(
+            self.kube, settings.namespace, self.metrics, now=self.clock.now
+        )
         self._wakers: dict[str, asyncio.Event] = {}
         self.flow = NodeFlow(
             self.kube,
@@ -72,6 +85,7 @@ class Brain:
             self.events,
             wake=self.wake_later,
             observer=self.observer,
+            clock=self.clock,
         )
         self.reconciler = WindowReconciler(
             self.kube,
@@ -85,12 +99,20 @@ class Brain:
             on_window_event=self.observer.window_event,
             prepare_window=self.observer.prepare,
             check_reboot_job=RebootJobCheck(self.kube, settings),
+            clock=self.clock,
+            status_writer=self.status_writer,
         )
         self.metrics_server: MetricsServer | None = None
         self.last_housekeeping = time.monotonic()
         self.node_index: Any = None
         self.window_index: Any = None
         self.housekeeping: asyncio.Task[None] | None = None
+        self.election: asyncio.Task[None] | None = None
+
+    def _status_writer_changed(self, writer: bool) -> None:
+        self.metrics.status_writer.set(1.0 if writer else 0.0)
+        if writer:
+            self.wake_all()  # write every window's status as this brain sees it
 
     # Wake-ups: every window task has an Event; a change anywhere sets them all.
     def waker(self, name: str) -> asyncio.Event:
@@ -136,6 +158,7 @@ class Brain:
                 if self.window_index is not None:
                     await self.reconciler.reconcile_orphans(self.windows(), self.nodes())
                 self.last_housekeeping = time.monotonic()
+                self.metrics.clock_skew.set(self.clock.skew_seconds())
             except Exception:
                 log.exception("housekeeping pass failed")
             with _suppress_timeout():
@@ -152,6 +175,9 @@ class Brain:
         )
         if self.housekeeping is not None:
             self.housekeeping.cancel()
+        if self.election is not None:
+            self.election.cancel()
+        await self.status_writer.release()  # the other brain takes over at once
         await self.flow.close()
         await self.flow.hooks.close()
         self.observer.close()
@@ -196,6 +222,7 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     brain.node_index = kwargs["node_views"]
     brain.window_index = kwargs["window_entries"]
     brain.housekeeping = asyncio.create_task(brain.run_housekeeping(), name="housekeeping")
+    brain.election = asyncio.create_task(brain.status_writer.run(), name="status-writer")
     if brain.settings.metrics_port:
         brain.metrics_server = start_metrics_server(
             brain.settings.metrics_port, brain.metrics, health_check=brain.healthy

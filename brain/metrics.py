@@ -146,6 +146,18 @@ class BrainMetrics:
             "Notifications that could not be sent or were dropped (queue full).",
             registry=self.registry,
         )
+        # A host clock off the API server's (the brain reasons in the server's time anyway).
+        self.clock_skew = Gauge(
+            "pitstop_clock_skew_seconds",
+            "How far this brain's host clock is ahead of the API server's (negative: behind).",
+            registry=self.registry,
+        )
+        # 1 while this brain is the one that writes window status (brain/status_writer.py).
+        self.status_writer = Gauge(
+            "pitstop_status_writer",
+            "1 while this brain holds the status writer Lease and writes window status.",
+            registry=self.registry,
+        )
         # Which build runs (a dashboard shows it, an alert finds brains and detectors that differ).
         Gauge(
             "pitstop_build_info",

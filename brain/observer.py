@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,6 +51,10 @@ class _WindowNotifier:
     read_at: float
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class BrainObserver(FlowObserver):
     kube: Kube
@@ -62,6 +66,8 @@ class BrainObserver(FlowObserver):
     # freed a slot while they were; the next start in that window observes the gap.
     _waiting: frozenset[str] = frozenset()
     _freed_at: dict[str, float] = field(default_factory=dict)
+    # The API server's time (phases' `since` in the lock is in it): brain/clock.py.
+    now: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
 
     # -- notifications -------------------------------------------------------------------------
 
@@ -146,7 +152,7 @@ class BrainObserver(FlowObserver):
         lease: NodeLease | None,
     ) -> None:
         if lease is not None and old in PHASE_LABELS:
-            elapsed = (datetime.now(UTC) - lease.since).total_seconds()
+            elapsed = (self.now() - lease.since).total_seconds()
             self.metrics.observe_phase(PHASE_LABELS[old], max(elapsed, 0.0))
         text = f"{reason}: {message}"
         if old == Phase.PENDING and new == Phase.DRAINING:

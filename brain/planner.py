@@ -497,7 +497,10 @@ def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> 
       time;
     - a node rebooted at its current boot ID that is still flagged from before that reboot
       (its detector has not caught up yet, or the reboot did not clear the flag): it is not
-      rebooted again until its detector flags it anew, so there is no reboot loop.
+      rebooted again until its detector flags it anew, so there is no reboot loop;
+    - a node that a view older than its recorded reboot still shows at the boot it was rebooted
+      from (another brain finished it a moment ago and this brain's Node watch lags): it waits
+      for the view to catch up instead of being admitted for a second reboot.
     """
     by_name = {node.name: node for node in nodes if node.reboot_required}
     resting: dict[str, str] = {}
@@ -523,6 +526,17 @@ def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> 
                 resting[done.node] = (
                     "rebooted at its current boot; still flagged from before that reboot, it "
                     "waits for its detector to flag it anew"
+                )
+            elif (
+                node is not None
+                and done.result == "Rebooted"
+                and done.boot_id_before
+                and node.boot_id == done.boot_id_before
+                and done.boot_id != done.boot_id_before
+            ):
+                resting[done.node] = (
+                    "just rebooted (recorded in the lock); waiting for the Node to show its "
+                    "new boot"
                 )
     return resting
 

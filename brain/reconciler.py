@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from brain import node_updates
-from brain.clock import plus
+from brain.clock import ClusterClock, plus
 from brain.events import EventRecorder, window_reference
 from brain.flow import HandOff, NodeFlow
 from brain.kube import Kube
@@ -26,6 +26,7 @@ from brain.node_view import NodeView
 from brain.phase import Phase
 from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
 from brain.status import degraded_status, invalid_status, window_status
+from brain.status_writer import StatusWriter
 from brain.window import (
     Condition,
     ConditionStatus,
@@ -63,10 +64,6 @@ class WindowEntry:
             spec=dict(body.get("spec") or {}),
             status=dict(body.get("status") or {}),
         )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _conditions(status: Mapping[str, Any]) -> list[Condition]:
@@ -110,6 +107,11 @@ class WindowReconciler:
     prepare_window: Callable[[str, WindowSpec], Any] | None = None
     on_window_event: Callable[[str, str, str], None] | None = None
     check_reboot_job: JobCheck | None = None
+    # "now" of every pass: the API server's time (see brain/clock.py), the same in every brain.
+    clock: ClusterClock = field(default_factory=ClusterClock)
+    # Only the elected brain writes window status and its condition Events (None: this one).
+    status_writer: StatusWriter | None = None
+    _skew_told: set[str] = field(default_factory=set)
     _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     _status_written_at: dict[str, float] = field(default_factory=dict)
     _plan_errors: dict[str, str] = field(default_factory=dict)  # logged once per error
@@ -127,7 +129,11 @@ class WindowReconciler:
                 await self._write_status(
                     entry,
                     degraded_status(
-                        entry.status, entry.generation, "LockUnreadable", str(error), utc_now()
+                        entry.status,
+                        entry.generation,
+                        "LockUnreadable",
+                        str(error),
+                        self.clock.now(),
                     ),
                 )
             self.flow.wake(max(self.lock.seconds_until_retry(), 0.1))
@@ -136,13 +142,14 @@ class WindowReconciler:
         self, name: str, windows: Mapping[str, WindowEntry], node_list: list[NodeView]
     ) -> None:
         entry = windows.get(name)
-        now = utc_now()
+        now = self.clock.now()
         self.flow.window_uids.update({key: value.uid for key, value in windows.items()})
         self.flow.node_uids.update({node.name: node.uid for node in node_list})
         valid, invalid = self._parse(windows)
         lock = await self.lock.read()
         if entry is None:
             return
+        await self._tell_clock_skew(entry)
         if name in valid and self.check_reboot_job is not None:
             # A window whose reboot Job would be refused is invalid before a node is touched.
             refusal = await self.check_reboot_job(name, valid[name].spec)
@@ -191,9 +198,11 @@ class WindowReconciler:
         finally:
             self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
-        plan = make_plan(list(valid.values()), node_list, lock, utc_now(), blockers)
+        plan = make_plan(list(valid.values()), node_list, lock, self.clock.now(), blockers)
         if name in plan.errors:
-            await self._plan_failed(entry, plan.errors[name], lock, node_list, spec, utc_now())
+            await self._plan_failed(
+                entry, plan.errors[name], lock, node_list, spec, self.clock.now()
+            )
             return
         window_plan = plan.window(name)
         # A person's action on a node of this window that is not in maintenance: refused.
@@ -210,7 +219,7 @@ class WindowReconciler:
         if self.on_plan is not None:
             self.on_plan(plan, lock, node_list)
         status = window_status(
-            window_plan, lock, _conditions(entry.status), entry.generation, utc_now()
+            window_plan, lock, _conditions(entry.status), entry.generation, self.clock.now()
         )
         await self._write_status(entry, status)
 
@@ -248,7 +257,7 @@ class WindowReconciler:
                     spec = parse_window_spec(record.spec or {}, window)
                 except WindowSpecError:
                     spec = WindowSpec()
-                await self._advance_leases(window, lock, node_list, spec, utc_now())
+                await self._advance_leases(window, lock, node_list, spec, self.clock.now())
         except LockUnreadableError:
             return  # the lock logs it (once per back-off); each window shows it as Degraded
 
@@ -398,7 +407,28 @@ class WindowReconciler:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.warning("window %s: a node step failed, retried next pass: %r", window, result)
 
+    async def _tell_clock_skew(self, entry: WindowEntry) -> None:
+        """A brain on a host whose clock is off says so once on each window (it still works:
+        it reasons in the API server's time); the log line and the metric are the clock's."""
+        if not self.clock.skewed or entry.name in self._skew_told:
+            return
+        self._skew_told.add(entry.name)
+        await self.events.post(
+            window_reference(entry.name, entry.uid),
+            "ClockSkew",
+            f"the brain on {self.events.host or 'its host'} has a clock "
+            f"{self.clock.skew_seconds():+.0f} s off the API server's (more than "
+            f"{self.clock.skew_warning_seconds:.0f} s); it judges deadlines by the API "
+            "server's time; fix the host's clock (NTP)",
+            "Warning",
+        )
+
     async def _write_status(self, entry: WindowEntry, status: Any) -> None:
+        if self.status_writer is not None and not self.status_writer.is_writer:
+            # Another brain writes window status; ours would flap it. Once elected, we
+            # compare with what the index shows, not with what we last wrote.
+            self._written_status.pop(entry.name, None)
+            return
         body = status.to_api()
         for key in ("nextWindowStart", "nextWindowEnd"):
             body.setdefault(key, None)

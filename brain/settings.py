@@ -33,6 +33,9 @@ class BrainSettings(BaseModel):
     # with the brain on it (a single-node cluster), an evicted brain could not come back to
     # uncordon; kept, it restarts with the node and resumes from the lock.
     pod_name: str = Field(default="", max_length=253)
+    # A host clock further than this off the API server's is told (log, metric, Event once);
+    # deadlines are judged by the API server's time whatever it is.
+    clock_skew_warning_seconds: float = Field(default=30.0, gt=0, le=86400)
 
     # Levels and formats in any case (`info`, `INFO`), as the detector and the chart accept them.
     @field_validator("log_level", mode="before")
@@ -75,6 +78,11 @@ SOURCES: dict[str, tuple[str, str, str]] = {
     ),
     "log_format": ("PITSTOP_LOG_FORMAT", "--log-format", "text or json (one object per line)"),
     "pod_name": ("PITSTOP_POD_NAME", "--pod-name", "the brain's own pod name (downward API)"),
+    "clock_skew_warning_seconds": (
+        "PITSTOP_CLOCK_SKEW_WARNING_SECONDS",
+        "--clock-skew-warning-seconds",
+        "seconds, > 0: a host clock off the API server's by more is told",
+    ),
 }
 
 

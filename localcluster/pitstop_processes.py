@@ -66,6 +66,9 @@ class BrainProcess(Component):
                 "PITSTOP_METRICS_PORT": str(self.metrics_port),
                 "PITSTOP_RESYNC_SECONDS": str(resync_seconds),
                 "PITSTOP_JOB_IMAGE": "localhost/pitstop:test",
+                # As the chart's downward API does: one name per brain, kept across restarts
+                # (the status writer Lease's holder identity).
+                "PITSTOP_POD_NAME": f"pitstop-brain-{log_path.stem}",
                 **(extra_env or {}),
             }
         )

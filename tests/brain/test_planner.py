@@ -307,6 +307,34 @@ def test_a_node_the_lock_shows_rebooted_at_its_boot_rests_until_flagged_anew() -
     assert started(plan_one(everyone, [other_boot], lock)) == ["n1"]
 
 
+def test_a_view_older_than_a_recorded_reboot_does_not_admit_the_node_again() -> None:
+    # Two brains: one finished n1 (boot-1 -> boot-2) a moment ago; the other's Node watch still
+    # shows boot-1 and the flag. Admitting it would drain it and create a Job for a second
+    # reboot once the view catches up (seen in a two-brain run).
+    everyone = window("everyone")
+    finished = NOW - timedelta(seconds=1)
+    record = WindowRecord(
+        completed=[
+            CompletedReboot(
+                node="n1",
+                finished=finished,
+                result="Rebooted",
+                bootID="boot-2",
+                bootIDBefore="boot-1",
+            )
+        ]
+    )
+    lock = LockState(windows={"everyone": record})
+    for since_minutes_ago in (60, 0):  # flagged before the reboot, or even "after" it
+        stale = node("n1", boot_id="boot-1", since_minutes_ago=since_minutes_ago)
+        held = plan_one(everyone, [stale], lock)
+        assert started(held) == [] and reasons(held) == {"n1": HoldReason.RESTING}
+        assert "new boot" in held.held_back[0].message
+    # Once the view shows boot-2 and a flag from after the reboot, it may go again.
+    anew = node("n1", boot_id="boot-2", since_minutes_ago=0)
+    assert started(plan_one(everyone, [anew], lock)) == ["n1"]
+
+
 def test_a_node_whose_drain_was_aborted_rests_until_its_retry_time() -> None:
     everyone = window("everyone")
     retry_at = NOW + timedelta(minutes=10)

@@ -203,7 +203,7 @@ def test_custom_sentinel_mounts_no_host_path(helm: Path) -> None:
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("detector.sentinel.hostDirectory=relative/dir", "/detector/sentinel/hostDirectory"),
         ("brain.metricsPort=70000", "/brain/metricsPort"),
-        ("brain.replicas=2", "additional properties 'replicas'"),
+        ("brain.replicas=0", "/brain/replicas"),
         ("reboot.jobNamespace.name=Not_A_Label", "/reboot/jobNamespace/name"),
     ],
 )

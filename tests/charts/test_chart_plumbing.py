@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from brain.status_writer import LEASE_NAME
 from localcluster import chart_readme
 from localcluster.binaries import resolve
 
@@ -270,9 +271,17 @@ def test_the_lock_and_job_namespace_agree_with_the_brains_settings(helm: Path) -
             rule
             for role in by_kind(documents, "Role")
             for rule in role["rules"]
-            if rule.get("resourceNames")
+            if rule.get("resourceNames") and rule["resources"] == ["configmaps"]
         ]
         assert [rule["resourceNames"] for rule in lock_rules] == [[brain["PITSTOP_LOCK_NAME"]]]
+        # The status writer Lease's name is fixed in the brain (brain/status_writer.py).
+        lease_rules = [
+            rule
+            for role in by_kind(documents, "Role")
+            for rule in role["rules"]
+            if rule.get("resourceNames") and rule["resources"] == ["leases"]
+        ]
+        assert [rule["resourceNames"] for rule in lease_rules] == [[LEASE_NAME]]
         jobs = brain["PITSTOP_JOB_NAMESPACE"]
         jobs_role = next(
             r for r in by_kind(documents, "Role") if r["metadata"]["name"].endswith("-jobs")
