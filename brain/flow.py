@@ -198,6 +198,7 @@ class NodeFlow:
                 message,
                 uncordon=True,
                 retry_after=now + spec.drain.timeout,
+                spec=spec,
             ),
         ):
             return
@@ -206,7 +207,7 @@ class NodeFlow:
         )
         if not marked:
             await node_updates.cordon_and_mark(
-                self.kube, node, lease.window, self.settings.kured_compatibility
+                self.kube, node, lease.window, self.settings.kured_compatibility, spec
             )
             self._cordoned.add((name, lease.attempt))
         skip_drain = not spec.drain.enabled or (
@@ -263,6 +264,7 @@ class NodeFlow:
                 result.message,
                 uncordon=True,
                 retry_after=now + spec.drain.timeout,
+                spec=spec,
             )
         elif deadline_passed:
             deleted = await drain.force_delete(
@@ -501,6 +503,7 @@ class NodeFlow:
             "rebooted, back and healthy",
             uncordon=True,
             succeeded=True,
+            spec=spec,
         )
 
     async def _failed(
@@ -534,6 +537,7 @@ class NodeFlow:
                 "released by a person",
                 uncordon=True,
                 clear_action=True,
+                spec=spec,
             )
 
     # -- lock writes ---------------------------------------------------------------------------
@@ -591,16 +595,20 @@ class NodeFlow:
         succeeded: bool = False,
         retry_after: datetime | None = None,
         clear_action: bool = False,
+        spec: WindowSpec | None = None,
     ) -> None:
-        """Undo our marks on the node, THEN free the slot (a crash in between re-does it)."""
+        """Undo our marks on the node, THEN free the slot (a crash in between re-does it).
+        With the window's `spec`, its nodeLabels change in the same patch."""
         uncordoned: str | None = None
         if node is not None:
             patch = node_updates.release_patch(
-                uncordon=uncordon and not lease.was_cordoned, clear_action=clear_action
+                uncordon=uncordon and not lease.was_cordoned,
+                clear_action=clear_action,
+                labels=node_updates.labels_on_release(spec, succeeded) if spec else None,
             )
             try:
                 await node_updates.merge_patch_node(self.kube, name, patch)
-                await node_updates.set_pending_taint(self.kube, node, present=False)
+                await node_updates.remove_pending_taints(self.kube, node, spec or WindowSpec())
             except ApiException as error:
                 if error.status != 404:
                     raise

@@ -65,6 +65,14 @@ MESSAGE_TIMESTAMP: Final = (
 MESSAGE_DURATION: Final = "must be a duration made of whole h, m, s or ms, like 90s, 15m or 1h30m"
 MESSAGE_POSITIVE_DURATION: Final = "must be longer than 0s"
 MESSAGE_URL: Final = "must be an http:// or https:// URL"
+MESSAGE_LABEL_KEYS: Final = (
+    "label keys must be qualified names like example.com/rebooting, outside pitstop.dev/"
+)
+MESSAGE_LABEL_VALUES: Final = (
+    "label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending"
+    " with a letter or digit"
+)
+MESSAGE_TAINT_KEY: Final = "must be a qualified name like example.com/reboot-pending"
 
 # The same patterns are in the CRD (CEL `matches` uses RE2; these use no RE2/Python differences).
 TIME_ZONE_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
@@ -77,6 +85,11 @@ TIMESTAMP_PATTERN: Final = (
 DURATION_PATTERN: Final = r"^([0-9]+(ms|h|m|s))+$"
 PERCENT_PATTERN: Final = r"^(100|[1-9][0-9]?)%$"
 URL_PATTERN: Final = r"^https?://[^ ]+$"
+QUALIFIED_NAME_PATTERN: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN: Final = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 
 Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 WEEKDAYS: Final[tuple[Weekday, ...]] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -355,9 +368,18 @@ class PrometheusBlocker(_ApiModel):
     firing_only: StrictBool = True
 
 
+class PodBlockerScope(StrEnum):
+    """Where a matching pod blocks: any node of the window (Window), or only its own (Node)."""
+
+    WINDOW = "Window"
+    NODE = "Node"
+
+
 class PodBlocker(_ApiModel):
     namespace_selector: LabelSelector | None = None
     label_selector: LabelSelector
+    # Node is kured's --blocking-pod-selector: a backup pod holds its own node, not the fleet.
+    scope: PodBlockerScope = PodBlockerScope.WINDOW
 
 
 class Blockers(_ApiModel):
@@ -380,12 +402,60 @@ class HealthGate(_ApiModel):
     timeout: PositiveDuration = timedelta(minutes=10)
 
 
+def _validate_node_labels(labels: dict[str, str]) -> dict[str, str]:
+    # The brain's own pitstop.dev/ keys (the detector's flag among them) are not for windows.
+    if any(
+        not re.fullmatch(QUALIFIED_NAME_PATTERN, key) or key.startswith(f"{GROUP}/")
+        for key in labels
+    ):
+        raise ValueError(MESSAGE_LABEL_KEYS)
+    if any(not re.fullmatch(LABEL_VALUE_PATTERN, value) for value in labels.values()):
+        raise ValueError(MESSAGE_LABEL_VALUES)
+    return labels
+
+
+NodeLabelMap = Annotated[
+    dict[str, str], Field(max_length=16), AfterValidator(_validate_node_labels)
+]
+
+
+class NodeLabels(_ApiModel):
+    """kured's --pre/--post-reboot-node-labels: `before` is set with the cordon, `after` with
+    the uncordon; each side's keys are removed when the other side's are set."""
+
+    before: NodeLabelMap = Field(default_factory=dict)
+    after: NodeLabelMap = Field(default_factory=dict)
+
+
+class TaintEffect(StrEnum):
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_SCHEDULE = "NoSchedule"
+
+
+def _validate_taint_key(value: str) -> str:
+    if not re.fullmatch(QUALIFIED_NAME_PATTERN, value):
+        raise ValueError(MESSAGE_TAINT_KEY)
+    return value
+
+
+class PendingTaint(_ApiModel):
+    """The taint on flagged nodes waiting for their turn (kured's --prefer-no-schedule-taint)."""
+
+    enabled: StrictBool = True
+    key: Annotated[str, Field(max_length=317), AfterValidator(_validate_taint_key)] = (
+        f"{GROUP}/reboot-pending"
+    )
+    effect: TaintEffect = TaintEffect.PREFER_NO_SCHEDULE
+
+
 class Reboot(_ApiModel):
     method: RebootMethod = RebootMethod.DBUS
     job_template: dict[str, Any] | None = None
     node_return_timeout: PositiveDuration = timedelta(minutes=15)
     delay_between_nodes: Duration = timedelta()
     health_gate: HealthGate = Field(default_factory=HealthGate)
+    node_labels: NodeLabels = Field(default_factory=NodeLabels)
+    pending_taint: PendingTaint = Field(default_factory=PendingTaint)
 
 
 class Hook(_ApiModel):

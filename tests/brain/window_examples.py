@@ -243,4 +243,67 @@ UNKNOWN_TIME_ZONE = Example(
 )
 INVALID.append(UNKNOWN_TIME_ZONE)
 
+# kured parity (issue 21): pod blocker scope.
+VALID += [
+    Example(
+        "pod blockers per node and per window",
+        {
+            "blockers": {
+                "pods": [
+                    {"labelSelector": {"matchLabels": {"app": "backup"}}, "scope": "Node"},
+                    {"labelSelector": {"matchLabels": {"app": "migration"}}, "scope": "Window"},
+                ]
+            }
+        },
+    ),
+]
+# kured parity: node labels before/after, the pending taint.
+VALID += [
+    Example(
+        "node labels before and after, a chosen NoSchedule taint",
+        {
+            "reboot": {
+                "nodeLabels": {
+                    "before": {"example.com/maintenance": "rebooting", "plain": ""},
+                    "after": {"example.com/maintenance": "done"},
+                },
+                "pendingTaint": {"key": "example.com/reboot-soon", "effect": "NoSchedule"},
+            }
+        },
+    ),
+    Example("pending taint switched off", {"reboot": {"pendingTaint": {"enabled": False}}}),
+]
+INVALID += [
+    Example(
+        "a node label in pitstop.dev/",
+        {"reboot": {"nodeLabels": {"before": {"pitstop.dev/reboot-required": "false"}}}},
+        api.MESSAGE_LABEL_KEYS,
+    ),
+    Example(
+        "a node label key with a space",
+        {"reboot": {"nodeLabels": {"after": {"my label": "x"}}}},
+        api.MESSAGE_LABEL_KEYS,
+    ),
+    Example(
+        "a node label value with a slash",
+        {"reboot": {"nodeLabels": {"after": {"example.com/state": "a/b"}}}},
+        api.MESSAGE_LABEL_VALUES,
+    ),
+    Example(
+        "a taint key with a colon",
+        {"reboot": {"pendingTaint": {"key": "example.com/a:b"}}},
+        api.MESSAGE_TAINT_KEY,
+    ),
+    Example(
+        "a NoExecute pending taint",
+        {"reboot": {"pendingTaint": {"effect": "NoExecute"}}},
+        "noschedule",
+    ),
+    Example(
+        "unknown pod blocker scope",
+        {"blockers": {"pods": [{"labelSelector": {}, "scope": "Zone"}]}},
+        "window",
+    ),
+]
+
 ALL = VALID + INVALID

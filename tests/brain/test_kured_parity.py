@@ -1,0 +1,157 @@
+"""kured parity (issue 21), the pure parts: pod blocker scope in the planner and the plan."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from brain import node_updates
+from brain.lock import LockState
+from brain.node_view import NodeView, Taint
+from brain.plan_report import ClusterSnapshot, preview, render
+from brain.planner import HoldReason, NamedWindow, make_plan
+from brain.window import parse_window_spec
+from brain.window_blockers import blocker_config
+from pitstop import contract
+
+NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)
+
+
+def window(name: str, **spec: Any) -> NamedWindow:
+    return NamedWindow(name, parse_window_spec(spec, name))
+
+
+def flagged(name: str, minutes_ago: int) -> NodeView:
+    return NodeView(
+        name=name,
+        labels={},
+        reboot_required=True,
+        reboot_required_since=NOW - timedelta(minutes=minutes_ago),
+    )
+
+
+def test_a_node_held_by_its_own_blocker_waits_and_the_next_one_starts() -> None:
+    nodes = [flagged("a", 30), flagged("b", 20), flagged("c", 10)]
+    why = "BlockingPods: pod db/backup on the node"
+    plan = make_plan([window("w")], nodes, LockState(), NOW, node_blockers={"a": why}).window("w")
+    assert [start.node for start in plan.starts] == ["b"]
+    held = {item.node: item for item in plan.held_back}
+    assert held["a"].reason is HoldReason.NODE_BLOCKED and "db/backup" in held["a"].message
+    assert held["c"].reason is HoldReason.NO_BUDGET
+    assert plan.blocked_reason is None
+
+
+def test_an_emergency_ignores_its_node_blocker() -> None:
+    node = NodeView(name="a", labels={}, reboot_required=True, emergency=True)
+    plan = make_plan([window("w")], [node], LockState(), NOW, node_blockers={"a": "x"})
+    assert [start.node for start in plan.window("w").starts] == ["a"]
+
+
+def test_pod_blockers_are_split_by_scope() -> None:
+    spec = parse_window_spec(
+        {
+            "blockers": {
+                "pods": [
+                    {"labelSelector": {"matchLabels": {"app": "backup"}}, "scope": "Node"},
+                    {"labelSelector": {"matchLabels": {"app": "migration"}}},
+                ]
+            }
+        }
+    )
+    config = blocker_config(spec)
+    assert [selector.label_selector for selector in config.node_pods] == ["app=backup"]
+    assert [selector.label_selector for selector in config.pods] == ["app=migration"]
+
+
+def test_the_plan_names_the_pod_that_holds_a_node() -> None:
+    labels = {contract.REBOOT_REQUIRED_LABEL: contract.REBOOT_REQUIRED_VALUE}
+    snapshot = ClusterSnapshot(
+        windows=[
+            {
+                "kind": "NodesMaintenanceWindow",
+                "metadata": {"name": "w"},
+                "spec": {
+                    "blockers": {"pods": [{"labelSelector": {}, "scope": "Node"}]},
+                },
+            }
+        ],
+        nodes=[
+            {"metadata": {"name": name, "labels": labels}, "spec": {}, "status": {}}
+            for name in ("a", "b")
+        ],
+    )
+    why = {"a": "BlockingPods: pod db/backup on the node"}
+    text = render(preview(snapshot, NOW, node_blockers=why))
+    line = next(line for line in text.splitlines() if " a " in line)
+    assert "NodeBlocked" in line and "db/backup" in line
+    assert "pod selector" not in text  # scope Node is evaluated, not listed as unevaluated
+
+
+def test_labels_move_from_before_to_after_as_kured_moves_them() -> None:
+    spec = parse_window_spec(
+        {
+            "reboot": {
+                "nodeLabels": {
+                    "before": {"example.com/maintenance": "rebooting", "example.com/drained": "y"},
+                    "after": {"example.com/maintenance": "done", "example.com/rebooted": "y"},
+                }
+            }
+        }
+    )
+    assert node_updates.labels_on_admission(spec) == {
+        "example.com/maintenance": "rebooting",
+        "example.com/drained": "y",
+        "example.com/rebooted": None,
+    }
+    assert node_updates.labels_on_release(spec, succeeded=True) == {
+        "example.com/maintenance": "done",
+        "example.com/drained": None,
+        "example.com/rebooted": "y",
+    }
+    assert node_updates.labels_on_release(spec, succeeded=False) == {
+        "example.com/maintenance": None,
+        "example.com/drained": None,
+    }
+
+
+def test_the_cordon_patch_sets_labels_and_drops_any_pending_taint_key() -> None:
+    node = NodeView(
+        name="n",
+        labels={"kubernetes.io/hostname": "n", "example.com/rebooted": "y"},
+        taints=(Taint("example.com/soon", "true", "NoSchedule"), Taint("other", "", "NoExecute")),
+    )
+    operations = node_updates.cordon_operations(
+        node,
+        "w",
+        False,
+        {"example.com/maintenance": "rebooting", "example.com/rebooted": None, "absent": None},
+        ("example.com/soon", "pitstop.dev/reboot-pending"),
+    )
+    assert {
+        "op": "replace",
+        "path": "/spec/taints",
+        "value": [{"key": "other", "effect": "NoExecute"}],
+    } in operations
+    assert {
+        "op": "add",
+        "path": "/metadata/labels/example.com~1maintenance",
+        "value": "rebooting",
+    } in operations
+    assert {"op": "remove", "path": "/metadata/labels/example.com~1rebooted"} in operations
+    assert not any(op["path"].endswith("/absent") for op in operations)
+
+
+def test_the_pending_taint_follows_the_window() -> None:
+    default = parse_window_spec({})
+    assert node_updates.pending_taint(default) == node_updates.PENDING_TAINT
+    off = parse_window_spec({"reboot": {"pendingTaint": {"enabled": False}}})
+    assert node_updates.pending_taint(off) is None
+    assert node_updates.pending_taint_keys(off) == ("pitstop.dev/reboot-pending",)
+    chosen = parse_window_spec({"reboot": {"pendingTaint": {"key": "example.com/soon"}}})
+    assert node_updates.pending_taint(chosen) == Taint(
+        "example.com/soon", "true", "PreferNoSchedule"
+    )
+    assert node_updates.pending_taint_keys(chosen) == (
+        "example.com/soon",
+        "pitstop.dev/reboot-pending",
+    )
