@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from brain.lock import LockState
 from brain.node_view import NodeView, node_view_from_object
 from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
+from brain.schedule import upcoming_openings
 from brain.window import PodBlockerScope, WindowSpec, WindowSpecError, parse_window_object
 
 
@@ -122,6 +123,13 @@ def _render_window(window_plan: WindowPlan, spec: WindowSpec, preview: PlanPrevi
         f" {spec.max_unavailable}, time zone {spec.schedule.time_zone})",
         f"  schedule:  {_schedule_line(window_plan, zone)}",
     ]
+    if any(recurring.monthly for recurring in spec.schedule.windows):
+        # Monthly rules (the 2nd Tuesday...) are hard to count in one's head: list a few.
+        openings = upcoming_openings(spec.schedule, preview.plan.now, count=3)
+        lines.append(
+            "  next openings: "
+            + ("; ".join(_when(start, zone) for start, _end in openings) or "none within 400 days")
+        )
     state = []
     if window_plan.suspended:
         state.append("SUSPENDED")

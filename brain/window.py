@@ -14,11 +14,12 @@ Field names are camelCase in the API and snake_case in Python (aliases, populate
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -57,6 +58,10 @@ MESSAGE_SELECTOR_VALUES: Final = (
     " DoesNotExist"
 )
 MESSAGE_DAYS_UNIQUE: Final = "days must not repeat a day"
+MESSAGE_MONTHLY_RULE: Final = (
+    "a monthly rule is either {weekday, nth} (nth 1 to 5, or -1 to -5 counting from the month's"
+    " end) or {dayOfMonth} (1 to 31, or -1 to -31 counting from the month's end)"
+)
 MESSAGE_TIME_ZONE_SHAPE: Final = "timeZone must be an IANA time zone name like UTC or Europe/Berlin"
 MESSAGE_TIME_OF_DAY: Final = "must be a time of day HH:MM between 00:00 and 23:59, like 22:00"
 MESSAGE_TIMESTAMP: Final = (
@@ -284,10 +289,47 @@ class LabelSelector(_ApiModel):
         )
 
 
+class MonthlyRule(_ApiModel):
+    """A day of the month: the nth weekday ("patch Tuesday": Tue, 2; the last Sunday: Sun, -1)
+    or a day number (15; -1 is the last day). A day a month does not have (the 31st, the 5th
+    Friday) does not open that month."""
+
+    weekday: Weekday | None = None
+    nth: StrictInt | None = None
+    day_of_month: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MonthlyRule:
+        by_weekday = self.weekday is not None and self.nth is not None and self.day_of_month is None
+        by_day = self.weekday is None and self.nth is None and self.day_of_month is not None
+        if not (by_weekday or by_day):
+            raise ValueError(MESSAGE_MONTHLY_RULE)
+        if by_weekday and not (1 <= abs(self.nth or 0) <= 5):
+            raise ValueError(MESSAGE_MONTHLY_RULE)
+        if by_day and not (1 <= abs(self.day_of_month or 0) <= 31):
+            raise ValueError(MESSAGE_MONTHLY_RULE)
+        return self
+
+    def matches(self, day: date) -> bool:
+        """Whether `day` (a local calendar date) is this rule's day of its month."""
+        days_in_month = calendar.monthrange(day.year, day.month)[1]
+        if self.day_of_month is not None:
+            wanted = self.day_of_month
+            return day.day == (wanted if wanted > 0 else days_in_month + 1 + wanted)
+        if WEEKDAYS[day.weekday()] != self.weekday:
+            return False
+        nth = self.nth or 0
+        from_start = (day.day - 1) // 7 + 1
+        from_end = (days_in_month - day.day) // 7 + 1
+        return from_start == nth if nth > 0 else from_end == -nth
+
+
 class RecurringWindow(_ApiModel):
-    """Open every listed day from `start` to `end` local time; end <= start crosses midnight."""
+    """Open every listed day from `start` to `end` local time; end <= start crosses midnight.
+    With `monthly` rules, only on the listed days that are also one of those days of the month."""
 
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7)
+    monthly: list[MonthlyRule] = Field(default_factory=list, max_length=8)
     start: TimeOfDay
     end: TimeOfDay
 
@@ -296,6 +338,12 @@ class RecurringWindow(_ApiModel):
         if len(set(self.days)) != len(self.days):
             raise ValueError(MESSAGE_DAYS_UNIQUE)
         return self
+
+    def opens_on(self, day: date) -> bool:
+        """Whether an opening starts on this local calendar date."""
+        return WEEKDAYS[day.weekday()] in self.days and (
+            not self.monthly or any(rule.matches(day) for rule in self.monthly)
+        )
 
 
 class TimeRange(_ApiModel):

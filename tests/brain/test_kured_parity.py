@@ -155,3 +155,33 @@ def test_the_pending_taint_follows_the_window() -> None:
         "example.com/soon",
         "pitstop.dev/reboot-pending",
     )
+
+
+def test_the_plan_lists_the_next_patch_tuesday_openings() -> None:
+    snapshot = ClusterSnapshot(
+        windows=[
+            {
+                "kind": "NodesMaintenanceWindow",
+                "metadata": {"name": "patch-tuesday"},
+                "spec": {
+                    "schedule": {
+                        "timeZone": "Europe/Berlin",
+                        "windows": [
+                            {
+                                "monthly": [{"weekday": "Tue", "nth": 2}],
+                                "start": "22:00",
+                                "end": "04:00",
+                            }
+                        ],
+                    }
+                },
+            }
+        ],
+        nodes=[],
+    )
+    text = render(preview(snapshot, datetime(2026, 1, 1, tzinfo=UTC)))
+    assert "closed; opens 2026-01-13 22:00 CET (2026-01-13T21:00:00Z)" in text
+    assert (
+        "next openings: 2026-01-13 22:00 CET (2026-01-13T21:00:00Z); 2026-02-10 22:00 CET"
+        " (2026-02-10T21:00:00Z); 2026-03-10 22:00 CET (2026-03-10T21:00:00Z)"
+    ) in text

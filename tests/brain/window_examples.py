@@ -273,7 +273,88 @@ VALID += [
     ),
     Example("pending taint switched off", {"reboot": {"pendingTaint": {"enabled": False}}}),
 ]
+# kured parity: monthly schedules.
+VALID += [
+    Example(
+        "patch Tuesday nights, the last Sunday, the 15th and the last day",
+        {
+            "schedule": {
+                "timeZone": "America/New_York",
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 2}], "start": "22:00", "end": "04:00"},
+                    {"monthly": [{"weekday": "Sun", "nth": -1}], "start": "01:00", "end": "05:00"},
+                    {
+                        "days": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+                        "monthly": [{"dayOfMonth": 15}, {"dayOfMonth": -1}],
+                        "start": "12:00",
+                        "end": "13:00",
+                    },
+                ],
+            }
+        },
+    ),
+]
 INVALID += [
+    Example(
+        "a monthly weekday without nth",
+        {
+            "schedule": {
+                "windows": [{"monthly": [{"weekday": "Tue"}], "start": "22:00", "end": "04:00"}]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "a monthly rule with a weekday and a day of month",
+        {
+            "schedule": {
+                "windows": [
+                    {
+                        "monthly": [{"weekday": "Tue", "nth": 1, "dayOfMonth": 3}],
+                        "start": "22:00",
+                        "end": "04:00",
+                    }
+                ]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "a sixth Tuesday",
+        {
+            "schedule": {
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 6}], "start": "22:00", "end": "04:00"}
+                ]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "nth zero",
+        {
+            "schedule": {
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 0}], "start": "22:00", "end": "04:00"}
+                ]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "day 32",
+        {
+            "schedule": {
+                "windows": [{"monthly": [{"dayOfMonth": 32}], "start": "22:00", "end": "04:00"}]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "an empty monthly rule",
+        {"schedule": {"windows": [{"monthly": [{}], "start": "22:00", "end": "04:00"}]}},
+        api.MESSAGE_MONTHLY_RULE,
+    ),
     Example(
         "a node label in pitstop.dev/",
         {"reboot": {"nodeLabels": {"before": {"pitstop.dev/reboot-required": "false"}}}},

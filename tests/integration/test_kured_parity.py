@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,49 @@ def test_the_pending_taint_can_be_switched_off(env: PitstopEnv) -> None:
 
         env.wait(finished, "both Done", 120)
     assert "pitstop.dev/reboot-pending" not in seen
+
+
+def second_tuesdays(after: date, count: int) -> list[date]:
+    found: list[date] = []
+    year, month = after.year, after.month
+    while len(found) < count:
+        tuesdays = [
+            day
+            for day in range(1, calendar.monthrange(year, month)[1] + 1)
+            if date(year, month, day).weekday() == 1
+        ]
+        candidate = date(year, month, tuesdays[1])
+        if candidate >= after:
+            found.append(candidate)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return found
+
+
+def test_a_second_tuesday_window_is_accepted_and_pitstop_plan_shows_its_openings(
+    env: PitstopEnv,
+) -> None:
+    env.add_nodes(1, zones=1)
+    window = env.window(
+        "patch-tuesday",
+        {
+            "schedule": {
+                "timeZone": "UTC",
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 2}], "start": "22:00", "end": "23:59"}
+                ],
+            }
+        },
+    )
+    stored = env.get_window(window)["spec"]["schedule"]["windows"][0]
+    assert stored["monthly"] == [{"weekday": "Tue", "nth": 2}]
+    now = datetime.now(UTC)
+    nights = [
+        datetime.combine(day, time(22, 0), tzinfo=UTC)
+        for day in second_tuesdays(now.date().replace(day=1), 5)
+    ]
+    expected = [f"{night:%Y-%m-%dT%H:%M:%SZ}" for night in nights if night > now][:3]
+    plan = pitstop_plan(env)
+    block = plan.split(f"Window {window}")[1].split("\nWindow ")[0]
+    line = next(text for text in block.splitlines() if "next openings:" in text)
+    shown = line.split("next openings:")[1].split("; ")
+    assert [text.strip() for text in shown] == expected, plan
