@@ -132,7 +132,14 @@ def run_plan(arguments: argparse.Namespace) -> int:
         handle.close()
     if held:
         report = preview(snapshot, now, node_blockers=held)
-    if arguments.output == "text":
+    if arguments.notify_preview:
+        from brain.notify_preview import render_preview
+
+        governed: dict[str, list[str]] = {}
+        for node, window in report.plan.governing.items():
+            governed.setdefault(window, []).append(node)
+        sys.stdout.write(render_preview(report.specs, arguments.cluster_name, governed))
+    elif arguments.output == "text":
         sys.stdout.write(render(report))
     else:
         sys.stdout.write(render_document(plan_document(report), arguments.output))
@@ -156,6 +163,17 @@ def register_plan(subcommands: Any) -> None:
         default="text",
         type=str.lower,
         help="text (default), or json / yaml for scripts (schema: docs/operations.md)",
+    )
+    parser.add_argument(
+        "--notify-preview",
+        action="store_true",
+        help="instead of the plan: each window's notifications (notify.title/body templates)"
+        " rendered with sample values",
+    )
+    parser.add_argument(
+        "--cluster-name",
+        default=os.environ.get("PITSTOP_CLUSTER_NAME", ""),
+        help="$cluster in the preview: the brain's clusterName (env PITSTOP_CLUSTER_NAME)",
     )
     parser.set_defaults(handler=run_plan)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from brain import drain, node_updates, reboot_job
+from brain import drain, node_health, node_updates, reboot_job
 from brain.blockers.pods import label_selector_text
 from brain.events import EventRecorder, node_reference, window_reference
 from brain.hooks import Hook, HookCaller, HookEndpoint, HookState
@@ -494,6 +494,8 @@ class NodeFlow:
                 else:
                     self.wake(HEALTH_GATE_POLL_SECONDS)
                 return
+        if not await self._daemonsets_ready(name, lease, spec, now):
+            return
         await self._finish(
             name,
             lease,
@@ -505,6 +507,23 @@ class NodeFlow:
             succeeded=True,
             spec=spec,
         )
+
+    async def _daemonsets_ready(
+        self, name: str, lease: NodeLease, spec: WindowSpec, now: datetime
+    ) -> bool:
+        """healthGate.daemonSetsReady: the node's DaemonSet pods Ready, within the gate's time."""
+        if not spec.reboot.health_gate.daemon_sets_ready:
+            return True
+        ready, message = await node_health.daemonset_pods_ready(self.kube.api_client, name)
+        if ready:
+            return True
+        if lease.deadline is not None and now >= lease.deadline:
+            await self._fail(
+                name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {message}"
+            )
+        else:
+            self.wake(HEALTH_GATE_POLL_SECONDS)
+        return False
 
     async def _failed(
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime

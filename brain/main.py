@@ -54,7 +54,9 @@ class Brain:
             on_conflict=self.metrics.lock_conflicts.inc,
         )
         self.events = EventRecorder(self.kube, host=socket.gethostname())
-        self.observer = BrainObserver(self.kube, settings.namespace, self.metrics)
+        self.observer = BrainObserver(
+            self.kube, settings.namespace, self.metrics, cluster_name=settings.cluster_name
+        )
         self._wakers: dict[str, asyncio.Event] = {}
         self.flow = NodeFlow(
             self.kube,

@@ -33,6 +33,8 @@ class BrainSettings(BaseModel):
     # with the brain on it (a single-node cluster), an evicted brain could not come back to
     # uncordon; kept, it restarts with the node and resumes from the lock.
     pod_name: str = Field(default="", max_length=253)
+    # The cluster's name for people: `$cluster` in notification templates (chart clusterName).
+    cluster_name: str = Field(default="", max_length=253)
 
     # Levels and formats in any case (`info`, `INFO`), as the detector and the chart accept them.
     @field_validator("log_level", mode="before")
@@ -75,6 +77,11 @@ SOURCES: dict[str, tuple[str, str, str]] = {
     ),
     "log_format": ("PITSTOP_LOG_FORMAT", "--log-format", "text or json (one object per line)"),
     "pod_name": ("PITSTOP_POD_NAME", "--pod-name", "the brain's own pod name (downward API)"),
+    "cluster_name": (
+        "PITSTOP_CLUSTER_NAME",
+        "--cluster-name",
+        "the cluster's name, $cluster in notification templates",
+    ),
 }
 
 

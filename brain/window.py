@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import math
 import re
+import string
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
@@ -76,6 +77,12 @@ MESSAGE_LABEL_KEYS: Final = (
 MESSAGE_LABEL_VALUES: Final = (
     "label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending"
     " with a letter or digit"
+)
+# Placeholders a notification template may use (string.Template: $name or ${name}).
+TEMPLATE_PLACEHOLDERS: Final = ("cluster", "window", "node", "event", "phase", "reason", "message")
+MESSAGE_TEMPLATE: Final = (
+    "a template may use only $cluster, $window, $node, $event, $phase, $reason and $message"
+    " ($$ for a dollar sign)"
 )
 MESSAGE_TAINT_KEY: Final = "must be a qualified name like example.com/reboot-pending"
 
@@ -447,6 +454,8 @@ class RebootMethod(StrEnum):
 
 class HealthGate(_ApiModel):
     pods_ready: StrictBool = True
+    # The node's own DaemonSet pods (CNI, CSI, log shippers) Ready before the uncordon.
+    daemon_sets_ready: StrictBool = True
     timeout: PositiveDuration = timedelta(minutes=10)
 
 
@@ -532,11 +541,30 @@ class SecretKeyRef(_ApiModel):
     key: str = Field(default="urls", min_length=1, max_length=253)
 
 
+def _validate_template(text: str) -> str:
+    """Only known placeholders, well formed: the API server can check the length only, so a
+    window with a bad template is reported invalid by the brain (Ready False) and not acted on."""
+    template = string.Template(text)
+    if not template.is_valid() or any(
+        name not in TEMPLATE_PLACEHOLDERS for name in template.get_identifiers()
+    ):
+        unknown = sorted(set(template.get_identifiers()) - set(TEMPLATE_PLACEHOLDERS))
+        found = f" (found {', '.join('$' + name for name in unknown)})" if unknown else ""
+        raise ValueError(MESSAGE_TEMPLATE + found)
+    return text
+
+
+NotifyTemplate = Annotated[str, Field(max_length=4096), AfterValidator(_validate_template)]
+
+
 class Notify(_ApiModel):
     secret_ref: SecretKeyRef
     events: list[NotifyEvent] = Field(
         default_factory=lambda: [NotifyEvent.SUCCEEDED, NotifyEvent.FAILED], max_length=7
     )
+    # kured's --message-template-*: the notification's title and body, in place of the built-in.
+    title: NotifyTemplate | None = None
+    body: NotifyTemplate | None = None
 
 
 class EmergencyDrain(StrEnum):

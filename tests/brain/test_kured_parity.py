@@ -7,6 +7,7 @@ from typing import Any
 
 from brain import node_updates
 from brain.lock import LockState
+from brain.node_health import daemonset_pods_not_ready
 from brain.node_view import NodeView, Taint
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.planner import HoldReason, NamedWindow, make_plan
@@ -185,3 +186,25 @@ def test_the_plan_lists_the_next_patch_tuesday_openings() -> None:
         "next openings: 2026-01-13 22:00 CET (2026-01-13T21:00:00Z); 2026-02-10 22:00 CET"
         " (2026-02-10T21:00:00Z); 2026-03-10 22:00 CET (2026-03-10T21:00:00Z)"
     ) in text
+
+
+def pod(name: str, owner: str | None, ready: bool, deleting: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": "ns"}
+    if owner is not None:
+        metadata["ownerReferences"] = [{"kind": owner, "name": "x", "controller": True}]
+    if deleting:
+        metadata["deletionTimestamp"] = "2025-06-04T12:00:00Z"
+    status = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    return {"metadata": metadata, "status": status}
+
+
+def test_only_daemonset_pods_that_are_not_ready_hold_the_gate() -> None:
+    pods = [
+        pod("cni", "DaemonSet", ready=False),
+        pod("logs", "DaemonSet", ready=True),
+        pod("web", "ReplicaSet", ready=False),  # the drain's business, not this check's
+        pod("bare", None, ready=False),
+        pod("old-csi", "DaemonSet", ready=False, deleting=True),
+    ]
+    assert daemonset_pods_not_ready(pods) == ["ns/cni"]
+    assert daemonset_pods_not_ready([pod("logs", "DaemonSet", ready=True)]) == []

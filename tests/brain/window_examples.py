@@ -294,7 +294,26 @@ VALID += [
         },
     ),
 ]
+# kured parity: notification templates (the API server checks their length; the placeholders
+# only pydantic: see tests/brain/test_notify_templates.py).
+VALID += [
+    Example(
+        "notification templates",
+        {
+            "notify": {
+                "secretRef": {"name": "apprise"},
+                "title": "[$cluster] $event: $node",
+                "body": "${window}: $node is $phase ($reason: $message), costs $$0",
+            }
+        },
+    ),
+]
 INVALID += [
+    Example(
+        "a notification title of 5000 characters",
+        {"notify": {"secretRef": {"name": "apprise"}, "title": "x" * 5000}},
+        ("too long", "at most 4096"),
+    ),
     Example(
         "a monthly weekday without nth",
         {
