@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from brain import node_updates
+from brain.kured_convert import (
+    BOOLEAN_FLAGS,
+    HANDLED,
+    KURED_DEFAULTS,
+    NO_EQUIVALENT,
+    convert,
+    parse_flag_list,
+)
 from brain.lock import LockState
 from brain.node_health import daemonset_pods_not_ready
 from brain.node_view import NodeView, Taint
@@ -208,3 +218,60 @@ def test_only_daemonset_pods_that_are_not_ready_hold_the_gate() -> None:
     ]
     assert daemonset_pods_not_ready(pods) == ["ns/cni"]
     assert daemonset_pods_not_ready([pod("logs", "DaemonSet", ready=True)]) == []
+
+
+# --- convert-kured: every kured flag is mapped or explained, and the README table agrees. -------
+
+KNOWN_FLAGS = set(KURED_DEFAULTS) | set(HANDLED) | set(NO_EQUIVALENT)
+
+
+def test_every_kured_flag_is_mapped_or_explained() -> None:
+    assert set(HANDLED).isdisjoint(NO_EQUIVALENT)
+    assert set(HANDLED) | set(NO_EQUIVALENT) == KNOWN_FLAGS
+    # Every flag set to a non-default value is written into the window or explained in a note.
+    for flag in sorted(NO_EQUIVALENT):
+        value = "true" if flag in BOOLEAN_FLAGS else "something-else"
+        notes = "\n".join(convert({flag: value}).notes)
+        assert f"--{flag}" in notes, flag
+
+
+def test_the_new_mappings_convert_into_a_window_pydantic_accepts() -> None:
+    flags = parse_flag_list(
+        [
+            "--blocking-pod-selector=app=backup",
+            "--pre-reboot-node-labels=example.com/maintenance=rebooting",
+            "--pre-reboot-node-labels=example.com/drained=yes",
+            "--post-reboot-node-labels=example.com/maintenance=done",
+            "--prefer-no-schedule-taint=weave.works/kured-node-reboot",
+            "--notify-url=slack://hook:T0001-B0002-XXXXXXXXXXXXXXXXXXXXXXXX@webhook?channel=ops",
+            "--message-template-uncordon=Node %s is back ($5 well spent)",
+        ]
+    )
+    result = convert(flags)
+    spec = result.window["spec"]
+    assert spec["blockers"]["pods"] == [
+        {"labelSelector": {"matchLabels": {"app": "backup"}}, "scope": "Node"}
+    ]
+    assert spec["reboot"]["nodeLabels"] == {
+        "before": {"example.com/maintenance": "rebooting", "example.com/drained": "yes"},
+        "after": {"example.com/maintenance": "done"},
+    }
+    assert spec["reboot"]["pendingTaint"] == {
+        "key": "weave.works/kured-node-reboot",
+        "effect": "PreferNoSchedule",
+    }
+    assert spec["notify"]["body"] == "Node $node is back ($$5 well spent)"
+    notes = "\n".join(result.notes)
+    assert "--pre-reboot-node-labels example.com/drained: kured left these" in notes
+    parsed = parse_window_spec(spec, "kured")
+    assert parsed.notify is not None and parsed.notify.body == spec["notify"]["body"]
+
+
+def test_the_readme_table_names_every_kured_flag() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("kured flag by flag")[1].split("\n\n")[1]
+    named = set(re.findall(r"`--([a-z-]+)`", table.split("| --- | --- |")[1]))
+    rows = [line for line in table.splitlines() if line.startswith("| `--")]
+    first_column = set(re.findall(r"`--([a-z-]+)`", "\n".join(row.split(" | ")[0] for row in rows)))
+    assert first_column == KNOWN_FLAGS, (KNOWN_FLAGS - first_column, first_column - KNOWN_FLAGS)
+    assert named >= KNOWN_FLAGS

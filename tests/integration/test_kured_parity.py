@@ -18,7 +18,10 @@ from kubernetes import client
 from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_bare_pod, create_namespace, pod_template
+from localcluster.pitstop_processes import DetectorProcess
+from pitstop import contract
 from tests.brain.loopback import Reply, loopback_server
+from tests.detector.rpm_database import require_rpm_tools, rpm_database
 from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv, pitstop_env
 
 pytestmark = pytest.mark.cluster
@@ -317,3 +320,46 @@ def test_the_health_gate_holds_the_uncordon_until_the_daemonset_pod_is_ready(
         env.wait(lambda: window_nodes(env, window, "Done") == {node}, f"{node} Done", 60)
     assert not env.node(node).spec.unschedulable
     client.CoreV1Api(env.api).delete_namespace(workload)
+
+
+def test_the_rpm_sidecar_flags_a_node_from_an_rpm_database(env: PitstopEnv) -> None:
+    require_rpm_tools()
+    (node,) = env.add_nodes(1, zones=1)
+    workdir = env.logs / "rpm"
+    workdir.mkdir()
+    database = rpm_database(workdir, ["glibc", "bash"])
+    shared = workdir / "shared"  # the emptyDir the two containers share
+    shared.mkdir()
+    sentinel = shared / "reboot-required"
+    detector = DetectorProcess(env.plane, node, sentinel, env.logs / "detector.log")
+    detector.start()
+    try:
+        sidecar = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "detector.rpm_check",
+                "--once",
+                f"--dbpath={database}",
+                f"--sentinel={sentinel}",
+                f"--config-dir={workdir / 'none'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        # glibc was installed seconds ago, after this machine (the "host") booted.
+        assert sidecar.returncode == 1, sidecar.stderr
+
+        def flagged() -> bool:
+            metadata = env.node(node).metadata
+            return (metadata.labels or {}).get(
+                contract.REBOOT_REQUIRED_LABEL
+            ) == contract.REBOOT_REQUIRED_VALUE and (metadata.annotations or {}).get(
+                contract.REBOOT_REASON_ANNOTATION
+            ) == "glibc"
+
+        env.wait(flagged, "the node flagged by the detector with the reason glibc", 30)
+    finally:
+        detector.stop()
