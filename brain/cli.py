@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brain.cli_errors import CRD_MISSING, CommandError, run_command
-from brain.lock import LOCK_DATA_KEY, LockState
+from brain.lock import LOCK_DATA_KEY, LockState, LockUnreadableError, parse_lock_data
 from brain.plan_document import OUTPUT_FORMATS, plan_document, render_document
 from brain.plan_report import ClusterSnapshot, PlanPreview, preview, render
 from brain.window import GROUP, PLURAL, VERSION
@@ -97,7 +97,12 @@ def read_lock_state(client_handle: Any, namespace: str, lock_name: str) -> LockS
         if error.status != 404:
             raise
         return LockState()
-    return LockState.from_json((config_map.data or {}).get(LOCK_DATA_KEY))
+    try:
+        return parse_lock_data(
+            (config_map.data or {}).get(LOCK_DATA_KEY), f"{namespace}/{lock_name}"
+        )
+    except LockUnreadableError as error:
+        raise CommandError(f"{error} (the brain decides nothing until it is fixed)") from None
 
 
 def read_node_blockers(client_handle: Any, report: PlanPreview) -> dict[str, str]:

@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
+from brain.window import MAX_DELAY_BETWEEN_NODES, MAX_DRAIN_TIMEOUT
 from pitstop import contract
 
 API_VERSION = "pitstop.dev/v1alpha1"
@@ -714,10 +715,27 @@ def _schedule(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) 
     spec["schedule"] = schedule
 
 
+def _at_most(seconds: float, limit: float, flag: str, field: str, notes: list[str]) -> float:
+    """A kured duration within the window field's range (the API server refuses more)."""
+    if seconds <= limit:
+        return seconds
+    notes.append(
+        f"{flag}={format_duration(seconds)} is longer than a window's {field} may be:"
+        f" written as its maximum, {format_duration(limit)}"
+    )
+    return limit
+
+
 def _drain(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) -> None:
     # kured drains like `kubectl drain --force --delete-emptydir-data --ignore-daemonsets`.
     drain: dict[str, Any] = {"force": True, "deleteEmptyDirData": True}
-    timeout = parse_go_duration(_flag(flags, "drain-timeout"))
+    timeout = _at_most(
+        parse_go_duration(_flag(flags, "drain-timeout")),
+        MAX_DRAIN_TIMEOUT.total_seconds(),
+        "--drain-timeout",
+        "drain.timeout",
+        notes,
+    )
     if timeout > 0:
         drain["timeout"] = format_duration(timeout)
     else:
@@ -774,7 +792,13 @@ def _reboot(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) ->
         reboot["method"] = "Command"
     else:
         raise ConversionError(f"--reboot-method: {method!r} is neither command nor signal")
-    delay = parse_go_duration(_flag(flags, "lock-release-delay"))
+    delay = _at_most(
+        parse_go_duration(_flag(flags, "lock-release-delay")),
+        MAX_DELAY_BETWEEN_NODES.total_seconds(),
+        "--lock-release-delay",
+        "reboot.delayBetweenNodes",
+        notes,
+    )
     if delay > 0:
         reboot["delayBetweenNodes"] = format_duration(delay)
     _node_labels(flags, reboot, notes)

@@ -25,8 +25,10 @@ import kopf
 from brain.cli_errors import run_command
 from brain.events import EventRecorder
 from brain.flow import NodeFlow
+from brain.job_check import RebootJobCheck
 from brain.kube import Kube, make_api_client
 from brain.lock import LockStore
+from brain.lock_rebuild import LockRebuilder
 from brain.metrics import BrainMetrics, MetricsServer, start_metrics_server
 from brain.node_view import NodeView, node_view_from_object
 from brain.observer import BrainObserver
@@ -47,13 +49,20 @@ class Brain:
         self.settings = settings
         self.metrics = BrainMetrics()
         self.kube = Kube(make_api_client(), on_error=lambda _: self.metrics.api_errors.inc())
+        self.events = EventRecorder(self.kube, host=socket.gethostname())
         self.lock = LockStore(
             self.kube,
             settings.namespace,
             settings.lock_name,
             on_conflict=self.metrics.lock_conflicts.inc,
+            # A deleted lock is rebuilt from the nodes' marks and the reboot Jobs.
+            rebuild=LockRebuilder(
+                self.kube,
+                self.events,
+                settings.job_namespace,
+                f"{settings.namespace}/{settings.lock_name}",
+            ),
         )
-        self.events = EventRecorder(self.kube, host=socket.gethostname())
         self.observer = BrainObserver(
             self.kube, settings.namespace, self.metrics, cluster_name=settings.cluster_name
         )
@@ -77,6 +86,7 @@ class Brain:
             on_plan=self.observer.plan,
             on_window_event=self.observer.window_event,
             prepare_window=self.observer.prepare,
+            check_reboot_job=RebootJobCheck(self.kube, settings),
         )
         self.metrics_server: MetricsServer | None = None
         self.last_housekeeping = time.monotonic()
@@ -239,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     def preflight() -> int:
-        check_cluster(settings)
+        warning = check_cluster(settings)
+        if warning:
+            print(f"pitstop-brain: {warning}", file=sys.stderr, flush=True)
         return 0
 
     exit_code = run_command("pitstop-brain", preflight)

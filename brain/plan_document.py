@@ -134,6 +134,10 @@ def plan_document(preview: PlanPreview) -> dict[str, Any]:
         "invalidWindows": [
             {"name": name, "problems": why} for name, why in sorted(preview.invalid.items())
         ],
+        # Windows the planner failed on (their nodes start nothing; the brain shows Degraded).
+        "failedWindows": [
+            {"name": name, "error": why} for name, why in sorted(preview.plan.errors.items())
+        ],
         "conflicts": [
             {
                 "node": conflict.node,

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from brain.lock import LockState
 from brain.node_view import NodeView, node_view_from_object
-from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
+from brain.planner import NamedWindow, Plan, WindowPlan, describe_error, make_plan
 from brain.schedule import upcoming_openings
 from brain.window import PodBlockerScope, WindowSpec, WindowSpecError, parse_window_object
 
@@ -72,7 +72,10 @@ def preview(
 def _when(moment: datetime | None, zone: ZoneInfo) -> str:
     if moment is None:
         return "not within the next 400 days"
-    local = moment.astimezone(zone)
+    try:
+        local = moment.astimezone(zone)
+    except OverflowError:  # a saturated moment (see brain.clock): shown in UTC only
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     utc = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if zone.key == "UTC":
         return utc
@@ -208,7 +211,14 @@ def render(preview: PlanPreview) -> str:
     if not preview.plan.windows and not preview.invalid:
         lines.append("No NodesMaintenanceWindow exists: no node will be rebooted.")
     for window_plan in preview.plan.windows:
-        lines.extend(_render_window(window_plan, preview.specs[window_plan.name], preview))
+        try:
+            lines.extend(_render_window(window_plan, preview.specs[window_plan.name], preview))
+        except Exception as error:  # one window's odd values never hide the others
+            lines.append(f"Window {window_plan.name}: cannot be shown: {describe_error(error)}")
+        lines.append("")
+    if preview.plan.errors:
+        lines.append("Windows the planner failed on (Degraded; none of their nodes starts):")
+        lines.extend(f"  {name}: {why}" for name, why in sorted(preview.plan.errors.items()))
         lines.append("")
     if preview.invalid:
         lines.append("Invalid windows (the brain does not act on them):")

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 
+from brain.clock import plus
 from brain.lock import LockState, NodeLease
 from brain.node_view import NodeView, believable_since
 from brain.phase import IN_MAINTENANCE, Phase
@@ -165,6 +166,9 @@ class Plan:
     windows: tuple[WindowPlan, ...]
     governing: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     conflicts: tuple[Conflict, ...] = ()
+    # Windows the planner failed on (name -> the error, one line): they have no WindowPlan,
+    # start nothing, and keep governing their nodes; every other window is planned as usual.
+    errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def window(self, name: str) -> WindowPlan:
         for window_plan in self.windows:
@@ -404,7 +408,7 @@ def _plan_window(
     record = lock.windows.get(name)
     delay_until: datetime | None = None
     if record is not None and record.last_finished is not None:
-        candidate = _as_aware(record.last_finished) + spec.reboot.delay_between_nodes
+        candidate = plus(_as_aware(record.last_finished), spec.reboot.delay_between_nodes)
         if candidate > now:
             delay_until = candidate
 
@@ -557,23 +561,36 @@ def make_plan(
     ordered_nodes = [nodes_by_name[name] for name in sorted(nodes_by_name)]
     governing, conflicts = assign_windows(ordered_windows, ordered_nodes)
     blockers = blockers or {}
-    window_plans = tuple(
-        _plan_window(
-            window,
-            nodes_by_name,
-            governing,
-            conflicts,
-            lock,
-            now,
-            blockers.get(window.name),
-            resting,
-            node_blockers or {},
-        )
-        for window in ordered_windows
-    )
+    window_plans: list[WindowPlan] = []
+    errors: dict[str, str] = {}
+    for window in ordered_windows:
+        # One window's spec or lock record can never break the plan of another.
+        try:
+            window_plans.append(
+                _plan_window(
+                    window,
+                    nodes_by_name,
+                    governing,
+                    conflicts,
+                    lock,
+                    now,
+                    blockers.get(window.name),
+                    resting,
+                    node_blockers or {},
+                )
+            )
+        except Exception as error:  # reported per window, never raised
+            errors[window.name] = describe_error(error)
     return Plan(
         now=now,
-        windows=window_plans,
+        windows=tuple(window_plans),
         governing=MappingProxyType(dict(sorted(governing.items()))),
         conflicts=tuple(conflicts),
+        errors=MappingProxyType(errors),
     )
+
+
+def describe_error(error: BaseException) -> str:
+    """An error in one line: its type and the first line of its text."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -2,7 +2,11 @@
 
 Without these reads succeeding kopf would log the same failure in a loop (or wait forever for
 a CRD); a person reads one line on stderr instead: no kubeconfig, the API server unreachable,
-a denied request (naming verb and resource), the CRD not installed, an unreadable lock.
+a denied request (naming verb and resource), the CRD not installed.
+
+An unreadable lock is different: the brain starts anyway and says so in one line, because only
+a running brain can tell every window (Degraded LockUnreadable) and resume once a person fixes
+the data; a brain that exited would crash-loop and leave the windows' status saying nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from brain.cli_errors import CRD_MISSING, CommandError
+from brain.cli_errors import CRD_MISSING, CommandError, describe
 from brain.kube import make_api_client
 from brain.lock import LOCK_DATA_KEY, LockState
 from brain.settings import BrainSettings
@@ -19,8 +23,9 @@ from brain.window import GROUP, PLURAL, VERSION
 PROBE_TIMEOUT_SECONDS = 15
 
 
-def check_cluster(settings: BrainSettings) -> None:
-    """Raise (ConfigException, ApiException, urllib3 errors, CommandError) what would stop us."""
+def check_cluster(settings: BrainSettings) -> str | None:
+    """Raise (ConfigException, ApiException, urllib3 errors, CommandError) what would stop us;
+    return a one-line warning for what the running brain handles itself (an unreadable lock)."""
     api_client = make_api_client()
     try:
         core = client.CoreV1Api(api_client)
@@ -41,6 +46,15 @@ def check_cluster(settings: BrainSettings) -> None:
             if error.status != 404:  # no lock yet: the first write creates it
                 raise
         else:
-            LockState.from_json((lock.data or {}).get(LOCK_DATA_KEY))
+            try:
+                LockState.from_json((lock.data or {}).get(LOCK_DATA_KEY))
+            except Exception as error:
+                described = describe(error)
+                if described is None:
+                    raise
+                return f"{described[0]}; starting anyway: every window shows Degraded " + (
+                    "LockUnreadable until the data is fixed"
+                )
+        return None
     finally:
         api_client.close()

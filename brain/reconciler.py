@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from brain import node_updates
+from brain.clock import plus
 from brain.events import EventRecorder, window_reference
 from brain.flow import HandOff, NodeFlow
 from brain.kube import Kube
-from brain.lock import LockState, LockStore, NodeLease, WindowRecord
+from brain.lock import LockState, LockStore, LockUnreadableError, NodeLease, WindowRecord
 from brain.node_view import NodeView, Taint
 from brain.phase import Phase
 from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
-from brain.status import invalid_status, window_status
+from brain.status import degraded_status, invalid_status, window_status
 from brain.window import (
     Condition,
     ConditionStatus,
@@ -38,6 +39,8 @@ log = logging.getLogger("pitstop.reconciler")
 GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
+# Why the window's reboot Job would be refused (brain/job_check.py), or None.
+JobCheck = Callable[[str, WindowSpec], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -106,21 +109,45 @@ class WindowReconciler:
     on_plan: Callable[[Plan, LockState, list[NodeView]], None] | None = None
     prepare_window: Callable[[str, WindowSpec], Any] | None = None
     on_window_event: Callable[[str, str, str], None] | None = None
+    check_reboot_job: JobCheck | None = None
     _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     _status_written_at: dict[str, float] = field(default_factory=dict)
+    _plan_errors: dict[str, str] = field(default_factory=dict)  # logged once per error
 
     async def reconcile(
         self, name: str, windows: Mapping[str, WindowEntry], nodes: Iterable[NodeView]
     ) -> None:
+        """One pass for window `name`. An unreadable lock makes it Degraded (no step is taken,
+        nothing is written to the lock) and the pass is tried again after the lock's back-off."""
+        try:
+            await self._reconcile(name, windows, list(nodes))
+        except LockUnreadableError as error:
+            entry = windows.get(name)
+            if entry is not None:
+                await self._write_status(
+                    entry,
+                    degraded_status(
+                        entry.status, entry.generation, "LockUnreadable", str(error), utc_now()
+                    ),
+                )
+            self.flow.wake(max(self.lock.seconds_until_retry(), 0.1))
+
+    async def _reconcile(
+        self, name: str, windows: Mapping[str, WindowEntry], node_list: list[NodeView]
+    ) -> None:
         entry = windows.get(name)
         now = utc_now()
-        node_list = list(nodes)
         self.flow.window_uids.update({key: value.uid for key, value in windows.items()})
         self.flow.node_uids.update({node.name: node.uid for node in node_list})
         valid, invalid = self._parse(windows)
         lock = await self.lock.read()
         if entry is None:
             return
+        if name in valid and self.check_reboot_job is not None:
+            # A window whose reboot Job would be refused is invalid before a node is touched.
+            refusal = await self.check_reboot_job(name, valid[name].spec)
+            if refusal:
+                invalid[name] = f"NodesMaintenanceWindow {name!r} cannot be carried out: {refusal}"
         if name in invalid:
             await self._write_status(
                 entry,
@@ -132,6 +159,10 @@ class WindowReconciler:
         if self.prepare_window is not None:
             await self.prepare_window(name, spec)
         plan = make_plan(list(valid.values()), node_list, lock, now)
+        if name in plan.errors:
+            await self._plan_failed(entry, plan.errors[name], lock, node_list, spec, now)
+            return
+        self._plan_errors.pop(name, None)
         window_plan = plan.window(name)
         blockers: dict[str, str | None] = {}
         held_nodes: dict[str, str] = {}  # scope-Node blockers: node -> why only it waits
@@ -168,6 +199,9 @@ class WindowReconciler:
             self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
         plan = make_plan(list(valid.values()), node_list, lock, utc_now(), blockers, held_nodes)
+        if name in plan.errors:
+            await self._plan_failed(entry, plan.errors[name], lock, node_list, spec, utc_now())
+            return
         window_plan = plan.window(name)
         if self.on_plan is not None:
             self.on_plan(plan, lock, node_list)
@@ -176,20 +210,43 @@ class WindowReconciler:
         )
         await self._write_status(entry, status)
 
+    async def _plan_failed(
+        self,
+        entry: WindowEntry,
+        error: str,
+        lock: LockState,
+        nodes: list[NodeView],
+        spec: WindowSpec,
+        now: datetime,
+    ) -> None:
+        """The planner failed on this window alone (its spec or its record in the lock): its
+        nodes in flight still finish, nothing of it starts, it is Degraded with the error."""
+        if self._plan_errors.get(entry.name) != error:
+            log.warning("window %s: its plan failed, nothing of it starts: %s", entry.name, error)
+            self._plan_errors[entry.name] = error
+        await self._advance_leases(entry.name, lock, nodes, spec, now)
+        message = f"the brain cannot plan this window: {error}"
+        await self._write_status(
+            entry, degraded_status(entry.status, entry.generation, "PlanFailed", message, now)
+        )
+
     async def reconcile_orphans(
         self, windows: Mapping[str, WindowEntry], nodes: Iterable[NodeView]
     ) -> None:
         """Nodes in flight whose window was deleted finish with the spec they started with."""
-        lock = await self.lock.read()
-        node_list = list(nodes)
-        orphans = {lease.window for lease in lock.nodes.values() if lease.window not in windows}
-        for window in orphans:
-            record = lock.windows.get(window, WindowRecord())
-            try:
-                spec = parse_window_spec(record.spec or {}, window)
-            except WindowSpecError:
-                spec = WindowSpec()
-            await self._advance_leases(window, lock, node_list, spec, utc_now())
+        try:
+            lock = await self.lock.read()
+            node_list = list(nodes)
+            orphans = {lease.window for lease in lock.nodes.values() if lease.window not in windows}
+            for window in orphans:
+                record = lock.windows.get(window, WindowRecord())
+                try:
+                    spec = parse_window_spec(record.spec or {}, window)
+                except WindowSpecError:
+                    spec = WindowSpec()
+                await self._advance_leases(window, lock, node_list, spec, utc_now())
+        except LockUnreadableError:
+            return  # the lock logs it (once per back-off); each window shows it as Degraded
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -262,9 +319,12 @@ class WindowReconciler:
                 replace(node, unschedulable=False) if node.name == uncordoned else node
                 for node in nodes
             ]
-            fresh = make_plan(
+            fresh_plan = make_plan(
                 list(windows.values()), current, state, now, blockers, held_nodes
-            ).window(name)
+            )
+            if name in fresh_plan.errors:
+                return []
+            fresh = fresh_plan.window(name)
             for start in fresh.starts:
                 node = by_name[start.node]
                 state.nodes[start.node] = NodeLease(
@@ -273,7 +333,7 @@ class WindowReconciler:
                     since=now,
                     boot_id_before=node.boot_id,
                     was_cordoned=node.unschedulable,
-                    deadline=now + spec.drain.timeout,
+                    deadline=plus(now, spec.drain.timeout),
                     emergency=start.emergency,
                     domain=start.domain,
                     message="admitted: cordoning and draining",
@@ -343,6 +403,8 @@ class WindowReconciler:
         ]
         results = await asyncio.gather(*steps, return_exceptions=True)
         for result in results:
+            if isinstance(result, LockUnreadableError):
+                raise result  # told once by the lock and by the window's status, not per node
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.warning("window %s: a node step failed, retried next pass: %r", window, result)
 
@@ -381,7 +443,8 @@ class WindowReconciler:
             kind = ConditionType(condition.type)
             old = _condition_status(before, kind)
             new = str(condition.status)
-            if old == new or (not old and new == "False"):
+            # A condition False from the start is no news, except Ready: an invalid new window.
+            if old == new or (not old and new == "False" and kind != ConditionType.READY):
                 continue
             event = WINDOW_EVENTS.get((kind, new))
             if event is not None:

@@ -6,12 +6,13 @@ requests; conditions keep their lastTransitionTime until their status really cha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from brain.lock import LockState
 from brain.phase import Phase
-from brain.planner import WindowPlan
+from brain.planner import HoldReason, WindowPlan
 from brain.window import (
     Condition,
     ConditionStatus,
@@ -34,6 +35,51 @@ def invalid_status(
         previous, ConditionType.READY, FALSE, "InvalidSpec", message, now, generation
     )
     return WindowStatus(observed_generation=generation, conditions=conditions)
+
+
+def retrying_nodes(plan: WindowPlan, lock: LockState, now: datetime) -> dict[str, datetime]:
+    """Flagged nodes resting until a retry (after an aborted drain), with when they may go.
+
+    They still need their reboot, so they count as pending: a window with one is not done.
+    (A node resting because it was rebooted at its current boot and is still flagged from
+    before is handled: it is not counted.)
+    """
+    resting = {held.node for held in plan.held_back if held.reason is HoldReason.RESTING}
+    retrying: dict[str, datetime] = {}
+    for record in lock.windows.values():
+        for name, until in record.retry_after.items():
+            if name in resting and until > now:
+                retrying[name] = max(until, retrying.get(name, until))
+    return retrying
+
+
+def degraded_status(
+    previous: Mapping[str, Any],
+    generation: int,
+    reason: str,
+    message: str,
+    now: datetime,
+) -> WindowStatus:
+    """The brain cannot plan this window (`reason`: LockUnreadable, PlanFailed): Degraded, and
+    Progressing False for the same reason. Counts and nodes stay as they were shown: nothing is
+    known to have moved, and nothing of this window starts."""
+    try:
+        shown = WindowStatus.model_validate(previous)
+    except ValueError:
+        shown = WindowStatus()
+    conditions = set_condition(
+        shown.conditions, ConditionType.DEGRADED, TRUE, reason, message, now, generation
+    )
+    conditions = set_condition(
+        conditions,
+        ConditionType.PROGRESSING,
+        FALSE,
+        reason,
+        "no node of this window starts until the brain can plan it again",
+        now,
+        generation,
+    )
+    return shown.model_copy(update={"observed_generation": generation, "conditions": conditions})
 
 
 def window_status(
@@ -61,16 +107,32 @@ def window_status(
 
     failed = list(plan.failed)
     active = [name for name in plan.in_maintenance if name not in failed]
+    retrying = retrying_nodes(plan, lock, now)
+    pending_count = len(plan.pending) + len(retrying)
+    resting_text = "; ".join(
+        f"{name} rests until {until:%Y-%m-%dT%H:%M:%SZ} (its drain was aborted)"
+        for name, until in sorted(retrying.items())[:5]
+    )
     if active:
         put(
             ConditionType.PROGRESSING,
             TRUE,
             "Rebooting",
-            f"{len(active)} in maintenance ({', '.join(active[:5])}), {len(plan.pending)} pending",
+            f"{len(active)} in maintenance ({', '.join(active[:5])}), {pending_count} pending",
         )
     elif plan.pending:
         reason = "Waiting" if (plan.is_open and not plan.suspended) else "WaitingForWindow"
-        put(ConditionType.PROGRESSING, FALSE, reason, f"{len(plan.pending)} pending")
+        extra = f"; {resting_text}" if resting_text else ""
+        put(ConditionType.PROGRESSING, FALSE, reason, f"{pending_count} pending{extra}")
+    elif retrying:
+        put(ConditionType.PROGRESSING, FALSE, "Resting", resting_text)
+    elif failed:
+        put(
+            ConditionType.PROGRESSING,
+            FALSE,
+            "Paused",
+            f"paused by failed node(s) {', '.join(failed[:5])}",
+        )
     else:
         put(ConditionType.PROGRESSING, FALSE, "Idle", "no node needs a reboot")
 
@@ -124,6 +186,18 @@ def window_status(
         nodes.append(
             NodeStatus(name=pending.name, phase=Phase.PENDING, since=pending.since, message=message)
         )
+    outcomes = sorted(
+        (entry for record in lock.windows.values() for entry in record.completed),
+        key=lambda entry: entry.finished,
+    )
+    last_outcome = {entry.node: entry for entry in outcomes}
+    for name in sorted(retrying):
+        outcome = last_outcome.get(name)
+        why = f"{outcome.result}: {outcome.message}; " if outcome is not None else ""
+        since = outcome.finished if outcome is not None else None
+        nodes.append(
+            NodeStatus(name=name, phase=Phase.PENDING, since=since, message=why + held[name])
+        )
     record = lock.windows.get(plan.name)
     done = 0
     if record is not None:
@@ -154,7 +228,7 @@ def window_status(
         nodes=nodes,
         counts=Counts(
             governed=len(plan.governed),
-            pending=len(plan.pending),
+            pending=pending_count,
             in_maintenance=len(plan.in_maintenance),
             done=done,
             failed=len(failed),

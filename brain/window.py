@@ -69,7 +69,6 @@ MESSAGE_TIMESTAMP: Final = (
     "must be an RFC 3339 date-time with seconds and a time zone offset, like 2025-12-24T22:00:00Z"
 )
 MESSAGE_DURATION: Final = "must be a duration made of whole h, m, s or ms, like 90s, 15m or 1h30m"
-MESSAGE_POSITIVE_DURATION: Final = "must be longer than 0s"
 MESSAGE_URL: Final = "must be an http:// or https:// URL"
 MESSAGE_LABEL_KEYS: Final = (
     "label keys must be qualified names like example.com/rebooting, outside pitstop.dev/"
@@ -95,6 +94,12 @@ TIMESTAMP_PATTERN: Final = (
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 DURATION_PATTERN: Final = r"^([0-9]+(ms|h|m|s))+$"
+MAX_DURATION_LENGTH: Final = 32  # the CRD's maxLength of every duration
+# Durations CEL's duration() can convert without overflowing (it fails past ~2562047h with a
+# bare "type conversion error"): few enough digits per part that 32 characters stay far below.
+# Every value in range has this shape, so a range rule that also requires it says "at most ..."
+# for a huge value instead of failing to convert it.
+CONVERTIBLE_DURATION_PATTERN: Final = r"^(0*([0-9]{1,5}h|[0-9]{1,7}m|[0-9]{1,9}s|[0-9]{1,12}ms))+$"
 PERCENT_PATTERN: Final = r"^(100|[1-9][0-9]?)%$"
 URL_PATTERN: Final = r"^https?://[^ ]+$"
 QUALIFIED_NAME_PATTERN: Final = (
@@ -102,6 +107,7 @@ QUALIFIED_NAME_PATTERN: Final = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 LABEL_VALUE_PATTERN: Final = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+CONTAINER_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1123 label
 
 Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 WEEKDAYS: Final[tuple[Weekday, ...]] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -118,6 +124,10 @@ _DURATION_UNITS: Final = {
 # --- Scalar types: each parses the API's string form and serializes back to it. -------------
 
 
+class DurationTooLongError(ValueError):
+    """A well-formed duration beyond what a timedelta holds (about 2.7 million years)."""
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse a Go-style duration ("1h30m", "90s", "0s") into a timedelta."""
     if not re.fullmatch(DURATION_PATTERN, text):
@@ -128,7 +138,7 @@ def parse_duration(text: str) -> timedelta:
             timedelta(),
         )
     except OverflowError as error:
-        raise ValueError(f"{MESSAGE_DURATION} (too long)") from error
+        raise DurationTooLongError(f"{MESSAGE_DURATION} (too long)") from error
 
 
 def format_duration(value: timedelta) -> str:
@@ -152,18 +162,56 @@ def _validate_duration(value: object) -> timedelta:
     return parse_duration(value)
 
 
-def _require_positive(value: timedelta) -> timedelta:
-    if value <= timedelta():
-        raise ValueError(MESSAGE_POSITIVE_DURATION)
-    return value
+def duration_range_message(maximum: timedelta, positive: bool) -> str:
+    """The message of a duration out of its range, the same in the CRD's CEL rule."""
+    if positive:
+        return f"must be longer than 0s and at most {format_duration(maximum)}"
+    return f"must be from 0s to {format_duration(maximum)}"
 
 
-Duration = Annotated[
-    timedelta,
-    PlainValidator(_validate_duration),
-    PlainSerializer(format_duration, return_type=str),
+def _duration_within(maximum: timedelta, positive: bool = True) -> PlainValidator:
+    """Parse a duration limited to (0s or more, or more than 0s) .. maximum.
+
+    Every duration has a maximum: the brain adds them to timestamps (a deadline, the next start
+    after delayBetweenNodes), and a value of millions of hours would overflow there on every
+    pass instead of being refused once, here.
+    """
+    message = duration_range_message(maximum, positive)
+
+    def validate(value: object) -> timedelta:
+        if isinstance(value, str) and len(value) > MAX_DURATION_LENGTH:
+            raise ValueError(message)  # the CRD's maxLength, which its range rule repeats
+        try:
+            duration = _validate_duration(value)
+        except DurationTooLongError as error:
+            raise ValueError(message) from error
+        if duration > maximum or (positive and duration <= timedelta()):
+            raise ValueError(message)
+        return duration
+
+    return PlainValidator(validate)
+
+
+_AS_DURATION_TEXT: Final = PlainSerializer(format_duration, return_type=str)
+
+# The maxima, also in the CRD (rules and descriptions) and docs/architecture.md.
+MAX_DRAIN_TIMEOUT: Final = timedelta(hours=24)  # as long as gracePeriodSeconds' 86400
+MAX_NODE_RETURN_TIMEOUT: Final = timedelta(hours=24)
+MAX_HEALTH_GATE_TIMEOUT: Final = timedelta(hours=24)
+MAX_HOOK_TIMEOUT: Final = timedelta(minutes=10)  # one call; retries multiply it
+MAX_DELAY_BETWEEN_NODES: Final = timedelta(days=7)
+
+DrainTimeout = Annotated[timedelta, _duration_within(MAX_DRAIN_TIMEOUT), _AS_DURATION_TEXT]
+NodeReturnTimeout = Annotated[
+    timedelta, _duration_within(MAX_NODE_RETURN_TIMEOUT), _AS_DURATION_TEXT
 ]
-PositiveDuration = Annotated[Duration, AfterValidator(_require_positive)]
+HealthGateTimeout = Annotated[
+    timedelta, _duration_within(MAX_HEALTH_GATE_TIMEOUT), _AS_DURATION_TEXT
+]
+HookTimeout = Annotated[timedelta, _duration_within(MAX_HOOK_TIMEOUT), _AS_DURATION_TEXT]
+DelayBetweenNodes = Annotated[
+    timedelta, _duration_within(MAX_DELAY_BETWEEN_NODES, positive=False), _AS_DURATION_TEXT
+]
 
 
 def _validate_time_of_day(value: object) -> time:
@@ -395,9 +443,12 @@ class Schedule(_ApiModel):
 
 
 class Topology(_ApiModel):
-    """A per-domain limit on top of the window's: at most `max_unavailable` per label value."""
+    """A per-domain limit on top of the window's: at most `max_unavailable` per label value.
 
-    key: str = Field(default="topology.kubernetes.io/zone", min_length=1, max_length=317)
+    `key` has no default: a topology that does not say what its domains are is a mistake
+    (a zone default would silently put every node of an unzoned cluster in one domain)."""
+
+    key: str = Field(min_length=1, max_length=317)
     max_unavailable: IntOrPercent = 1
 
 
@@ -408,7 +459,7 @@ class OnTimeout(StrEnum):
 
 class Drain(_ApiModel):
     enabled: StrictBool = True
-    timeout: PositiveDuration = timedelta(minutes=10)
+    timeout: DrainTimeout = timedelta(minutes=10)
     grace_period_seconds: StrictInt | None = Field(default=None, ge=0, le=86_400)
     pod_selector: LabelSelector | None = None
     delete_empty_dir_data: StrictBool = False
@@ -456,7 +507,47 @@ class HealthGate(_ApiModel):
     pods_ready: StrictBool = True
     # The node's own DaemonSet pods (CNI, CSI, log shippers) Ready before the uncordon.
     daemon_sets_ready: StrictBool = True
-    timeout: PositiveDuration = timedelta(minutes=10)
+    timeout: HealthGateTimeout = timedelta(minutes=10)
+
+
+class _PodTemplatePart(BaseModel):
+    """A part of the Kubernetes pod template that Pitstop reads or that a Job cannot lack; every
+    other field is passed through to the API server as written (extra="allow")."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+
+
+class _TemplateContainer(_PodTemplatePart):
+    name: str = Field(min_length=1, max_length=63, pattern=CONTAINER_NAME_PATTERN)
+    image: str = Field(min_length=1, max_length=1024)
+
+
+class _TemplatePodSpec(_PodTemplatePart):
+    containers: list[_TemplateContainer] = Field(min_length=1, max_length=16)
+    initContainers: list[_TemplateContainer] = Field(default_factory=list, max_length=16)  # noqa: N815
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+    automountServiceAccountToken: bool | None = None  # noqa: N815
+
+
+class _TemplateMetadata(_PodTemplatePart):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class _PodTemplate(_PodTemplatePart):
+    metadata: _TemplateMetadata | None = None
+    spec: _TemplatePodSpec
+
+
+def _validate_job_template(value: dict[str, Any]) -> dict[str, Any]:
+    """Check the pod template's shape when the window is read, not when its first node is
+    already drained: build_reboot_job merges into metadata and spec, and a Job needs
+    containers with a name and an image. The dict itself is kept as written."""
+    try:
+        _PodTemplate.model_validate(value)
+    except ValidationError as error:
+        raise ValueError("; ".join(describe_validation_error(error, prefix=""))) from error
+    return value
 
 
 def _validate_node_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -507,9 +598,9 @@ class PendingTaint(_ApiModel):
 
 class Reboot(_ApiModel):
     method: RebootMethod = RebootMethod.DBUS
-    job_template: dict[str, Any] | None = None
-    node_return_timeout: PositiveDuration = timedelta(minutes=15)
-    delay_between_nodes: Duration = timedelta()
+    job_template: Annotated[dict[str, Any], AfterValidator(_validate_job_template)] | None = None
+    node_return_timeout: NodeReturnTimeout = timedelta(minutes=15)
+    delay_between_nodes: DelayBetweenNodes = timedelta()
     health_gate: HealthGate = Field(default_factory=HealthGate)
     node_labels: NodeLabels = Field(default_factory=NodeLabels)
     pending_taint: PendingTaint = Field(default_factory=PendingTaint)
@@ -517,7 +608,7 @@ class Reboot(_ApiModel):
 
 class Hook(_ApiModel):
     url: Url
-    timeout: PositiveDuration = timedelta(seconds=10)
+    timeout: HookTimeout = timedelta(seconds=10)
     retries: StrictInt = Field(default=3, ge=0, le=20)
 
 
@@ -610,8 +701,9 @@ def describe_validation_error(error: ValidationError, prefix: str = "spec") -> l
         path = prefix
         for part in detail["loc"]:
             path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        path = path.lstrip(".")
         message = str(detail["msg"]).removeprefix("Value error, ")
-        lines.append(f"{path}: {message}")
+        lines.append(f"{path}: {message}" if path else message)
     return lines
 
 

@@ -26,6 +26,7 @@ from brain.kured_convert import (
     selector_from_text,
     shoutrrr_to_apprise,
 )
+from brain.window import parse_window_spec
 from pitstop import contract
 
 # The kured Helm chart's values.yaml (chart 5.x, kured 1.1x-1.2x), the parts the converter reads.
@@ -503,3 +504,17 @@ def test_prefer_no_schedule_taint_becomes_the_pending_taint_given_or_not() -> No
     notes = "\n".join(unset.notes)
     assert "--prefer-no-schedule-taint (unset: kured tainted nothing)" in notes
     assert "pitstop.dev/reboot-pending:PreferNoSchedule" in notes
+
+
+def test_durations_beyond_a_windows_range_are_written_as_its_maximum() -> None:
+    flags = parse_flag_list(
+        ["/usr/bin/kured", "--drain-timeout=48h", "--lock-release-delay=10000h"]
+    )
+    result = convert(flags, name="long", namespace="pitstop-system")
+    spec = result.window["spec"]
+    assert spec["drain"]["timeout"] == "24h"
+    assert spec["reboot"]["delayBetweenNodes"] == "168h"
+    notes = "\n".join(result.notes)
+    assert "--drain-timeout=48h is longer than a window's drain.timeout" in notes
+    assert "--lock-release-delay=10000h is longer" in notes and "168h" in notes
+    parse_window_spec(spec, "long")  # the API's ranges hold

@@ -50,7 +50,7 @@ def snapshot() -> ClusterSnapshot:
                 {
                     "nodeSelector": {"matchLabels": {"pool": "general"}},
                     "maxUnavailable": 2,
-                    "topology": {"maxUnavailable": 1},
+                    "topology": {"key": "topology.kubernetes.io/zone", "maxUnavailable": 1},
                     "blockers": {"nodeAnnotations": ["example.com/hold"]},
                 },
             ),

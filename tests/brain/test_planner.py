@@ -529,3 +529,29 @@ def test_queue_order_batches_and_reasons_are_consistent(
             assert all(
                 h.reason in budget_reasons for h in window_plan.held_back if h.node in pending_names
             )
+
+
+# --- One window never breaks another. ----------------------------------------------------------
+
+
+def test_a_window_the_planner_fails_on_is_reported_and_the_others_are_planned(
+    monkeypatch: Any,
+) -> None:
+    import brain.planner as planner
+
+    real = planner._plan_window
+
+    def failing(window: NamedWindow, *args: Any) -> WindowPlan:
+        if window.name == "broken":
+            raise OverflowError("date value out of range\nsecond line")
+        return real(window, *args)
+
+    monkeypatch.setattr(planner, "_plan_window", failing)
+    broken = window("broken", nodeSelector={"matchLabels": {"pool": "gpu"}})
+    fine = window("fine", nodeSelector={"matchLabels": {"pool": "general"}})
+    plan = make_plan([broken, fine], [node("g1", pool="gpu"), node("n1")], LockState(), NOW)
+    assert plan.errors == {"broken": "OverflowError: date value out of range"}
+    assert started(plan.window("fine")) == ["n1"]
+    # The broken window still governs its node: no other window takes it meanwhile.
+    assert plan.governing["g1"] == "broken"
+    assert [window_plan.name for window_plan in plan.windows] == ["fine"]

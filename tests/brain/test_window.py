@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from brain.phase import Phase
 from brain.window import (
+    CONVERTIBLE_DURATION_PATTERN,
+    MAX_DELAY_BETWEEN_NODES,
+    MAX_DRAIN_TIMEOUT,
+    MAX_DURATION_LENGTH,
+    MAX_HEALTH_GATE_TIMEOUT,
+    MAX_HOOK_TIMEOUT,
+    MAX_NODE_RETURN_TIMEOUT,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -18,6 +28,7 @@ from brain.window import (
     WindowSpec,
     WindowSpecError,
     WindowStatus,
+    duration_range_message,
     format_duration,
     parse_duration,
     parse_window_object,
@@ -57,7 +68,9 @@ def test_defaults_are_the_documented_ones() -> None:
     assert spec.node_selector.matches({"any": "labels"})
     with_days = parse_window_spec({"schedule": {"windows": [{"start": "01:00", "end": "02:00"}]}})
     assert with_days.schedule.windows[0].days == ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-    assert parse_window_spec({"topology": {}}).topology is not None
+    assert spec.topology is None
+    assert spec.reboot.health_gate.timeout == timedelta(minutes=10)
+    assert spec.hooks.pre_drain is None
 
 
 def test_snake_case_names_work_in_python() -> None:
@@ -108,6 +121,71 @@ def test_format_duration_round_trips(milliseconds: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+# Go's time.Duration (CEL's duration()) holds at most 2^63-1 nanoseconds.
+GO_MAX_DURATION = timedelta(microseconds=(2**63 - 1) // 1000)
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "pitstop.dev_nodesmaintenancewindows.yaml"
+
+
+@given(st.from_regex(CONVERTIBLE_DURATION_PATTERN, fullmatch=True))
+def test_a_convertible_duration_never_overflows_cel(text: str) -> None:
+    """The CRD converts a duration only if it has this shape and at most 32 characters, so CEL's
+    duration() never fails with "type conversion error" (the tester's 80000000h)."""
+    if len(text) <= MAX_DURATION_LENGTH:
+        assert parse_duration(text) < GO_MAX_DURATION
+
+
+@pytest.mark.parametrize(
+    "worst", ["99999h99999h99999h99999h99999h", "999999999s999999999s999999999s", "0" * 31 + "1h"]
+)
+def test_the_longest_convertible_durations_stay_below_go_limits(worst: str) -> None:
+    assert re.fullmatch(CONVERTIBLE_DURATION_PATTERN, worst)
+    assert parse_duration(worst) < GO_MAX_DURATION / 2
+
+
+@given(st.integers(0, int(MAX_DELAY_BETWEEN_NODES.total_seconds() * 1000)))
+def test_every_duration_in_range_is_convertible(milliseconds: int) -> None:
+    """So the CRD's shape guard never refuses a value pydantic accepts."""
+    text = format_duration(timedelta(milliseconds=milliseconds))
+    assert re.fullmatch(CONVERTIBLE_DURATION_PATTERN, text)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        if milliseconds % size == 0:
+            assert re.fullmatch(CONVERTIBLE_DURATION_PATTERN, f"{milliseconds // size}{unit}")
+
+
+def _crd_field(path: str) -> dict[str, Any]:
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    node: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in path.split("."):
+        node = node["properties"][name]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("path", "maximum", "positive"),
+    [
+        ("spec.drain.timeout", MAX_DRAIN_TIMEOUT, True),
+        ("spec.reboot.nodeReturnTimeout", MAX_NODE_RETURN_TIMEOUT, True),
+        ("spec.reboot.delayBetweenNodes", MAX_DELAY_BETWEEN_NODES, False),
+        ("spec.reboot.healthGate.timeout", MAX_HEALTH_GATE_TIMEOUT, True),
+        ("spec.hooks.preDrain.timeout", MAX_HOOK_TIMEOUT, True),
+        ("spec.hooks.postReboot.timeout", MAX_HOOK_TIMEOUT, True),
+    ],
+)
+def test_the_crd_bounds_each_duration_like_pydantic(
+    path: str, maximum: timedelta, positive: bool
+) -> None:
+    field = _crd_field(path)
+    assert field["maxLength"] == MAX_DURATION_LENGTH
+    (range_rule,) = [
+        rule for rule in field["x-kubernetes-validations"] if "duration(self)" in rule["rule"]
+    ]
+    assert range_rule["message"] == duration_range_message(maximum, positive)
+    assert f"self.matches('{CONVERTIBLE_DURATION_PATTERN}')" in range_rule["rule"]
+    assert f"duration(self) <= duration('{format_duration(maximum)}')" in range_rule["rule"]
+    assert ("duration(self) > duration('0s')" in range_rule["rule"]) == positive
+    assert format_duration(maximum) in field["description"]
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,13 @@ class Example:
         return self.error[1] if isinstance(self.error, tuple) else self.error or ""
 
 
+# The range messages of the bounded durations.
+UP_TO_24H = api.duration_range_message(api.MAX_NODE_RETURN_TIMEOUT, positive=True)
+UP_TO_10M = api.duration_range_message(api.MAX_HOOK_TIMEOUT, positive=True)
+UP_TO_7D = api.duration_range_message(api.MAX_DELAY_BETWEEN_NODES, positive=False)
+assert api.MAX_DRAIN_TIMEOUT == api.MAX_HEALTH_GATE_TIMEOUT == api.MAX_NODE_RETURN_TIMEOUT
+
+
 def one_off(start: str, end: str | None = None) -> dict[str, Any]:
     span = {"start": start} if end is None else {"start": start, "end": end}
     return {"schedule": {"oneOff": [span]}}
@@ -61,12 +68,13 @@ VALID = [
                 ],
             },
             "maxUnavailable": "10%",
-            "topology": {"maxUnavailable": 1},
+            "topology": {"key": "topology.kubernetes.io/zone", "maxUnavailable": 1},
             "countUnhealthy": False,
         },
     ),
     Example(
-        "maxUnavailable 100%", {"maxUnavailable": "100%", "topology": {"maxUnavailable": "1%"}}
+        "maxUnavailable 100%",
+        {"maxUnavailable": "100%", "topology": {"key": "zone", "maxUnavailable": "1%"}},
     ),
     Example(
         "one-off and blackouts with offsets and fractions",
@@ -131,13 +139,65 @@ VALID = [
     ),
 ]
 
+VALID += [
+    Example(
+        "every duration at its maximum",
+        {
+            "drain": {"timeout": "24h"},
+            "reboot": {
+                "nodeReturnTimeout": "1440m",
+                "delayBetweenNodes": "168h",
+                "healthGate": {"timeout": "86400s"},
+            },
+            "hooks": {
+                "preDrain": {"url": "http://x", "timeout": "10m"},
+                "postReboot": {"url": "http://x", "timeout": "600000ms"},
+            },
+        },
+    ),
+    Example(
+        "durations with leading zeros and many parts",
+        {"drain": {"timeout": "0000000000000001h59m59s999ms"}},
+    ),
+    Example(
+        "a job template using more of the pod template",
+        {
+            "reboot": {
+                "jobTemplate": {
+                    "metadata": {"labels": {"team": "ops"}, "annotations": {"a": "b"}},
+                    "spec": {
+                        "initContainers": [{"name": "prepare", "image": "busybox:1.36"}],
+                        "containers": [
+                            {"name": "reboot-1", "image": "busybox", "command": ["reboot"]}
+                        ],
+                        "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                        "automountServiceAccountToken": True,
+                        "hostPID": True,
+                    },
+                }
+            }
+        },
+    ),
+]
+
+
+def job_template(**spec: Any) -> dict[str, Any]:
+    return {"reboot": {"jobTemplate": {"spec": spec}}}
+
+
+BUSYBOX = {"name": "reboot", "image": "busybox"}
+
 INVALID = [
     Example("150%", {"maxUnavailable": "150%"}, api.MESSAGE_INT_OR_PERCENT),
     Example("negative maxUnavailable", {"maxUnavailable": -1}, api.MESSAGE_INT_OR_PERCENT),
     Example("zero maxUnavailable", {"maxUnavailable": 0}, api.MESSAGE_INT_OR_PERCENT),
     Example("0%", {"maxUnavailable": "0%"}, api.MESSAGE_INT_OR_PERCENT),
     Example("number as a string", {"maxUnavailable": "3"}, api.MESSAGE_INT_OR_PERCENT),
-    Example("topology 150%", {"topology": {"maxUnavailable": "150%"}}, api.MESSAGE_INT_OR_PERCENT),
+    Example(
+        "topology 150%",
+        {"topology": {"key": "zone", "maxUnavailable": "150%"}},
+        api.MESSAGE_INT_OR_PERCENT,
+    ),
     Example("negative priority", {"priority": -1}, "greater than or equal to 0"),
     Example("priority as a string", {"priority": "5"}, "integer"),
     Example(
@@ -204,11 +264,7 @@ INVALID = [
         "sun",
     ),
     Example("unknown method", {"reboot": {"method": "Kexec"}}, "hostagent"),
-    Example(
-        "zero node return timeout",
-        {"reboot": {"nodeReturnTimeout": "0s"}},
-        api.MESSAGE_POSITIVE_DURATION,
-    ),
+    Example("zero node return timeout", {"reboot": {"nodeReturnTimeout": "0s"}}, UP_TO_24H),
     Example(
         "duration in words", {"reboot": {"delayBetweenNodes": "5 minutes"}}, api.MESSAGE_DURATION
     ),
@@ -233,6 +289,119 @@ INVALID = [
     Example("ftp prometheus", {"blockers": {"prometheus": {"url": "ftp://x"}}}, api.MESSAGE_URL),
     Example("notify without secretRef", {"notify": {"events": ["Done"]}}, "required"),
     Example("unknown emergency drain", {"emergency": {"drain": "Never"}}, "skip"),
+]
+
+# Found by an independent tester (issue 16): each was accepted, or refused with CEL's bare "type
+# conversion error", and the brain then failed on every pass with a node already drained.
+INVALID += [
+    Example("topology without key", {"topology": {"maxUnavailable": 1}}, "required"),
+    Example("empty topology", {"topology": {}}, "required"),
+    Example("huge delayBetweenNodes", {"reboot": {"delayBetweenNodes": "70000000h"}}, UP_TO_7D),
+    Example(
+        "delayBetweenNodes 7 days and 1ms", {"reboot": {"delayBetweenNodes": "168h1ms"}}, UP_TO_7D
+    ),
+    Example(
+        "delayBetweenNodes of 32 digits",
+        {"reboot": {"delayBetweenNodes": "9999999999999999999999999999999s"}},
+        UP_TO_7D,
+    ),
+    Example("huge nodeReturnTimeout", {"reboot": {"nodeReturnTimeout": "80000000h"}}, UP_TO_24H),
+    Example(
+        "nodeReturnTimeout 24h and 1ms", {"reboot": {"nodeReturnTimeout": "24h1ms"}}, UP_TO_24H
+    ),
+    Example("drain timeout 24h and 1s", {"drain": {"timeout": "24h0m1s"}}, UP_TO_24H),
+    Example(
+        "drain timeout beyond a timedelta",
+        {"drain": {"timeout": "99999999999999999999h"}},
+        UP_TO_24H,
+    ),
+    Example(
+        "drain timeout over many parts",
+        {"drain": {"timeout": "99999h99999h99999h99999h99999h"}},
+        UP_TO_24H,
+    ),
+    Example(
+        "health gate timeout 24h and 1ms",
+        {"reboot": {"healthGate": {"timeout": "86400001ms"}}},
+        UP_TO_24H,
+    ),
+    Example(
+        "preDrain hook timeout 10m and 1ms",
+        {"hooks": {"preDrain": {"url": "http://x", "timeout": "10m1ms"}}},
+        UP_TO_10M,
+    ),
+    Example(
+        "postReboot hook timeout 11m",
+        {"hooks": {"postReboot": {"url": "http://x", "timeout": "11m"}}},
+        UP_TO_10M,
+    ),
+    Example(
+        "job template whose containers is not a list",
+        job_template(containers={"name": "reboot", "image": "busybox"}),
+        # kubectl's strict decoding refuses it first: 'unknown field "...containers.image"'.
+        (
+            "spec.reboot.jobTemplate.spec.containers",
+            "spec.containers: input should be a valid list",
+        ),
+    ),
+    Example(
+        "job template without spec",
+        {"reboot": {"jobTemplate": {"metadata": {"labels": {"a": "b"}}}}},
+        "required",
+    ),
+    Example("job template without containers", job_template(hostPID=True), "required"),
+    Example(
+        "job template with no container",
+        job_template(containers=[]),
+        ("should have at least 1 items", "should have at least 1 item"),
+    ),
+    Example(
+        "job template container without an image",
+        job_template(containers=[{"name": "reboot"}]),
+        "required",
+    ),
+    Example(
+        "job template container with an empty image",
+        job_template(containers=[{"name": "reboot", "image": ""}]),
+        "at least 1 ",
+    ),
+    Example(
+        "job template container named in capitals",
+        job_template(containers=[{"name": "Reboot", "image": "busybox"}]),
+        "should match",
+    ),
+    Example(
+        "job template container that is not an object",
+        job_template(containers=["busybox"]),
+        ("must be of type object", "valid dictionary"),
+    ),
+    Example(
+        "job template init container without a name",
+        job_template(containers=[BUSYBOX], initContainers=[{"image": "busybox"}]),
+        "required",
+    ),
+    Example(
+        "job template tolerations not a list",
+        job_template(containers=[BUSYBOX], tolerations={"operator": "Exists"}),
+        (
+            "spec.reboot.jobTemplate.spec.tolerations",
+            "spec.tolerations: input should be a valid list",
+        ),
+    ),
+    Example(
+        "job template token as a string",
+        job_template(containers=[BUSYBOX], automountServiceAccountToken="yes"),
+        ("must be of type boolean", "valid boolean"),
+    ),
+    Example(
+        "job template label that is not a string",
+        {
+            "reboot": {
+                "jobTemplate": {"metadata": {"labels": {"a": 1}}, "spec": {"containers": [BUSYBOX]}}
+            }
+        },
+        ("must be of type string", "valid string"),
+    ),
 ]
 
 # Well-formed but not in the tz database: both sides know the same list (brain/time_zones.py).

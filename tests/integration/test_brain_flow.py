@@ -59,7 +59,7 @@ def test_rolling_reboot_respects_budget_zones_pdbs_and_precordoned_nodes(
         "rolling",
         {
             "maxUnavailable": 2,
-            "topology": {"maxUnavailable": 1},
+            "topology": {"key": "topology.kubernetes.io/zone", "maxUnavailable": 1},
             "countUnhealthy": False,
             "drain": QUICK_DRAIN,
         },

@@ -75,7 +75,7 @@ def plan_windows(window_crd: ControlPlane, suffix: str) -> Iterator[tuple[str, s
                 "priority": 900_000,
                 "nodeSelector": {"matchLabels": {"pool": f"plan-{suffix}"}},
                 "maxUnavailable": 2,
-                "topology": {"maxUnavailable": 1},
+                "topology": {"key": "topology.kubernetes.io/zone", "maxUnavailable": 1},
             },
         },
         {
@@ -193,3 +193,33 @@ def test_pitstop_plan_treats_a_missing_lock_as_empty(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("pitstop plan at ")
+
+
+def test_pitstop_plan_says_in_one_line_that_the_lock_is_unreadable(
+    cluster: ControlPlane, api_client: client.ApiClient, namespace: str, window_crd: ControlPlane
+) -> None:
+    client.CoreV1Api(api_client).create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": "junk-lock"}, "data": {LOCK_DATA_KEY: '{"nodes": "junk"}'}},
+    )
+    result = subprocess.run(
+        [
+            *pitstop_command(),
+            "plan",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--namespace",
+            namespace,
+            "--lock-name",
+            "junk-lock",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"lock ConfigMap {namespace}/junk-lock key {LOCK_DATA_KEY} does not parse" in (
+        result.stderr
+    )

@@ -1,10 +1,15 @@
 """On the real control plane: a denied request and a missing CRD are one line and exit 1 from
-every command (pitstop, pitstop-brain, pitstop-detector), and so is an unreadable lock for the
-brain. The cases without a cluster are in tests/brain/test_cli_errors.py."""
+every command (pitstop, pitstop-brain, pitstop-detector), and an unreadable lock for the
+brain (said once; the brain runs on). The cases without a cluster are in
+tests/brain/test_cli_errors.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +20,7 @@ from kubernetes import client
 from brain.lock import LOCK_DATA_KEY
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_nodes, delete_nodes
-from tests.brain.test_cli_errors import one_line, run
+from tests.brain.test_cli_errors import REPOSITORY, one_line, run
 
 pytestmark = pytest.mark.cluster
 
@@ -92,23 +97,44 @@ def test_crd_not_installed(fresh_cluster: Callable[[], ControlPlane]) -> None:
     assert "the NodesMaintenanceWindow CRD is not installed" in one_line(result, "pitstop-brain")
 
 
-def test_brain_refuses_an_unreadable_lock(
-    window_crd: ControlPlane, api_client: client.ApiClient, namespace: str
+def test_brain_started_on_an_unreadable_lock_says_so_once_and_runs_on(
+    window_crd: ControlPlane, api_client: client.ApiClient, namespace: str, tmp_path: Path
 ) -> None:
+    """Not a crash loop: only a running brain can show every window Degraded LockUnreadable
+    (tests/integration/test_brain_robustness.py) and resume once the data is fixed."""
     client.CoreV1Api(api_client).create_namespaced_config_map(
         namespace,
         {"metadata": {"name": "bad-lock"}, "data": {LOCK_DATA_KEY: '{"nodes": {"n": 1}}'}},
     )
-    result = run(
-        "brain.main",
-        "--metrics-port",
-        "0",
-        "--namespace",
-        namespace,
-        "--lock-name",
-        "bad-lock",
-        KUBECONFIG=str(window_crd.kubeconfig),
-    )
-    assert result.returncode == 1, result.stderr
-    line = one_line(result, "pitstop-brain")
-    assert line.startswith("pitstop-brain: the lock is unreadable"), line
+    environment = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    environment.pop("KUBERNETES_SERVICE_HOST", None)
+    environment["KUBECONFIG"] = str(window_crd.kubeconfig)
+    stderr_path = tmp_path / "brain.stderr"
+    with stderr_path.open("w") as stderr:
+        brain = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "brain.main", "--metrics-port", "0"),
+                *("--namespace", namespace, "--lock-name", "bad-lock"),
+            ],
+            env=environment,
+            cwd=REPOSITORY,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "the lock is unreadable" not in stderr_path.read_text():
+            assert brain.poll() is None, stderr_path.read_text()
+            assert time.monotonic() < deadline, stderr_path.read_text()
+            time.sleep(0.2)
+        time.sleep(3)
+        assert brain.poll() is None, f"the brain exited: {stderr_path.read_text()}"
+    finally:
+        brain.terminate()
+        brain.wait(timeout=30)
+    text = stderr_path.read_text()
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if line.startswith("pitstop-brain: ")]
+    assert len(lines) == 1, text
+    assert lines[0].startswith("pitstop-brain: the lock is unreadable"), lines[0]
+    assert "starting anyway" in lines[0], lines[0]

@@ -461,6 +461,9 @@ def check_brain_runs_with_its_token(release: Release, api_client: client.ApiClie
         "KUBECONFIG": str(path),
         "PITSTOP_NAMESPACE": release.namespace,
         "PITSTOP_JOB_NAMESPACE": release.job_namespace,
+        # As the chart's Deployment sets them: the Job policy allows only this image and directory.
+        "PITSTOP_JOB_IMAGE": IMAGE,
+        "PITSTOP_HOST_AGENT_DIRECTORY": HOST_AGENT_DIRECTORY,
         "PITSTOP_METRICS_PORT": str(port),
         "PITSTOP_RESYNC_SECONDS": "1",
     }
@@ -481,6 +484,10 @@ def check_brain_runs_with_its_token(release: Release, api_client: client.ApiClie
 
         wait_for(window_has_status, "the brain to write the window's status", timeout=60)
         time.sleep(3)  # a few more resync passes (lock, events, index)
+        # Its dry run of the window's reboot Job passed the chart's Job policy.
+        status = json.loads(release.cluster.kubectl("get", "nmw", window, "-o", "json").stdout)
+        ready = [c for c in status["status"]["conditions"] if c["type"] == "Ready"]
+        assert ready and ready[0]["status"] == "True", ready
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.request("GET", "/healthz")
         assert connection.getresponse().status == 200

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
+from localcluster.nodes import ZONE_LABEL as ZONE
 from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv, pitstop_env
 
 pytestmark = pytest.mark.cluster
@@ -60,7 +61,7 @@ def test_status_plan_json_and_json_logs_during_a_rollout(env: PitstopEnv) -> Non
     gpu = env.window("gpu", {"nodeSelector": selector("gpu"), "maxUnavailable": 1,
                              "reboot": {"nodeReturnTimeout": "5s"}})  # fmt: skip
     general = env.window("general", {"nodeSelector": selector("general"), "maxUnavailable": 1,
-                                     "topology": {"maxUnavailable": 1},
+                                     "topology": {"key": ZONE, "maxUnavailable": 1},
                                      "drain": {"timeout": "30s"}})  # fmt: skip
     behaviours = {lost: HostBehaviour(never_returns=True)}
     slow = HostBehaviour(delay_seconds=0.5, down_seconds=60)  # a node away for a minute

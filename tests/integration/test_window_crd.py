@@ -4,6 +4,7 @@ columns, and every example manifest applies."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,44 @@ def test_api_server_and_pydantic_agree(window_crd: ControlPlane, example: Exampl
         assert server_dry_run(window_crd, dumped)[0]
     else:
         assert example.api_words.lower() in server_error.lower(), server_error
+        # A rule that cannot evaluate (CEL's duration() overflowing on 80000000h) says
+        # "type conversion error ... evaluating rule": never a message for people.
+        assert "evaluating rule" not in server_error, server_error
         assert example.pydantic_words.lower() in pydantic_error.lower(), pydantic_error
 
 
+def explain(cluster: ControlPlane, field: str) -> str:
+    """`kubectl explain`, once the CRD's OpenAPI is published: a few seconds after the CRD is
+    served, so a session that starts with this test would otherwise see "couldn't find"."""
+    deadline = time.monotonic() + 60
+    while True:
+        result = cluster.kubectl("explain", field, check=False)
+        if result.returncode == 0:
+            return result.stdout
+        assert time.monotonic() < deadline, result.stderr
+        time.sleep(1)
+
+
 def test_kubectl_explain_shows_the_documentation(window_crd: ControlPlane) -> None:
-    spec = window_crd.kubectl("explain", "nodesmaintenancewindow.spec").stdout
+    spec = explain(window_crd, "nodesmaintenancewindow.spec")
     for field in ("nodeSelector", "priority", "schedule", "maxUnavailable", "drain", "reboot"):
         assert field in spec
     assert "highest" in spec and "priority" in spec
-    zone = window_crd.kubectl("explain", "nmw.spec.schedule.timeZone").stdout
+    zone = explain(window_crd, "nmw.spec.schedule.timeZone")
     assert "IANA time zone" in zone and "tz database" in zone
+    # Every bounded field says its range where people look it up.
+    for field, words in (
+        ("drain.timeout", "at most 24h"),
+        ("reboot.nodeReturnTimeout", "at most 24h"),
+        ("reboot.delayBetweenNodes", "at most 168h"),
+        ("reboot.healthGate.timeout", "at most 24h"),
+        ("hooks.preDrain.timeout", "at most 10m"),
+        ("hooks.postReboot.timeout", "at most 10m"),
+        ("topology.key", "required"),
+        ("reboot.jobTemplate.spec.containers", "1 to 16"),
+    ):
+        text = " ".join(explain(window_crd, f"nmw.spec.{field}").split())
+        assert words in text, (field, text)
 
 
 def test_every_field_has_a_description() -> None:
