@@ -71,7 +71,13 @@ def create_nodes(
     core = client.CoreV1Api(api_client)
     created: list[str] = []
     for name in names:
-        node_labels = {"kubernetes.io/hostname": name, "type": "kwok", **(labels or {})}
+        # kubernetes.io/os as a real kubelet sets it (the detector DaemonSet selects Linux nodes).
+        node_labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "type": "kwok",
+            **(labels or {}),
+        }
         if zone:
             node_labels[ZONE_LABEL] = zone
         body = {

@@ -75,7 +75,14 @@ def test_defaults(helm: Path) -> None:
     detector = find(documents, "DaemonSet", "pitstop-detector")
     assert detector["metadata"]["namespace"] == "pitstop-system"
     detector_pod = detector["spec"]["template"]["spec"]
-    assert detector_pod["tolerations"] == [{"operator": "Exists"}]
+    # Linux nodes only, and not every taint: control-plane, system pools, Pitstop's own taint.
+    assert detector_pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert {"operator": "Exists"} not in detector_pod["tolerations"]
+    assert {t["key"] for t in detector_pod["tolerations"]} == {
+        "node-role.kubernetes.io/control-plane",
+        "CriticalAddonsOnly",
+        f"{contract.DOMAIN}/reboot-pending",  # the brain's pending taint
+    }
     assert not detector_pod.get("hostPID") and not detector_pod.get("hostNetwork")
     assert detector_pod["volumes"] == [
         {"name": "sentinel", "hostPath": {"path": "/var/run", "type": "Directory"}}
@@ -243,7 +250,14 @@ def uncommented_keys(text: str) -> list[str]:
         previous = lines[number - 1].strip() if number else ""
         if not previous.startswith("#"):
             missing.append(f"line {number + 1}: {match.group(2)}")
-        if match.group(2) in ("resources", "spec", "tolerations"):
+        if match.group(2) in (
+            "resources",
+            "spec",
+            "tolerations",
+            "livenessProbe",
+            "updateStrategy",
+            "nodeSelector",
+        ):
             data_indent = indent
     return missing
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from brain.reboot_job import build_reboot_job
 from localcluster.controlplane import ControlPlane
-from localcluster.nodes import create_nodes, delete_nodes, wait_for
+from localcluster.nodes import KWOK_TOLERATION, create_nodes, delete_nodes, wait_for
 from localcluster.processes import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -35,6 +36,9 @@ IMAGE_TAG = "chart-test"
 IMAGE = f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"
 HOST_AGENT_DIRECTORY = "/var/lib/pitstop-test/approvals"
 CRD_NAME = "nodesmaintenancewindows.pitstop.dev"
+DEFAULT_DETECTOR_TOLERATIONS = yaml.safe_load(
+    (REPOSITORY / "charts" / "pitstop" / "values.yaml").read_text()
+)["detector"]["tolerations"]
 
 
 def documented_commands(block: str) -> list[list[str]]:
@@ -63,8 +67,12 @@ class Release:
 
     def extra_helm_values(self) -> list[str]:
         # The locally built image, a unique Job namespace, the HostAgent method (issue 10's) next
-        # to the default DBus, and a test approval directory.
+        # to the default DBus, a test approval directory, and the kwok nodes' taint next to the
+        # detector's default tolerations (a dedicated pool, as docs/install.md says).
+        tolerations = [*DEFAULT_DETECTOR_TOLERATIONS, KWOK_TOLERATION]
         return [
+            "--set-json",
+            f"detector.tolerations={json.dumps(tolerations)}",
             "--set",
             f"image.repository={IMAGE_REPOSITORY},image.tag={IMAGE_TAG},image.pullPolicy=Never",
             "--set",
@@ -101,11 +109,11 @@ class Release:
 
     @property
     def brain(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:pitstop-brain"
+        return f"system:serviceaccount:{self.namespace}:{self.name}-brain"
 
     @property
     def detector(self) -> str:
-        return f"system:serviceaccount:{self.detector_namespace}:pitstop-detector"
+        return f"system:serviceaccount:{self.detector_namespace}:{self.name}-detector"
 
     def can(self, user: str, verb: str, resource: str, namespace: str | None = None) -> bool:
         """kubectl auth can-i; `resource` is type[/name] or type#subresource."""
@@ -185,8 +193,8 @@ def check_created(release: Release, api_client: client.ApiClient, node: str) -> 
         f"role.rbac.authorization.k8s.io/{release.name}-brain",
         f"role.rbac.authorization.k8s.io/{release.name}-brain-jobs",
         f"role.rbac.authorization.k8s.io/{release.name}-brain-events",
-        "serviceaccount/pitstop-brain",
-        "serviceaccount/pitstop-detector",
+        f"serviceaccount/{release.name}-brain",
+        f"serviceaccount/{release.name}-detector",
         f"deployment.apps/{release.name}-brain",
         f"daemonset.apps/{release.name}-detector",
         f"service/{release.name}-brain-metrics",
@@ -435,7 +443,7 @@ def check_job_policy(release: Release, node: str) -> None:
 def check_brain_runs_with_its_token(release: Release, api_client: client.ApiClient) -> None:
     """The real brain, with a token of its service account, meets no 403 while it works."""
     token = release.cluster.kubectl(
-        "create", "token", "pitstop-brain", "-n", release.namespace, "--duration", "10m"
+        "create", "token", f"{release.name}-brain", "-n", release.namespace, "--duration", "10m"
     ).stdout.strip()
     kubeconfig = json.loads(release.cluster.kubeconfig.read_text())
     kubeconfig["users"][0]["user"] = {"token": token}

@@ -31,7 +31,7 @@ IMAGE_REPOSITORY = "localhost/pitstop"
 IMAGE_TAG = "policy-test"
 IMAGE = f"{IMAGE_REPOSITORY}:{IMAGE_TAG}"
 HOST_AGENT_DIRECTORY = "/var/lib/pitstop-test/approvals"
-SERVICE_ACCOUNT = "pitstop-brain"
+SERVICE_ACCOUNT = "pitstop-brain"  # set as brain.serviceAccount.name (default: <release>-brain)
 
 Job = dict[str, Any]
 
@@ -86,9 +86,10 @@ def brain_client(cluster: ControlPlane, namespace: str) -> client.ApiClient:
 def installed(cluster: ControlPlane, api_client: client.ApiClient) -> Iterator[Installed]:
     """The chart's brain RBAC and Job policy, every method allowed, under a unique release."""
     namespace = create_namespace(api_client, prefix="job-policy")
-    release = f"p{uuid.uuid4().hex[:6]}"
+    release = f"pitstop-{uuid.uuid4().hex[:6]}"
     arguments = [str(cluster.binaries["helm"]), "template", release, str(CHART), "-n", namespace]
     for value in (
+        f"brain.serviceAccount.name={SERVICE_ACCOUNT}",
         f"image.repository={IMAGE_REPOSITORY},image.tag={IMAGE_TAG}",
         f"reboot.jobNamespace.name={namespace}",
         "reboot.allowedMethods={DBus,Signal,Command,HostAgent}",

@@ -88,7 +88,12 @@ def test_make_release_then_helm_install_from_the_registry(
         assert result.returncode == 0, result.stderr
         assert f"Pulled: {registry.address}/charts/pitstop:{release_version}" in result.stderr
         images = {}
-        for kind, workload in (("deployment", f"{name}-brain"), ("daemonset", f"{name}-detector")):
+        # The release name lacks "pitstop": the chart's <fullname> is rel-...-pitstop.
+        fullname = f"{name}-pitstop"
+        for kind, workload in (
+            ("deployment", f"{fullname}-brain"),
+            ("daemonset", f"{fullname}-detector"),
+        ):
             found = json.loads(
                 cluster.kubectl("get", kind, workload, "-n", namespace, "-o", "json").stdout
             )
