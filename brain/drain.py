@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -609,6 +610,56 @@ class _PodProgress:
     last_error: str = ""
 
 
+@dataclass
+class _Refusals:
+    first: float
+    last: float
+    pod: PodRef
+    untold: bool = True  # refused since the last line
+
+
+class RefusalLog:
+    """Says in the log which budgets refuse a drain's evictions, and for how long.
+
+    A refused eviction is retried every few seconds for as long as the drain lasts: a line per
+    refusal would flood the log, none (as before) leaves a stalled drain silent. So: one line
+    at the drain's first refusal, then at most one every `every_seconds`, naming each budget
+    that refused since the last line. `refused` returns the line to log now, or None.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        every_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.node = node
+        self.every_seconds = every_seconds
+        self._clock = clock
+        self._budgets: dict[str, _Refusals] = {}
+        self._logged_at: float | None = None
+
+    def refused(self, pod: PodRef, pdb: str | None) -> str | None:
+        now = self._clock()
+        budget = f"PDB {pdb}" if pdb else "an unnamed budget (429)"
+        known = self._budgets.get(budget)
+        if known is None or now - known.last > self.every_seconds:  # refusing anew
+            self._budgets[budget] = _Refusals(now, now, pod)
+        else:
+            known.last, known.pod, known.untold = now, pod, True
+        if self._logged_at is not None and now - self._logged_at < self.every_seconds:
+            return None
+        self._logged_at = now
+        parts = []
+        for name, refusals in sorted(self._budgets.items()):
+            if refusals.untold:
+                parts.append(
+                    f"{name} refuses evicting pod {refusals.pod} (for {now - refusals.first:.0f} s)"
+                )
+                refusals.untold = False
+        return f"drain of node {self.node} blocked: " + "; ".join(parts)
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -662,6 +713,7 @@ async def _evict_until_gone(
     tracker: _GoneTracker,
     options: DrainOptions,
     counter: RequestCounter | None,
+    refusals: RefusalLog,
 ) -> None:
     """Evict one pod and wait until it is gone, retrying refusals at a steady pace."""
     backoff = ERROR_BACKOFF_FIRST_SECONDS
@@ -680,6 +732,9 @@ async def _evict_until_gone(
             return
         if answer.outcome is _Outcome.BLOCKED:
             progress.blocked, progress.blocking_pdb = True, answer.pdb or progress.blocking_pdb
+            line = refusals.refused(pod, answer.pdb)
+            if line is not None:
+                log.info("%s", line)
             await tracker.wait_gone(pod, options.eviction_retry_seconds)
             continue
         progress.blocked, progress.last_error = False, answer.error
@@ -765,11 +820,14 @@ async def _drain_listed(
     arrived_problems: dict[tuple[str, str], DrainProblem] = {}
     problem_arrived = asyncio.Event()
     ending = False
+    refusals = RefusalLog(node)
 
     def evict(pod: PodRef) -> None:
         progress[pod] = _PodProgress(pod)
         workers.append(
-            asyncio.create_task(_evict_until_gone(core, progress[pod], tracker, options, counter))
+            asyncio.create_task(
+                _evict_until_gone(core, progress[pod], tracker, options, counter, refusals)
+            )
         )
 
     def on_arrival(pod: Mapping[str, Any]) -> None:

@@ -480,6 +480,8 @@ class NodeFlow:
                     f"postReboot hook did not succeed in time: {lease.message}",
                 )
             return
+        if not await self._control_plane_sees_ready(name, lease, node, now):
+            return
         if spec.reboot.health_gate.pods_ready and lease.pdbs:
             healthy, message = await drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
             if not healthy:
@@ -491,8 +493,10 @@ class NodeFlow:
                         "HealthGateTimeout",
                         f"health gate not passed in time: {message}",
                     )
-                else:
-                    self.wake(HEALTH_GATE_POLL_SECONDS)
+                    return
+                if lease.message != f"waiting for {message}":  # what it waits for now
+                    await self._update(name, lease, message=f"waiting for {message}")
+                self.wake(HEALTH_GATE_POLL_SECONDS)
                 return
         if not await self._daemonsets_ready(name, lease, spec, now):
             return
@@ -508,6 +512,34 @@ class NodeFlow:
             spec=spec,
         )
 
+    async def _control_plane_sees_ready(
+        self, name: str, lease: NodeLease, node: NodeView, now: datetime
+    ) -> bool:
+        """Has the control plane cleared its not-ready/unreachable taints off the node?
+
+        A node reports Ready before the node lifecycle controller has seen it so: its
+        `not-ready:NoExecute` taint stays until the controller's next pass (every 5 s by
+        default). Uncordoned meanwhile, the node gets the next drain's pods, which the
+        controller may then mark NotReady, and their budgets stall that drain. The Node watch
+        wakes the window when the taint goes; the poll here is only a fallback.
+        """
+        taints = node.not_ready_taint_keys  # by key: a change of effect is no news
+        if not taints:
+            return True
+        waiting = f"waiting for the control plane to clear not-ready ({', '.join(taints)})"
+        if lease.deadline is not None and now >= lease.deadline:
+            await self._fail(
+                name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {waiting}"
+            )
+            return False
+        if lease.message != waiting:
+            await self._update(name, lease, message=waiting)
+        left = (
+            (lease.deadline - now).total_seconds() if lease.deadline else HEALTH_GATE_POLL_SECONDS
+        )
+        self.wake(min(HEALTH_GATE_POLL_SECONDS, max(left, 0.1)))
+        return False
+
     async def _daemonsets_ready(
         self, name: str, lease: NodeLease, spec: WindowSpec, now: datetime
     ) -> bool:
@@ -521,8 +553,10 @@ class NodeFlow:
             await self._fail(
                 name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {message}"
             )
-        else:
-            self.wake(HEALTH_GATE_POLL_SECONDS)
+            return False
+        if lease.message != f"waiting for {message}":  # what it waits for now
+            await self._update(name, lease, message=f"waiting for {message}")
+        self.wake(HEALTH_GATE_POLL_SECONDS)
         return False
 
     async def _failed(

@@ -53,6 +53,19 @@ class NodeView:
     def has_taint(self, key: str) -> bool:
         return any(taint.key == key for taint in self.taints)
 
+    @property
+    def not_ready_taint_keys(self) -> tuple[str, ...]:
+        """The control plane's not-ready/unreachable taints on the node (any effect), by key."""
+        return tuple(
+            sorted(
+                {
+                    taint.key
+                    for taint in self.taints
+                    if taint.key in contract.CONTROL_PLANE_NOT_READY_TAINT_KEYS
+                }
+            )
+        )
+
 
 def _parse_time(value: str | None) -> datetime | None:
     if not value:

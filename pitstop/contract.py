@@ -51,3 +51,10 @@ MANAGED_BY_VALUE: Final = "pitstop"
 
 # The Node condition Pitstop reads for readiness.
 READY_CONDITION: Final = "Ready"
+# Taints the control plane's node lifecycle controller keeps on a node it does not see as
+# healthy: NoSchedule follows the Ready condition at once, NoExecute only on the controller's
+# periodic pass (every 5 s by default), so a node back and Ready still carries it for a while.
+# The health gate waits until a rebooted node carries neither key, with any effect.
+NOT_READY_TAINT_KEY: Final = "node.kubernetes.io/not-ready"
+UNREACHABLE_TAINT_KEY: Final = "node.kubernetes.io/unreachable"
+CONTROL_PLANE_NOT_READY_TAINT_KEYS: Final = (NOT_READY_TAINT_KEY, UNREACHABLE_TAINT_KEY)

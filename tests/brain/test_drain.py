@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from brain.drain import (
     DrainOptions,
     PodRef,
+    RefusalLog,
     RequestCounter,
     _blocking_budget,
     _covering_budgets,
@@ -600,3 +601,86 @@ def test_a_refused_pod_that_arrives_stops_the_drain_and_is_reported_once(
         "n/late: has no controller (set force to delete it)"
     )
     assert sorted(ref.name for ref in result.remaining) == ["held", "late"]
+
+
+# -- saying why a drain is blocked ------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+WEB_1 = PodRef("shop", "web-1", "u1")
+DB_1 = PodRef("shop", "db-1", "u2")
+
+
+def test_a_blocked_drain_is_told_at_once_then_at_most_once_a_minute() -> None:
+    clock = Clock()
+    refusals = RefusalLog("node-1", clock=clock)
+    lines = []
+    for _ in range(30):  # a refusal every 5 s (the retry pace) for 150 s
+        lines.append((clock.now - 1000.0, refusals.refused(WEB_1, "shop/web")))
+        clock.now += 5.0
+    logged = {at: line for at, line in lines if line is not None}
+    prefix = "drain of node node-1 blocked: PDB shop/web refuses evicting pod shop/web-1"
+    assert logged == {
+        0.0: f"{prefix} (for 0 s)",
+        60.0: f"{prefix} (for 60 s)",
+        120.0: f"{prefix} (for 120 s)",
+    }
+
+
+def test_each_line_names_the_budgets_refusing_since_the_last_one() -> None:
+    clock = Clock()
+    refusals = RefusalLog("node-1", clock=clock)
+    assert refusals.refused(WEB_1, "shop/web") is not None
+    clock.now += 10.0
+    assert refusals.refused(DB_1, "shop/db") is None  # within the minute: said at the next line
+    clock.now += 55.0
+    line = refusals.refused(DB_1, "shop/db")
+    assert line == (
+        "drain of node node-1 blocked: PDB shop/db refuses evicting pod shop/db-1 (for 55 s)"
+    ), "shop/web stopped refusing before this minute: not named again"
+    clock.now += 30.0
+    assert refusals.refused(WEB_1, None) is None
+    clock.now += 30.0
+    line = refusals.refused(WEB_1, "shop/web")
+    assert line == (
+        "drain of node node-1 blocked: PDB shop/web refuses evicting pod shop/web-1 (for 0 s); "
+        "an unnamed budget (429) refuses evicting pod shop/web-1 (for 30 s)"
+    ), "a budget refusing again after more than a minute is counted from its new refusal"
+
+
+class FakeBlockedCore(FakeCore):
+    """Every eviction refused by the budget `web`; the node's watch shows nothing new."""
+
+    def __init__(self) -> None:
+        cause = {"reason": "DisruptionBudget", "message": "The disruption budget web needs 2"}
+        super().__init__(429, {"code": 429, "details": {"causes": [cause]}})
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        return FakeStream([])
+
+
+def test_a_drain_logs_its_blocking_budget_once_however_often_it_retries(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("brain.drain._list_budgets", lambda api, counter: [])
+    core = FakeBlockedCore()
+    options = DrainOptions(eviction_retry_seconds=0.05)
+    deadline = datetime.now(UTC) + timedelta(seconds=1)
+    held = [pod("web-1", namespace="shop", uid="u1"), pod("web-2", namespace="shop", uid="u3")]
+    with caplog.at_level("INFO", logger="brain.drain"):
+        result = asyncio.run(
+            _drain_listed(None, core, "node-1", options, deadline, None, held, "10", None)
+        )
+    assert not result.completed and result.blocking_pdbs == ("shop/web",)
+    assert len(core.calls) >= 10, "the evictions were not retried: nothing to rate-limit"
+    blocked = [record.getMessage() for record in caplog.records if "blocked" in record.getMessage()]
+    assert len(blocked) == 1 and blocked[0].startswith(
+        "drain of node node-1 blocked: PDB shop/web refuses evicting pod shop/web-"
+    )
