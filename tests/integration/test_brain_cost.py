@@ -56,6 +56,7 @@ NODES = 6
 #   16 Node patches: pending taint (nodes that had to wait), cordon+mark, release
 #    6 pod watch-lists (the node's pods, then their deletions, in one request)
 #    6 PDB lists (which budgets the health gate waits for), 6-7 PDB reads (the health gate)
+#    6 pod lists (the health gate's DaemonSet pods on the node: healthGate.daemonSetsReady)
 #    6 Job creates (no read: the nodes are back before the 30 s Job check)
 #    6-7 window status writes (at most one per window every 2 s)
 # This bound (measured + ~2) catches a return to polling or to an Event per step.
