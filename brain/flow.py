@@ -7,7 +7,13 @@ drain resumes where the pods are, and a reboot already done (new boot ID) is nev
     Pending -> Draining -> Rebooting -> WaitingForNode -> HealthCheck -> Done
                   |  (drain aborted: back to Pending)      |                |
                   +---------------> Failed <---------------+----------------+
-    Failed -> Draining (retry) or released (slot freed) by a person.
+    Rebooting -> Draining when the node is found uncordoned (it is never rebooted so).
+    Failed -> Draining (retry); any phase -> released (slot freed) by a person.
+
+A drain or a reboot Job happens only on a node the API shows cordoned: the cordon patch's
+response before each drain start, the Node watch while it runs, one Node read before the Job.
+What this process remembers of a node is keyed by the lease (see lease_memory), so another
+brain's write makes it void instead of stale.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from brain.blockers.pods import label_selector_text
 from brain.events import EventRecorder, node_reference, window_reference
 from brain.hooks import Hook, HookCaller, HookEndpoint, HookState
 from brain.kube import Kube
+from brain.lease_memory import LeaseKey, LeaseMemory
 from brain.lock import CompletedReboot, LockState, LockStore, NodeLease, WindowRecord
 from brain.node_view import NodeView, node_view_from_object
 from brain.phase import Phase
@@ -42,6 +49,9 @@ JOB_CHECK_INTERVAL_SECONDS = 30.0
 # ... and at this pace once the node is Ready again with its old boot ID (did it reboot?).
 JOB_CHECK_URGENT_SECONDS = 5.0
 POLL_AGAIN_SECONDS = 2.0
+# A lease is trusted for a first cordon only if the lock was read or written this recently;
+# older, the lock is read again first (another brain may have finished the node meanwhile).
+LOCK_FRESH_SECONDS = 3.0
 HEALTH_GATE_POLL_SECONDS = 5.0
 # Steps that post no Event of their own: the next step's Event says what they did (Drained is
 # told by RebootStarted; NodeReturned by Rebooted, or by the warning that stops the node).
@@ -53,6 +63,14 @@ QUIET_TRANSITIONS = frozenset(
 )
 # Transitions a person asked for: told on the window too.
 PERSON_ACTIONS = frozenset({"Retry", "Released"})
+# Phases a person may release a node from (every phase that holds a slot), and what it means.
+RELEASE_MEANS = {
+    Phase.DRAINING: "the drain is stopped",
+    Phase.REBOOTING: "no reboot is started",
+    Phase.WAITING_FOR_NODE: "the wait is given up and the reboot Job deleted",
+    Phase.HEALTH_CHECK: "the health gate is skipped",
+    Phase.FAILED: "",
+}
 
 
 @dataclass(frozen=True)
@@ -94,17 +112,22 @@ class NodeFlow:
     wake: Callable[[float], None]
     observer: FlowObserver = field(default_factory=FlowObserver)
     hooks: HookCaller = field(default_factory=HookCaller)
-    drains: dict[str, asyncio.Task[drain.DrainResult]] = field(default_factory=dict)
+    # Every memory below is per lease (node, attempt, phase start): see lease_memory.
+    drains: LeaseMemory[asyncio.Task[drain.DrainResult]] = field(default_factory=LeaseMemory)
     # uids make `kubectl describe` find our Events (it matches the object's uid)
     window_uids: dict[str, str] = field(default_factory=dict)
     node_uids: dict[str, str] = field(default_factory=dict)
-    _job_checked: dict[str, float] = field(default_factory=dict)
-    # (node, attempt) seen NotReady while WaitingForNode. Kept in memory, not in the lock: a
-    # brain that restarts meanwhile forgets it, and a node that never reboots then fails at
+    _job_checked: LeaseMemory[float] = field(default_factory=LeaseMemory)
+    # Seen NotReady while WaitingForNode. Kept in memory, not in the lock: a brain that
+    # restarts meanwhile forgets it, and a node that never reboots then fails at
     # nodeReturnTimeout instead of at once (later, never wrongly).
-    _saw_not_ready: set[tuple[str, int]] = field(default_factory=set)
-    # (node, attempt) this process cordoned: the index may not show it yet on the next pass.
-    _cordoned: set[tuple[str, int]] = field(default_factory=set)
+    _saw_not_ready: LeaseMemory[bool] = field(default_factory=LeaseMemory)
+    # This process started a drain for the lease: starting another one (it was stopped, or it
+    # failed) reads the lock first, whatever its age.
+    _drain_started: LeaseMemory[bool] = field(default_factory=LeaseMemory)
+    # This process cordoned the node for the lease: if the lease turns out gone (another brain
+    # finished it meanwhile), that cordon is undone.
+    _cordoned: LeaseMemory[bool] = field(default_factory=LeaseMemory)
     _node_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     # window -> how to admit its next nodes when one of its nodes frees a slot (set by the
     # reconciler for the length of a pass; without one, the next pass admits them).
@@ -141,6 +164,8 @@ class NodeFlow:
                     uncordon=False,
                 )
                 return
+            if node.action and await self._person_action(name, lease, node, spec, now):
+                return
             step = {
                 Phase.DRAINING: self._draining,
                 Phase.REBOOTING: self._rebooting,
@@ -161,17 +186,17 @@ class NodeFlow:
 
     def forget(self, name: str) -> None:
         """Drop in-memory helpers of a node that left maintenance."""
-        task = self.drains.pop(name, None)
+        task = self.drains.pop(name)
         if task is not None and not task.done():
             task.cancel()
-        self._job_checked.pop(name, None)
-        self._cordoned = {entry for entry in self._cordoned if entry[0] != name}
-        self._saw_not_ready = {entry for entry in self._saw_not_ready if entry[0] != name}
+        for memory in (self._job_checked, self._saw_not_ready, self._drain_started, self._cordoned):
+            memory.pop(name)
 
     async def close(self) -> None:
-        for task in self.drains.values():
+        tasks = self.drains.values()
+        for task in tasks:
             task.cancel()
-        for task in self.drains.values():
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
         self.drains.clear()
@@ -182,67 +207,28 @@ class NodeFlow:
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
     ) -> None:
         assert node is not None
-        if spec.hooks.pre_drain is not None and not await self._hook_passed(
-            Hook.PRE_DRAIN,
-            spec.hooks.pre_drain,
-            name,
-            lease,
-            node,
-            now,
-            on_failure=lambda message: self._finish(
-                name,
-                lease,
-                node,
-                now,
-                "PreDrainHookFailed",
-                message,
-                uncordon=True,
-                retry_after=now + spec.drain.timeout,
-                spec=spec,
-            ),
-        ):
+        key = LeaseKey.of(name, lease)
+        outdated = self.drains.take_outdated(key)
+        if outdated is not None:  # a drain of an earlier phase visit (another brain moved on)
+            outdated.cancel()
+        task = self.drains.get(key)
+        if task is not None and not task.done():
+            if not node.unschedulable and not await self._cordoned_now(name):
+                # Someone uncordoned it (a person, or another brain that finished it): evicting
+                # now would chase the workloads' replacements back onto it.
+                task.cancel()
+                self.drains.pop(name)
+                log.warning("node %s was uncordoned during its drain: drain stopped", name)
+                self.wake(0)
             return
-        marked = (name, lease.attempt) in self._cordoned or (
-            node.unschedulable and contract.WINDOW_ANNOTATION in node.annotation_keys
-        )
-        if not marked:
-            await node_updates.cordon_and_mark(
-                self.kube, node, lease.window, self.settings.kured_compatibility, spec
-            )
-            self._cordoned.add((name, lease.attempt))
-        skip_drain = not spec.drain.enabled or (
-            lease.emergency and spec.emergency.drain == EmergencyDrain.SKIP
-        )
-        if skip_drain:
-            await self._to_rebooting(name, lease, node, now, pdbs=[], note="drain skipped")
-            return
-        task = self.drains.get(name)
         if task is None:
-            deadline = lease.deadline or now + spec.drain.timeout
-            options = drain.DrainOptions(
-                grace_period_seconds=spec.drain.grace_period_seconds,
-                pod_selector=(
-                    label_selector_text(spec.drain.pod_selector.model_dump(by_alias=True))
-                    if spec.drain.pod_selector
-                    else None
-                ),
-                delete_emptydir_data=spec.drain.delete_empty_dir_data,
-                force=spec.drain.force,
-                keep_pods=self.own_pods,
-            )
-            task = asyncio.create_task(
-                drain.drain_node(self.kube.api_client, name, options, deadline, watch_list=True),
-                name=f"drain-{name}",
-            )
-            task.add_done_callback(lambda _: self.wake(0))
-            self.drains[name] = task
+            await self._start_drain(name, lease, node, spec, now, key)
             return
-        if not task.done():
-            return
-        del self.drains[name]
+        self.drains.pop(name)
         try:
             result = task.result()
         except asyncio.CancelledError:
+            self.wake(0)
             return
         except Exception as error:
             log.warning("drain of node %s failed, will retry: %s", name, error)
@@ -281,6 +267,99 @@ class NodeFlow:
         else:
             self.wake(POLL_AGAIN_SECONDS)  # the drain ended early (an error): start again
 
+    async def _start_drain(
+        self,
+        name: str,
+        lease: NodeLease,
+        node: NodeView,
+        spec: WindowSpec,
+        now: datetime,
+        key: LeaseKey,
+    ) -> None:
+        """Cordon (the patch's answer must show it), then start the drain in a task."""
+        if spec.hooks.pre_drain is not None and not await self._hook_passed(
+            Hook.PRE_DRAIN,
+            spec.hooks.pre_drain,
+            name,
+            lease,
+            node,
+            now,
+            on_failure=lambda message: self._finish(
+                name,
+                lease,
+                node,
+                now,
+                "PreDrainHookFailed",
+                message,
+                uncordon=True,
+                retry_after=now + spec.drain.timeout,
+                spec=spec,
+            ),
+        ):
+            return
+        if not await self._lease_is_current(name, lease, key):
+            return
+        cordoned = await node_updates.cordon_and_mark(
+            self.kube, node, lease.window, self.settings.kured_compatibility, spec
+        )
+        self._cordoned.put(key, True)
+        if not cordoned.unschedulable:
+            log.warning("node %s: the cordon did not hold; trying again", name)
+            self.wake(POLL_AGAIN_SECONDS)
+            return
+        skip_drain = not spec.drain.enabled or (
+            lease.emergency and spec.emergency.drain == EmergencyDrain.SKIP
+        )
+        if skip_drain:
+            await self._to_rebooting(name, lease, cordoned, now, pdbs=[], note="drain skipped")
+            return
+        deadline = lease.deadline or now + spec.drain.timeout
+        options = drain.DrainOptions(
+            grace_period_seconds=spec.drain.grace_period_seconds,
+            pod_selector=(
+                label_selector_text(spec.drain.pod_selector.model_dump(by_alias=True))
+                if spec.drain.pod_selector
+                else None
+            ),
+            delete_emptydir_data=spec.drain.delete_empty_dir_data,
+            force=spec.drain.force,
+            keep_pods=self.own_pods,
+        )
+        task = asyncio.create_task(
+            drain.drain_node(self.kube.api_client, name, options, deadline, watch_list=True),
+            name=f"drain-{name}",
+        )
+        task.add_done_callback(lambda _: self.wake(0))
+        self.drains.put(key, task)
+        self._drain_started.put(key, True)
+
+    async def _lease_is_current(self, name: str, lease: NodeLease, key: LeaseKey) -> bool:
+        """Before a cordon: is this lease still the lock's? Read again unless just seen.
+
+        A drain started before for this very lease (now stopped) always reads again: it was
+        stopped because the node was uncordoned, maybe by a brain that finished the node.
+        """
+        recent = time.monotonic() - self.lock.synced_at < LOCK_FRESH_SECONDS
+        if recent and key not in self._drain_started:
+            return True
+        current = (await self.lock.refresh()).nodes.get(name)
+        if (
+            current is not None
+            and current.phase == lease.phase
+            and LeaseKey.of(name, current) == key
+        ):
+            return True
+        self.wake(0)
+        return False
+
+    async def _cordoned_now(self, name: str) -> bool:
+        """The index shows the node schedulable while we drain it: ask the API (one GET).
+
+        The index can lag our own cordon by a moment; only the API's answer stops a drain.
+        """
+        node = await self._read_node(name)
+        return node is None or node.unschedulable
+
     async def _to_rebooting(
         self,
         name: str,
@@ -291,8 +370,6 @@ class NodeFlow:
         note: str,
     ) -> None:
         boot_id = node.boot_id
-        # One Job per node and boot; a retry a person asked for is a new attempt with its own.
-        identity = boot_id if lease.attempt == 1 else f"{boot_id}#attempt-{lease.attempt}"
         await self._move(
             name,
             lease,
@@ -301,8 +378,9 @@ class NodeFlow:
             "Drained",
             note,
             boot_id_before=boot_id,
-            job_name=reboot_job.reboot_job_name(name, identity),
-            pdbs=pdbs,
+            # One Job per maintenance (lease.since is this drain's start): never an old one.
+            job_name=reboot_job.maintenance_job_name(name, boot_id, lease.attempt, lease.since),
+            pdbs=sorted({*lease.pdbs, *pdbs}),
             deadline=None,
         )
 
@@ -310,6 +388,10 @@ class NodeFlow:
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
     ) -> None:
         assert node is not None
+        # The Node as the API has it now, not as the index or memory last saw it (one GET).
+        node = await self._read_node(name)
+        if node is None:
+            return  # the next pass reads the 404 again and finishes the node as deleted
         deadline = now + spec.reboot.node_return_timeout
         if node.boot_id and node.boot_id != lease.boot_id_before:
             # Rebooted already (the brain was down meanwhile): never start a second reboot.
@@ -322,6 +404,9 @@ class NodeFlow:
                 "the node already reports a new boot ID",
                 deadline=deadline,
             )
+            return
+        if not node.unschedulable:
+            await self._back_to_draining(name, lease, spec, now)
             return
         job = reboot_job.build_reboot_job(
             name,
@@ -353,7 +438,27 @@ class NodeFlow:
             job_name=job_name,
         )
         if moved:  # a Job just created has not failed yet: its first read is one pace away
-            self._job_checked[name] = time.monotonic()
+            self._job_checked.put(LeaseKey(name, lease.attempt, now), time.monotonic())
+
+    async def _back_to_draining(
+        self, name: str, lease: NodeLease, spec: WindowSpec, now: datetime
+    ) -> None:
+        """Found uncordoned before its reboot: never reboot it so; cordon and drain again."""
+        moved = await self._move(
+            name,
+            lease,
+            Phase.DRAINING,
+            now,
+            "Uncordoned",
+            "the node was uncordoned before its reboot: cordoning and draining it again",
+            deadline=now + spec.drain.timeout,
+            job_name="",
+        )
+        if moved and lease.job_name:
+            # A Job created before a crash must not reboot it now; the next drain makes its own.
+            await reboot_job.delete_reboot_job(
+                self.kube.api_client, self.settings.job_namespace, lease.job_name
+            )
 
     async def _waiting_for_node(
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
@@ -370,10 +475,11 @@ class NodeFlow:
                 deadline=now + spec.reboot.health_gate.timeout,
             )
             return
+        key = LeaseKey.of(name, lease)
         if not node.ready:
-            self._saw_not_ready.add((name, lease.attempt))
+            self._saw_not_ready.put(key, True)
         # (sawNotReady in the lock: written by brains before this one)
-        saw_not_ready = lease.saw_not_ready or (name, lease.attempt) in self._saw_not_ready
+        saw_not_ready = lease.saw_not_ready or key in self._saw_not_ready
         came_back_unchanged = saw_not_ready and node.ready
         job = await self._job_state(name, lease, urgent=came_back_unchanged)
         if job is not None and job.phase == reboot_job.JobPhase.FAILED:
@@ -449,11 +555,12 @@ class NodeFlow:
         self, name: str, lease: NodeLease, urgent: bool
     ) -> reboot_job.JobState | None:
         """The reboot Job's state, read at most every JOB_CHECK_* seconds per node."""
-        checked = self._job_checked.get(name, 0.0)
+        key = LeaseKey.of(name, lease)
+        checked = self._job_checked.get(key) or 0.0
         interval = JOB_CHECK_URGENT_SECONDS if urgent else JOB_CHECK_INTERVAL_SECONDS
         if not lease.job_name or time.monotonic() - checked < interval:
             return None
-        self._job_checked[name] = time.monotonic()
+        self._job_checked.put(key, time.monotonic())
         return await reboot_job.reboot_job_state(
             self.kube.api_client, self.settings.job_namespace, lease.job_name
         )
@@ -562,55 +669,169 @@ class NodeFlow:
     async def _failed(
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
     ) -> None:
-        assert node is not None
-        if node.action == contract.ACTION_RETRY:
-            moved = await self._move(
-                name,
-                lease,
-                Phase.DRAINING,
-                now,
-                "Retry",
-                "retry requested by a person",
-                attempt=lease.attempt + 1,
-                deadline=now + spec.drain.timeout,
-                boot_id_before=node.boot_id,
-                saw_not_ready=False,
-                pdbs=[],
-                job_name="",
-            )
-            if moved:
-                await node_updates.clear_action(self.kube, name)
-        elif node.action == contract.ACTION_RELEASE:
-            await self._finish(
-                name,
-                lease,
+        """A Failed node keeps its slot until a person acts (see _person_action)."""
+        return None
+
+    # -- what a person asked for ---------------------------------------------------------------
+
+    async def _person_action(
+        self, name: str, lease: NodeLease, node: NodeView, spec: WindowSpec, now: datetime
+    ) -> bool:
+        """Act on the node's `pitstop.dev/action`, or refuse it with an Event; remove it.
+
+        An action asked for an earlier phase than the lease's (its `action-since` is older
+        than the phase start) is stale: refused, never replayed at a later phase. Returns
+        True when this pass takes no other step for the node.
+        """
+        asked_for = _parse_time(node.action_since)
+        if asked_for is not None and asked_for > lease.since:
+            # The person saw a phase our copy of the lock does not show yet: read it again.
+            current = (await self.lock.refresh()).nodes.get(name)
+            if current is not None and current.since >= asked_for:
+                self.wake(0)
+                return True
+        if asked_for is not None and asked_for != lease.since:
+            await self.refuse_action(
                 node,
-                now,
-                "Released",
-                "released by a person",
-                uncordon=True,
-                clear_action=True,
-                spec=spec,
+                f"{node.action} was asked for an earlier phase (started {node.action_since}); "
+                f"the node is {lease.phase} since {lease.since.isoformat()}: ignored, ask again "
+                "if it still applies",
             )
+            return False
+        if node.action == contract.ACTION_RELEASE:
+            await self._release(name, lease, node, spec, now)
+            return True
+        if node.action == contract.ACTION_RETRY and lease.phase == Phase.FAILED:
+            await self._retry(name, lease, node, spec, now)
+            return True
+        if node.action == contract.ACTION_RETRY:
+            why = f"retry applies only to a Failed node; it is {lease.phase}"
+        else:
+            why = f"unknown action {node.action!r} (retry or release)"
+        await self.refuse_action(node, why)
+        return False
+
+    async def refuse_action(self, node: NodeView, why: str) -> None:
+        """Remove an action the brain will not carry out, and say why on the node."""
+        if await node_updates.clear_action(self.kube, node):
+            await self.events.post(
+                node_reference(node.name, self.node_uids.get(node.name, node.uid)),
+                "ActionRefused",
+                why,
+                "Warning",
+            )
+
+    async def refuse_stray_actions(self, nodes: list[NodeView], window: str) -> None:
+        """Actions on nodes of `window` that are not in maintenance: refused and removed.
+
+        The lock is read again first (rare: only when such an action is there), so a node that
+        another brain has just admitted is not refused by a copy of the lock a moment old.
+        """
+        if not nodes:
+            return
+        state = await self.lock.refresh()
+        for node in nodes:
+            if node.name not in state.nodes:
+                await self.refuse_action(
+                    node,
+                    f"the node is not in maintenance (window {window}): nothing to {node.action}",
+                )
+
+    async def _release(
+        self, name: str, lease: NodeLease, node: NodeView, spec: WindowSpec, now: datetime
+    ) -> None:
+        """Give up on the node in whatever phase: no drain, no reboot, no waiting, no gate.
+
+        A node released before it rebooted rests (retryAfter) like one whose drain was
+        aborted, instead of being admitted again at once.
+        """
+        task = self.drains.pop(name)
+        if task is not None:
+            task.cancel()
+        if lease.job_name and lease.phase in (
+            Phase.REBOOTING,
+            Phase.WAITING_FOR_NODE,
+            Phase.FAILED,
+        ):
+            # A Job that has not rebooted the node yet must not do it once it is uncordoned.
+            await reboot_job.delete_reboot_job(
+                self.kube.api_client, self.settings.job_namespace, lease.job_name
+            )
+        rebooted = bool(lease.boot_id_before) and node.boot_id not in ("", lease.boot_id_before)
+        means = RELEASE_MEANS.get(lease.phase, "")
+        await self._finish(
+            name,
+            lease,
+            node,
+            now,
+            "Released",
+            f"released by a person in {lease.phase}" + (f": {means}" if means else ""),
+            uncordon=True,
+            clear_action=True,
+            retry_after=None if rebooted else now + spec.drain.timeout,
+            spec=spec,
+        )
+
+    async def _retry(
+        self, name: str, lease: NodeLease, node: NodeView, spec: WindowSpec, now: datetime
+    ) -> None:
+        """A new attempt for a Failed node: drained and rebooted again, with a Job of its own."""
+        moved = await self._move(
+            name,
+            lease,
+            Phase.DRAINING,
+            now,
+            "Retry",
+            "retry requested by a person",
+            attempt=lease.attempt + 1,
+            deadline=now + spec.drain.timeout,
+            boot_id_before=node.boot_id,
+            saw_not_ready=False,
+            pdbs=[],
+            job_name="",
+        )
+        if moved:
+            await node_updates.clear_action(self.kube, node)
+            if lease.job_name:  # the failed attempt's Job never reboots it late
+                await reboot_job.delete_reboot_job(
+                    self.kube.api_client, self.settings.job_namespace, lease.job_name
+                )
 
     # -- lock writes ---------------------------------------------------------------------------
 
     async def _update(self, name: str, lease: NodeLease, **changes: Any) -> bool:
         """Change fields of a lease that is still exactly as we saw it."""
-        applied = False
+        applied = gone = False
 
         def decide(state: LockState) -> LockState | None:
-            nonlocal applied
+            nonlocal applied, gone
             applied = False  # decide runs again on a fresh lock after a 409
             current = state.nodes.get(name)
-            if current is None or current.phase != lease.phase or current.attempt != lease.attempt:
+            gone = current is None
+            if current is None or not _same_visit(current, lease):
                 return None
             state.nodes[name] = current.model_copy(update=changes)
             applied = True
             return state
 
         await self.lock.update(decide)
+        if gone:
+            await self._undo_stale_cordon(name, lease)
         return applied
+
+    async def _undo_stale_cordon(self, name: str, lease: NodeLease) -> None:
+        """The lease is gone (another brain finished the node): undo a cordon we made for it.
+
+        Only if the node still carries our window mark (the finishing brain removed it; our
+        cordon after that put it back), so a node cordoned by anyone since is left alone.
+        """
+        if LeaseKey.of(name, lease) not in self._cordoned:
+            return
+        self.forget(name)
+        if await node_updates.unmark_if_marked(
+            self.kube, name, lease.window, uncordon=not lease.was_cordoned
+        ):
+            log.warning("node %s: its lease was gone; undid the cordon made for it", name)
 
     async def _move(
         self,
@@ -624,7 +845,7 @@ class NodeFlow:
     ) -> bool:
         moved = await self._update(name, lease, phase=target, since=now, message=message, **changes)
         if moved:
-            self._job_checked.pop(name, None)
+            self._job_checked.pop(name)
             await self.announce(
                 lease.window, name, lease.phase, target, reason, message, warning=False, lease=lease
             )
@@ -678,7 +899,7 @@ class NodeFlow:
             applied = False  # decide runs again on a fresh lock after a 409
             admitted.clear()
             current = state.nodes.get(name)
-            if current is None or current.phase != lease.phase or current.attempt != lease.attempt:
+            if current is None or not _same_visit(current, lease):
                 return None
             del state.nodes[name]
             record = state.windows.setdefault(lease.window, WindowRecord())
@@ -756,3 +977,23 @@ class NodeFlow:
                 kind,
             )
         self.observer.transition(window, node, old, new, reason, message, lease)
+
+
+def _same_visit(current: NodeLease, lease: NodeLease) -> bool:
+    """Is the lock's lease still the phase visit we decided on (not a later one, same attempt)?"""
+    return (
+        current.phase == lease.phase
+        and current.attempt == lease.attempt
+        and current.since == lease.since
+    )
+
+
+def _parse_time(text: str) -> datetime | None:
+    """An RFC 3339 time from an annotation; None if absent or unreadable."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

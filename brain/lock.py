@@ -180,6 +180,8 @@ class LockStore:
         self.unreadable: str | None = None
         self._backoff = 0.0
         self._retry_at = 0.0
+        # time.monotonic() of the last read or write that showed the ConfigMap as it was.
+        self.synced_at = float("-inf")
 
     @property
     def where(self) -> str:
@@ -226,6 +228,7 @@ class LockStore:
             self._state = state
             self._resource_version = config_map.metadata.resource_version
             self._loaded = True
+            self.synced_at = time.monotonic()
             return self._state.model_copy(deep=True)
 
     def _readable_again(self) -> None:
@@ -264,6 +267,7 @@ class LockStore:
         self._state = parse_lock_data((config_map.data or {}).get(LOCK_DATA_KEY), self.where)
         self._resource_version = config_map.metadata.resource_version
         self._loaded = True
+        self.synced_at = time.monotonic()
         return self._state.model_copy(deep=True)
 
     async def read(self) -> LockState:
@@ -319,3 +323,4 @@ class LockStore:
             )
         self._state = state.model_copy(deep=True)
         self._resource_version = written.metadata.resource_version
+        self.synced_at = time.monotonic()

@@ -20,12 +20,26 @@ EXPLANATIONS = {
         " the window's rollout goes on"
     ),
 }
+# What releasing means in each phase (any phase in maintenance may be released).
+RELEASE_IN_PHASE = {
+    Phase.DRAINING: "its drain is stopped",
+    Phase.REBOOTING: "no reboot is started",
+    Phase.WAITING_FOR_NODE: "the wait is given up and its reboot Job deleted",
+    Phase.HEALTH_CHECK: "the health gate is skipped",
+    Phase.FAILED: "",
+}
+RESTS = "; a node that has not rebooted rests (drain.timeout) before the window takes it again"
 
 
 def request_action(
     client_handle: Any, node: str, action: str, namespace: str, lock_name: str
 ) -> str:
-    """Check the node is in a state the action applies to, annotate it, say what follows."""
+    """Check the node is in a state the action applies to, annotate it, say what follows.
+
+    The annotation carries the start of the phase the person saw (`action-since`): if the
+    node has moved on by the time the brain reads it, the brain refuses it instead of acting
+    on a phase nobody asked about.
+    """
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -44,12 +58,26 @@ def request_action(
         raise SystemExit(f"pitstop: node {node!r} is not in maintenance; nothing to {action}")
     if action == contract.ACTION_RETRY and lease.phase != Phase.FAILED:
         raise SystemExit(
-            f"pitstop: node {node!r} is {lease.phase}, not Failed; only a Failed node is retried"
+            f"pitstop: node {node!r} is {lease.phase}, not Failed; only a Failed node is"
+            " retried (release gives up on a node in any phase)"
         )
-    core.patch_node(node, {"metadata": {"annotations": {contract.ACTION_ANNOTATION: action}}})
+    core.patch_node(
+        node,
+        {
+            "metadata": {
+                "annotations": {
+                    contract.ACTION_ANNOTATION: action,
+                    contract.ACTION_SINCE_ANNOTATION: lease.since.isoformat(),
+                }
+            }
+        },
+    )
+    explanation = EXPLANATIONS[action]
+    if action == contract.ACTION_RELEASE:
+        means = RELEASE_IN_PHASE.get(lease.phase, "")
+        explanation += (f"; {means}" if means else "") + RESTS
     return (
-        f"node {node} ({lease.phase} in window {lease.window}): {action} requested; "
-        f"{EXPLANATIONS[action]}"
+        f"node {node} ({lease.phase} in window {lease.window}): {action} requested; {explanation}"
     )
 
 

@@ -24,6 +24,7 @@ BRAIN_ANNOTATIONS = (
     contract.WINDOW_ANNOTATION,
     contract.KURED_REBOOT_IN_PROGRESS_ANNOTATION,
 )
+ACTION_ANNOTATIONS = (contract.ACTION_ANNOTATION, contract.ACTION_SINCE_ANNOTATION)
 
 
 def _escape(key: str) -> str:
@@ -175,22 +176,28 @@ async def cordon_and_mark(
     window: str,
     kured_compatibility: bool,
     spec: WindowSpec | None = None,
-) -> None:
-    """Cordon and mark the node in one request (re-read once if its taints moved meanwhile)."""
+) -> NodeView:
+    """Cordon and mark the node in one request (re-read once if its taints moved meanwhile),
+    with the window's nodeLabels.before and its pending taint dropped.
+
+    Returns the Node as the patch left it: the caller checks the cordon there, not in memory.
+    """
     labels = labels_on_admission(spec) if spec is not None else {}
     keys = pending_taint_keys(spec) if spec is not None else (PENDING_TAINT.key,)
     for attempt in range(3):
         try:
-            await kube.call(
+            response = await kube.call(
                 kube.core.patch_node,
                 node.name,
                 cordon_operations(node, window, kured_compatibility, labels, keys),
+                _preload_content=False,
             )
-            return
+            return node_view_from_object(json.loads(response.data))
         except ApiException as error:
             if error.status != 422 or attempt == 2:
                 raise
             node = node_view_from_object(await read_node_raw(kube, node.name))
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 async def remove_pending_taints(kube: Kube, node: NodeView, spec: WindowSpec) -> None:
@@ -205,7 +212,7 @@ def release_patch(
     patch: None removes)."""
     annotations: dict[str, None] = {key: None for key in BRAIN_ANNOTATIONS}
     if clear_action:
-        annotations[contract.ACTION_ANNOTATION] = None
+        annotations.update(dict.fromkeys(ACTION_ANNOTATIONS))
     patch: dict[str, Any] = {"metadata": {"annotations": annotations}}
     if labels:
         patch["metadata"]["labels"] = dict(labels)
@@ -219,7 +226,51 @@ async def merge_patch_node(kube: Kube, name: str, patch: dict[str, Any]) -> None
     await kube.call(kube.core.patch_node, name, patch)
 
 
-async def clear_action(kube: Kube, name: str) -> None:
-    await merge_patch_node(
-        kube, name, {"metadata": {"annotations": {contract.ACTION_ANNOTATION: None}}}
-    )
+async def unmark_if_marked(kube: Kube, name: str, window: str, uncordon: bool) -> bool:
+    """Remove our window mark (and the cordon) only if the node still carries that mark.
+
+    For a cordon made for a lease that turned out gone: whoever finished the node removed the
+    mark, so a node that has it again was marked by the stale step; one cordoned by anyone
+    since, without our mark, is left alone (the `test` fails: 422).
+    """
+    mark = f"/metadata/annotations/{_escape(contract.WINDOW_ANNOTATION)}"
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": mark, "value": window},
+        {"op": "remove", "path": mark},
+    ]
+    if uncordon:
+        operations.append({"op": "add", "path": "/spec/unschedulable", "value": False})
+    try:
+        await kube.call(kube.core.patch_node, name, operations)
+    except ApiException as error:
+        if error.status in (404, 422):
+            return False
+        raise
+    return True
+
+
+def clear_action_operations(node: NodeView) -> list[dict[str, Any]]:
+    """Remove the action a person asked for, only if it is still the one we read."""
+    path = f"/metadata/annotations/{_escape(contract.ACTION_ANNOTATION)}"
+    operations: list[dict[str, Any]] = [
+        {"op": "test", "path": path, "value": node.action},
+        {"op": "remove", "path": path},
+    ]
+    if node.action_since:
+        since_path = f"/metadata/annotations/{_escape(contract.ACTION_SINCE_ANNOTATION)}"
+        operations += [
+            {"op": "test", "path": since_path, "value": node.action_since},
+            {"op": "remove", "path": since_path},
+        ]
+    return operations
+
+
+async def clear_action(kube: Kube, node: NodeView) -> bool:
+    """Remove the node's action annotations; False if a person wrote a new one meanwhile."""
+    try:
+        await kube.call(kube.core.patch_node, node.name, clear_action_operations(node))
+    except ApiException as error:
+        if error.status == 422:  # a `test` failed: a new action (or none): the next pass decides
+            return False
+        raise
+    return True

@@ -44,6 +44,7 @@ class NodeView:
     # Annotation keys present on the node (for nodeAnnotations blockers); values are not kept.
     annotation_keys: frozenset[str] = frozenset()
     action: str = ""  # contract.ACTION_ANNOTATION value, if any
+    action_since: str = ""  # contract.ACTION_SINCE_ANNOTATION value, if any
     uid: str = ""
     taints: tuple[Taint, ...] = ()
     created: datetime | None = None  # metadata.creationTimestamp
@@ -145,6 +146,7 @@ def node_view_from_object(node: Mapping[str, Any]) -> NodeView:
         boot_id=str((status.get("nodeInfo") or {}).get("bootID") or ""),
         annotation_keys=frozenset(annotations),
         action=annotations.get(contract.ACTION_ANNOTATION, ""),
+        action_since=annotations.get(contract.ACTION_SINCE_ANNOTATION, ""),
         uid=str(metadata.get("uid", "")),
         created=_parse_time(metadata.get("creationTimestamp")),
         taints=tuple(

@@ -28,9 +28,13 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.PENDING: frozenset({Phase.DRAINING}),
     # Draining may go back to Pending (drain aborted at its timeout: slot freed, node uncordoned).
     Phase.DRAINING: frozenset({Phase.REBOOTING, Phase.PENDING, Phase.FAILED}),
-    Phase.REBOOTING: frozenset({Phase.WAITING_FOR_NODE, Phase.FAILED}),
-    Phase.WAITING_FOR_NODE: frozenset({Phase.HEALTH_CHECK, Phase.FAILED}),
-    Phase.HEALTH_CHECK: frozenset({Phase.DONE, Phase.FAILED}),
+    # Rebooting goes back to Draining when the node is found uncordoned (never rebooted so).
+    # A person may release a node from any phase: its slot is freed (Pending, resting).
+    Phase.REBOOTING: frozenset(
+        {Phase.WAITING_FOR_NODE, Phase.FAILED, Phase.DRAINING, Phase.PENDING}
+    ),
+    Phase.WAITING_FOR_NODE: frozenset({Phase.HEALTH_CHECK, Phase.FAILED, Phase.PENDING}),
+    Phase.HEALTH_CHECK: frozenset({Phase.DONE, Phase.FAILED, Phase.PENDING}),
     # A person acts on a Failed node: retry (back to Draining) or release (slot freed).
     Phase.FAILED: frozenset({Phase.DRAINING, Phase.PENDING, Phase.DONE}),
     Phase.DONE: frozenset(),

@@ -499,7 +499,8 @@ def _plan_window(
 def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> dict[str, str]:
     """Flagged nodes that must not start now, with why (they are held back as Resting):
 
-    - a node whose drain was aborted rests until its retry time;
+    - a node whose drain was aborted, or released before it rebooted, rests until its retry
+      time;
     - a node rebooted at its current boot ID that is still flagged from before that reboot
       (its detector has not caught up yet, or the reboot did not clear the flag): it is not
       rebooted again until its detector flags it anew, so there is no reboot loop.
@@ -510,7 +511,8 @@ def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> 
         for name, until in record.retry_after.items():
             if name in by_name and until > now:
                 resting[name] = (
-                    f"its drain was aborted; tried again after {until:%Y-%m-%dT%H:%M:%SZ}"
+                    f"its drain was aborted or it was released; tried again after "
+                    f"{until:%Y-%m-%dT%H:%M:%SZ}"
                 )
         for done in record.completed:
             node = by_name.get(done.node)

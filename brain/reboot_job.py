@@ -1,9 +1,12 @@
 """The per-node reboot Job: its name, its shape for each reboot method, and its I/O.
 
-The Job's name is derived from the node and its bootID, so creating "the reboot Job for this
-boot" twice is impossible: the second create gets 409 AlreadyExists. That makes the Rebooting
-step idempotent across brain crashes. Each method gets the least privilege it needs; the
-HostAgent method gives Kubernetes no reboot power at all (a host unit reads the approval file).
+The Job's name is derived from the node, its bootID and the maintenance it belongs to (attempt
+and drain start, recorded in the lock), so creating "the reboot Job of this maintenance" twice
+is impossible: the second create gets 409 AlreadyExists. That makes the Rebooting step
+idempotent across brain crashes, and a later maintenance of the same node at the same boot
+(after a release) gets a Job of its own instead of adopting the old one. Each method gets the
+least privilege it needs; the HostAgent method gives Kubernetes no reboot power at all (a host
+unit reads the approval file).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -57,6 +61,15 @@ def reboot_job_name(node: str, boot_id: str) -> str:
     room = MAX_NAME_LENGTH - len(JOB_NAME_PREFIX) - 1 - len(digest)
     readable = re.sub(r"[^a-z0-9-]+", "-", node.lower())[:room].strip("-")
     return f"{JOB_NAME_PREFIX}{readable}-{digest}" if readable else f"{JOB_NAME_PREFIX}{digest}"
+
+
+def maintenance_job_name(node: str, boot_id: str, attempt: int, drain_started: datetime) -> str:
+    """The Job name of one maintenance: the node's boot, the attempt and when its drain began.
+
+    A later maintenance at the same boot (the node was released and admitted again, or a person
+    asked for a retry) gets a name of its own, so it never takes the old Job for its reboot.
+    """
+    return reboot_job_name(node, f"{boot_id}#attempt-{attempt}#{drain_started.isoformat()}")
 
 
 def label_value(text: str) -> str:
@@ -236,7 +249,11 @@ def build_reboot_job(
 
 
 async def ensure_reboot_job(api: client.ApiClient, job: Mapping[str, Any]) -> bool:
-    """Create the Job; True if this call created it, False if it already existed (409)."""
+    """Create the Job; True if this call created it, False if it already existed (409).
+
+    The name carries the maintenance it belongs to (see reboot_job_name's callers), so a Job
+    that exists under it is this maintenance's own, created before a crash or by another brain.
+    """
     batch: Any = client.BatchV1Api(api)
     namespace = job["metadata"]["namespace"]
     try:
@@ -245,6 +262,27 @@ async def ensure_reboot_job(api: client.ApiClient, job: Mapping[str, Any]) -> bo
         )
     except ApiException as error:
         if error.status == 409:
+            return False
+        raise
+    return True
+
+
+async def delete_reboot_job(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Delete a reboot Job and its pod (a reboot given up on must not happen later).
+
+    True if it was there. Background propagation: the pod goes with it.
+    """
+    batch: Any = client.BatchV1Api(api)
+    try:
+        await asyncio.to_thread(
+            batch.delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+            _preload_content=False,
+        )
+    except ApiException as error:
+        if error.status == 404:
             return False
         raise
     return True

@@ -203,6 +203,17 @@ class WindowReconciler:
             await self._plan_failed(entry, plan.errors[name], lock, node_list, spec, utc_now())
             return
         window_plan = plan.window(name)
+        # A person's action on a node of this window that is not in maintenance: refused.
+        await self.flow.refuse_stray_actions(
+            [
+                node
+                for node in node_list
+                if node.action
+                and node.name not in lock.nodes
+                and plan.governing.get(node.name) == name
+            ],
+            name,
+        )
         if self.on_plan is not None:
             self.on_plan(plan, lock, node_list)
         status = window_status(

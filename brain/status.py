@@ -110,7 +110,7 @@ def window_status(
     retrying = retrying_nodes(plan, lock, now)
     pending_count = len(plan.pending) + len(retrying)
     resting_text = "; ".join(
-        f"{name} rests until {until:%Y-%m-%dT%H:%M:%SZ} (its drain was aborted)"
+        f"{name} rests until {until:%Y-%m-%dT%H:%M:%SZ} (its drain was aborted or it was released)"
         for name, until in sorted(retrying.items())[:5]
     )
     if active:

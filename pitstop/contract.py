@@ -31,8 +31,11 @@ KURED_REBOOT_IN_PROGRESS_ANNOTATION: Final = "weave.works/kured-reboot-in-progre
 PRIORITY_ANNOTATION: Final = f"{DOMAIN}/priority"
 EMERGENCY_ANNOTATION: Final = f"{DOMAIN}/emergency"
 EMERGENCY_VALUE: Final = "true"
-# `pitstop retry NODE` / `pitstop release NODE` write this; the brain acts and removes it.
+# `pitstop retry NODE` / `pitstop release NODE` write these; the brain acts (or refuses, with an
+# Event) and removes them. ACTION_SINCE is the start of the phase the person saw (the lock's
+# `since`): an action asked for an earlier phase is stale and ignored, never replayed later.
 ACTION_ANNOTATION: Final = f"{DOMAIN}/action"
+ACTION_SINCE_ANNOTATION: Final = f"{DOMAIN}/action-since"
 ACTION_RETRY: Final = "retry"
 ACTION_RELEASE: Final = "release"
 

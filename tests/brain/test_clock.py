@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from brain.clock import EARLIEST, LATEST, plus
 from brain.lock import CompletedReboot, LockState, WindowRecord
 from brain.node_view import NodeView
 from brain.plan_report import ClusterSnapshot, preview, render
 from brain.planner import HoldReason, NamedWindow, make_plan
-from brain.window import parse_window_spec
+from brain.window import WindowSpecError, parse_window_spec
 
 NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)
 
@@ -23,7 +25,19 @@ def test_plus_adds_and_saturates_instead_of_overflowing() -> None:
     assert plus(naive, timedelta(days=999_999_999)) == datetime.max
 
 
-def test_a_huge_delay_after_a_finished_node_holds_its_window_and_breaks_no_other() -> None:
+# A record near the end of the calendar: with the longest delay the spec allows, the next
+# start lies past datetime.max (what a far-future record, or a window stored before durations
+# were bounded, does to the planner).
+FAR_FUTURE = datetime(9999, 12, 31, 20, 0, tzinfo=UTC)
+
+
+def test_a_huge_delay_is_refused_by_the_spec_now() -> None:
+    spec = {"reboot": {"delayBetweenNodes": "70000000h"}}
+    with pytest.raises(WindowSpecError, match="delayBetweenNodes: must be from 0s to 168h"):
+        parse_window_spec(spec, "huge")
+
+
+def test_a_delay_past_the_calendar_holds_its_window_and_breaks_no_other() -> None:
     # Issue 24: delayBetweenNodes 70,000,000 h on a window that had finished a node made every
     # pass of every window fail with "OverflowError: date value out of range".
     huge = NamedWindow(
@@ -31,7 +45,7 @@ def test_a_huge_delay_after_a_finished_node_holds_its_window_and_breaks_no_other
         parse_window_spec(
             {
                 "nodeSelector": {"matchLabels": {"pool": "huge"}},
-                "reboot": {"delayBetweenNodes": "70000000h"},
+                "reboot": {"delayBetweenNodes": "168h"},
             },
             "huge",
         ),
@@ -44,12 +58,11 @@ def test_a_huge_delay_after_a_finished_node_holds_its_window_and_breaks_no_other
         NodeView("h1", {"pool": "huge"}, reboot_required=True, reboot_required_since=since),
         NodeView("o1", {"pool": "other"}, reboot_required=True, reboot_required_since=since),
     ]
-    finished = NOW - timedelta(minutes=5)
     lock = LockState(
         windows={
             "huge": WindowRecord(
-                lastFinished=finished,
-                completed=[CompletedReboot(node="h0", finished=finished, result="Rebooted")],
+                lastFinished=FAR_FUTURE,
+                completed=[CompletedReboot(node="h0", finished=FAR_FUTURE, result="Rebooted")],
             )
         }
     )
@@ -64,7 +77,7 @@ def test_a_huge_delay_after_a_finished_node_holds_its_window_and_breaks_no_other
 def test_pitstop_plan_shows_a_saturated_delay_in_a_zone_ahead_of_utc() -> None:
     spec = {
         "nodeSelector": {"matchLabels": {"pool": "huge"}},
-        "reboot": {"delayBetweenNodes": "70000000h"},
+        "reboot": {"delayBetweenNodes": "168h"},
         "schedule": {"timeZone": "Asia/Tokyo"},
     }
     window = {"metadata": {"name": "huge", "generation": 1}, "spec": spec}
@@ -72,7 +85,7 @@ def test_pitstop_plan_shows_a_saturated_delay_in_a_zone_ahead_of_utc() -> None:
         "metadata": {"name": "h1", "labels": {"pool": "huge"}},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]},
     }
-    lock = LockState(windows={"huge": WindowRecord(lastFinished=NOW - timedelta(minutes=1))})
+    lock = LockState(windows={"huge": WindowRecord(lastFinished=FAR_FUTURE)})
     text = render(preview(ClusterSnapshot([window], [node], lock), NOW))
     assert "delayBetweenNodes until 9999-12-31T23:59:59Z" in text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from brain.reboot_job import (
     build_reboot_job,
     job_state_from_object,
     label_value,
+    maintenance_job_name,
     reboot_job_name,
 )
 from pitstop import contract
@@ -279,3 +281,14 @@ def test_job_state_from_conditions() -> None:
         {"status": {"conditions": [{"type": "Failed", "status": "False"}]}}
     )
     assert not_yet.phase is JobPhase.RUNNING
+
+
+def test_a_later_maintenance_at_the_same_boot_gets_a_job_of_its_own() -> None:
+    # Fault testing: a node released in WaitingForNode was admitted again at the same boot,
+    # found "reboot Job ... already exists" (the old one) and took it for its own reboot.
+    first = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    name = maintenance_job_name("worker-1", BOOT, 1, first)
+    assert name == maintenance_job_name("worker-1", BOOT, 1, first)  # a crashed brain resumes
+    assert name != maintenance_job_name("worker-1", BOOT, 1, first + timedelta(seconds=1))
+    assert name != maintenance_job_name("worker-1", BOOT, 2, first)
+    assert name.startswith("reboot-worker-1-") and len(name) <= 63
