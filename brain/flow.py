@@ -671,7 +671,7 @@ class NodeFlow:
         ready, message = await node_health.daemonset_pods_ready(self.kube.api_client, name)
         if ready:
             return True
-        if lease.deadline is not None and now >= lease.deadline:
+        if self.clock.past(lease.deadline, now):
             await self._fail(
                 name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {message}"
             )
