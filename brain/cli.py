@@ -17,7 +17,7 @@ from typing import Any
 from brain.cli_errors import CRD_MISSING, CommandError, run_command
 from brain.lock import LOCK_DATA_KEY, LockState, LockUnreadableError, parse_lock_data
 from brain.plan_document import OUTPUT_FORMATS, plan_document, render_document
-from brain.plan_report import ClusterSnapshot, preview, render
+from brain.plan_report import ClusterSnapshot, PlanPreview, preview, render
 from brain.window import GROUP, PLURAL, VERSION
 from pitstop.version import version_line
 
@@ -105,14 +105,46 @@ def read_lock_state(client_handle: Any, namespace: str, lock_name: str) -> LockS
         raise CommandError(f"{error} (the brain decides nothing until it is fixed)") from None
 
 
+def read_node_blockers(client_handle: Any, report: PlanPreview) -> dict[str, str]:
+    """Scope-Node pod blockers, asked as the brain asks them (a read-only pod list per window):
+    node -> why it waits, for the nodes each window governs."""
+    import asyncio
+
+    from brain.window_blockers import blocker_config, node_blockers
+
+    held: dict[str, str] = {}
+    for name, spec in sorted(report.specs.items()):
+        config = blocker_config(spec)
+        if not config.node_pods:
+            continue
+        failed, per_node = asyncio.run(node_blockers(config, client_handle))
+        if failed.blocked:
+            raise CommandError(f"window {name}: {failed.message}")
+        held.update(
+            {node: why for node, why in per_node.items() if report.plan.governing.get(node) == name}
+        )
+    return held
+
+
 def run_plan(arguments: argparse.Namespace) -> int:
     handle = api_client(arguments)
+    now = datetime.now(UTC)
     try:
         snapshot = read_snapshot(handle, arguments.namespace, arguments.lock_name)
+        report = preview(snapshot, now)
+        held = read_node_blockers(handle, report)
     finally:
         handle.close()
-    report = preview(snapshot, datetime.now(UTC))
-    if arguments.output == "text":
+    if held:
+        report = preview(snapshot, now, node_blockers=held)
+    if arguments.notify_preview:
+        from brain.notify_preview import render_preview
+
+        governed: dict[str, list[str]] = {}
+        for node, window in report.plan.governing.items():
+            governed.setdefault(window, []).append(node)
+        sys.stdout.write(render_preview(report.specs, arguments.cluster_name, governed))
+    elif arguments.output == "text":
         sys.stdout.write(render(report))
     else:
         sys.stdout.write(render_document(plan_document(report), arguments.output))
@@ -136,6 +168,17 @@ def register_plan(subcommands: Any) -> None:
         default="text",
         type=str.lower,
         help="text (default), or json / yaml for scripts (schema: docs/operations.md)",
+    )
+    parser.add_argument(
+        "--notify-preview",
+        action="store_true",
+        help="instead of the plan: each window's notifications (notify.title/body templates)"
+        " rendered with sample values",
+    )
+    parser.add_argument(
+        "--cluster-name",
+        default=os.environ.get("PITSTOP_CLUSTER_NAME", ""),
+        help="$cluster in the preview: the brain's clusterName (env PITSTOP_CLUSTER_NAME)",
     )
     parser.set_defaults(handler=run_plan)
 

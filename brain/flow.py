@@ -29,7 +29,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from brain import drain, node_updates, reboot_job
+from brain import drain, node_health, node_updates, reboot_job
 from brain.blockers.pods import label_selector_text
 from brain.clock import ClusterClock
 from brain.events import EventRecorder, node_reference, window_reference
@@ -254,6 +254,7 @@ class NodeFlow:
                 result.message,
                 uncordon=True,
                 retry_after=now + spec.drain.timeout,
+                spec=spec,
             )
         elif deadline_passed:
             deleted = await drain.force_delete(
@@ -296,13 +297,14 @@ class NodeFlow:
                 message,
                 uncordon=True,
                 retry_after=now + spec.drain.timeout,
+                spec=spec,
             ),
         ):
             return
         if not await self._lease_is_current(name, lease, key):
             return
         cordoned = await node_updates.cordon_and_mark(
-            self.kube, node, lease.window, self.settings.kured_compatibility
+            self.kube, node, lease.window, self.settings.kured_compatibility, spec
         )
         self._cordoned.put(key, True)
         if not cordoned.unschedulable:
@@ -618,6 +620,8 @@ class NodeFlow:
                     await self._update(name, lease, message=f"waiting for {message}")
                 self.wake(HEALTH_GATE_POLL_SECONDS)
                 return
+        if not await self._daemonsets_ready(name, lease, spec, now):
+            return
         await self._finish(
             name,
             lease,
@@ -627,6 +631,7 @@ class NodeFlow:
             "rebooted, back and healthy",
             uncordon=True,
             succeeded=True,
+            spec=spec,
         )
 
     async def _control_plane_sees_ready(
@@ -655,6 +660,25 @@ class NodeFlow:
             (lease.deadline - now).total_seconds() if lease.deadline else HEALTH_GATE_POLL_SECONDS
         )
         self.wake(min(HEALTH_GATE_POLL_SECONDS, max(left, 0.1)))
+        return False
+
+    async def _daemonsets_ready(
+        self, name: str, lease: NodeLease, spec: WindowSpec, now: datetime
+    ) -> bool:
+        """healthGate.daemonSetsReady: the node's DaemonSet pods Ready, within the gate's time."""
+        if not spec.reboot.health_gate.daemon_sets_ready:
+            return True
+        ready, message = await node_health.daemonset_pods_ready(self.kube.api_client, name)
+        if ready:
+            return True
+        if self.clock.past(lease.deadline, now):
+            await self._fail(
+                name, lease, now, "HealthGateTimeout", f"health gate not passed in time: {message}"
+            )
+            return False
+        if lease.message != f"waiting for {message}":  # what it waits for now
+            await self._update(name, lease, message=f"waiting for {message}")
+        self.wake(HEALTH_GATE_POLL_SECONDS)
         return False
 
     async def _failed(
@@ -760,6 +784,7 @@ class NodeFlow:
             uncordon=True,
             clear_action=True,
             retry_after=None if rebooted else now + spec.drain.timeout,
+            spec=spec,
         )
 
     async def _retry(
@@ -859,16 +884,20 @@ class NodeFlow:
         succeeded: bool = False,
         retry_after: datetime | None = None,
         clear_action: bool = False,
+        spec: WindowSpec | None = None,
     ) -> None:
-        """Undo our marks on the node, THEN free the slot (a crash in between re-does it)."""
+        """Undo our marks on the node, THEN free the slot (a crash in between re-does it).
+        With the window's `spec`, its nodeLabels change in the same patch."""
         uncordoned: str | None = None
         if node is not None:
             patch = node_updates.release_patch(
-                uncordon=uncordon and not lease.was_cordoned, clear_action=clear_action
+                uncordon=uncordon and not lease.was_cordoned,
+                clear_action=clear_action,
+                labels=node_updates.labels_on_release(spec, succeeded) if spec else None,
             )
             try:
                 await node_updates.merge_patch_node(self.kube, name, patch)
-                await node_updates.set_pending_taint(self.kube, node, present=False)
+                await node_updates.remove_pending_taints(self.kube, node, spec or WindowSpec())
             except ApiException as error:
                 if error.status != 404:
                     raise

@@ -114,17 +114,6 @@ NO_EQUIVALENT: Mapping[str, str] = {
     "skip-wait-for-delete-timeout": "no equivalent: a pod counts as gone when it is deleted or"
     " replaced (new UID), seen through a watch; pods stuck terminating are covered by"
     " drain.timeout and drain.onTimeout",
-    "prefer-no-schedule-taint": f"Pitstop taints nodes waiting for a reboot with {PENDING_TAINT}"
-    " instead (its name is fixed): tolerations and scheduling rules that name kured's taint must"
-    " name this one",
-    "pre-reboot-node-labels": f"no equivalent: the brain annotates a node in its care with"
-    f" {contract.WINDOW_ANNOTATION} (the window it belongs to); a preDrain hook can label nodes"
-    " if you need labels",
-    "post-reboot-node-labels": "no equivalent: a postReboot hook can label nodes if you need"
-    " labels",
-    "message-template-drain": "messages are fixed; they name node, window, phase and reason",
-    "message-template-reboot": "messages are fixed; they name node, window, phase and reason",
-    "message-template-uncordon": "messages are fixed; they name node, window, phase and reason",
     "annotate-nodes": "a brain setting, not a window: start the brain with --kured-compatibility"
     " (PITSTOP_KURED_COMPATIBILITY=true) to keep kured's node annotations",
     "metrics-host": "a brain setting: the brain's metrics port is --metrics-port;"
@@ -775,14 +764,14 @@ def _blockers(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) 
         blockers["prometheus"] = prometheus
     selectors = [s.strip() for s in flags.get("blocking-pod-selector", "").split("\n") if s.strip()]
     if selectors:
+        # kured only looks at the pods on the node about to reboot: scope Node.
         blockers["pods"] = [
-            {"labelSelector": selector_from_text(selector, "blocking-pod-selector")}
+            {
+                "labelSelector": selector_from_text(selector, "blocking-pod-selector"),
+                "scope": "Node",
+            }
             for selector in selectors
         ]
-        notes.append(
-            "--blocking-pod-selector: kured only looked at pods on the node about to reboot;"
-            " a window's pod blocker holds the whole window while a matching pod runs anywhere"
-        )
     if blockers:
         spec["blockers"] = blockers
 
@@ -812,7 +801,69 @@ def _reboot(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) ->
     )
     if delay > 0:
         reboot["delayBetweenNodes"] = format_duration(delay)
+    _node_labels(flags, reboot, notes)
+    taint = flags.get("prefer-no-schedule-taint", "").strip()
+    if taint:
+        reboot["pendingTaint"] = {"key": taint, "effect": "PreferNoSchedule"}
+    else:
+        reboot["pendingTaint"] = {"enabled": False}
+        notes.append(
+            "--prefer-no-schedule-taint (unset: kured tainted nothing): reboot.pendingTaint is"
+            f" off; delete it to have Pitstop taint waiting nodes with {PENDING_TAINT}, so new"
+            " pods prefer other nodes"
+        )
     spec["reboot"] = reboot
+
+
+def _labels(flags: Mapping[str, str], flag: str) -> dict[str, str]:
+    """kured's `key=value` list (repeated flags or a comma list) as a label map."""
+    labels: dict[str, str] = {}
+    for item in re.split(r"[\n,]", flags.get(flag, "")):
+        if not item.strip():
+            continue
+        key, separator, value = item.strip().partition("=")
+        if not separator or not key:
+            raise ConversionError(f"--{flag}: {item!r} is not key=value")
+        labels[key] = value
+    return labels
+
+
+def _node_labels(flags: Mapping[str, str], reboot: dict[str, Any], notes: list[str]) -> None:
+    before = _labels(flags, "pre-reboot-node-labels")
+    after = _labels(flags, "post-reboot-node-labels")
+    if before or after:
+        reboot["nodeLabels"] = {
+            side: labels for side, labels in (("before", before), ("after", after)) if labels
+        }
+    if kept := sorted(set(before) - set(after)):
+        notes.append(
+            f"--pre-reboot-node-labels {', '.join(kept)}: kured left these on the node after the"
+            " reboot; Pitstop removes its before labels when it sets the after labels (add the"
+            " key to reboot.nodeLabels.after to keep it)"
+        )
+
+
+# kured's message templates (%s is the node name).
+MESSAGE_TEMPLATES = (
+    "message-template-drain",
+    "message-template-reboot",
+    "message-template-uncordon",
+)
+
+
+def _message_template(flags: Mapping[str, str], notes: list[str]) -> str | None:
+    """A window has one body template for all its events ($event tells them apart): the one
+    kured template set, with %s as $node (the uncordon one when several are set)."""
+    changed = [flag for flag in MESSAGE_TEMPLATES if _flag(flags, flag) != KURED_DEFAULTS[flag]]
+    if not changed:
+        return None
+    chosen = "message-template-uncordon" if len(changed) > 1 else changed[0]
+    if len(changed) > 1:
+        notes.append(
+            f"--{', --'.join(changed)}: a window has one notify.body template for every event"
+            " ($event names it); the uncordon message was used"
+        )
+    return _flag(flags, chosen).replace("$", "$$").replace("%s", "$node")
 
 
 def _notify(
@@ -838,6 +889,8 @@ def _notify(
         # kured told when a node started draining and when it was back.
         "events": ["Started", "Succeeded"],
     }
+    if body := _message_template(flags, notes):
+        spec["notify"]["body"] = body
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -869,6 +922,12 @@ HANDLED = frozenset(
         "slack-hook-url",
         "slack-channel",
         "slack-username",
+        "prefer-no-schedule-taint",
+        "pre-reboot-node-labels",
+        "post-reboot-node-labels",
+        "message-template-drain",
+        "message-template-reboot",
+        "message-template-uncordon",
     }
 )
 
@@ -910,11 +969,8 @@ def convert(
     for flag in ("period", "lock-ttl"):
         if normalised.get(flag, KURED_DEFAULTS[flag]) == KURED_DEFAULTS[flag]:
             notes.append(f"--{flag}: {NO_EQUIVALENT[flag]}")
-    if not normalised.get("prefer-no-schedule-taint"):
-        notes.append(
-            "--prefer-no-schedule-taint (unset: kured tainted nothing): Pitstop taints nodes"
-            f" waiting for a reboot with {PENDING_TAINT}, so new pods prefer other nodes"
-        )
+    if "notify" not in spec and any(flag in normalised for flag in MESSAGE_TEMPLATES):
+        notes.append("--message-template-*: no notification URL, so no notify.body was written")
     window = {
         "apiVersion": API_VERSION,
         "kind": KIND,

@@ -75,7 +75,11 @@ class Brain:
             ),
         )
         self.observer = BrainObserver(
-            self.kube, settings.namespace, self.metrics, now=self.clock.now
+            self.kube,
+            settings.namespace,
+            self.metrics,
+            now=self.clock.now,
+            cluster_name=settings.cluster_name,
         )
         self._wakers: dict[str, asyncio.Event] = {}
         self.flow = NodeFlow(

@@ -1,4 +1,5 @@
-"""The brain's marks on a Node: the pending taint, phase annotations, and the final clean-up.
+"""The brain's marks on a Node: the pending taint, phase annotations, a window's `nodeLabels`,
+and the final clean-up.
 
 Taints are a list that a merge patch replaces whole, so taint changes are JSON patches that
 first `test` the list they were computed from: a concurrent change by someone else makes the
@@ -8,12 +9,14 @@ patch fail (422) instead of being overwritten, and the next pass decides again.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from brain.kube import Kube
 from brain.node_view import NodeView, Taint, node_view_from_object
+from brain.window import WindowSpec
 from pitstop import contract
 
 PENDING_TAINT = Taint(contract.PENDING_TAINT_KEY, "true", contract.PENDING_TAINT_EFFECT)
@@ -49,19 +52,33 @@ def taint_patch(
     return operations
 
 
-async def set_pending_taint(kube: Kube, node: NodeView, present: bool) -> bool:
-    """Add or remove the PreferNoSchedule pending taint; False if there was nothing to do.
+def pending_taint(spec: WindowSpec) -> Taint | None:
+    """The window's pending taint (`reboot.pendingTaint`), or None when it is switched off."""
+    wanted = spec.reboot.pending_taint
+    return Taint(wanted.key, "true", str(wanted.effect)) if wanted.enabled else None
+
+
+def pending_taint_keys(spec: WindowSpec) -> tuple[str, ...]:
+    """Keys taken off nodes that no longer wait: the window's, and the default one (a window
+    that switched its taint off or renamed it leaves no stale default taint behind)."""
+    return tuple(dict.fromkeys([spec.reboot.pending_taint.key, PENDING_TAINT.key]))
+
+
+async def set_pending_taint(
+    kube: Kube, node: NodeView, present: bool, taint: Taint = PENDING_TAINT
+) -> bool:
+    """Add or remove a pending taint (by key); False if there was nothing to do.
 
     `node` may be a moment old (the node controller adds its own taint on cordon): when the
     patch's test fails (422), the node is read again and the patch made once more from that.
     """
     for attempt in range(3):
-        if node.has_taint(PENDING_TAINT.key) == present:
+        if node.has_taint(taint.key) == present:
             return False
         patch = taint_patch(
             node,
-            add=PENDING_TAINT if present else None,
-            remove=None if present else PENDING_TAINT.key,
+            add=taint if present else None,
+            remove=None if present else taint.key,
         )
         try:
             await kube.call(kube.core.patch_node, node.name, patch)
@@ -88,13 +105,22 @@ def mark_patch(window: str, kured_compatibility: bool) -> dict[str, Any]:
 
 
 def cordon_operations(
-    node: NodeView, window: str, kured_compatibility: bool
+    node: NodeView,
+    window: str,
+    kured_compatibility: bool,
+    labels: Mapping[str, str | None] | None = None,
+    pending_keys: Collection[str] = (PENDING_TAINT.key,),
 ) -> list[dict[str, Any]]:
-    """One JSON patch: cordon, say which window holds the node, drop the pending taint."""
-    operations = (
-        taint_patch(node, remove=PENDING_TAINT.key) if node.has_taint(PENDING_TAINT.key) else []
-    )
+    """One JSON patch: cordon, say which window holds the node, drop the pending taint, and
+    set (a value) or remove (None) the window's `nodeLabels` as `labels_on_admission` says."""
+    operations: list[dict[str, Any]] = []
+    if any(node.has_taint(key) for key in pending_keys):
+        remaining = [taint.as_dict() for taint in node.taints if taint.key not in pending_keys]
+        current = [taint.as_dict() for taint in node.taints]
+        operations.append({"op": "test", "path": "/spec/taints", "value": current})
+        operations.append({"op": "replace", "path": "/spec/taints", "value": remaining})
     operations.append({"op": "add", "path": "/spec/unschedulable", "value": True})
+    operations += label_operations(node, labels or {})
     annotations = mark_patch(window, kured_compatibility)["metadata"]["annotations"]
     if node.annotation_keys:
         operations += [
@@ -106,19 +132,64 @@ def cordon_operations(
     return operations
 
 
+def label_operations(node: NodeView, labels: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    """JSON patch operations setting (a value) or removing (None) labels, from what `node`
+    shows: removing an absent label is no operation (a JSON patch would fail on it)."""
+    operations: list[dict[str, Any]] = []
+    wanted = {key: value for key, value in labels.items() if value is not None}
+    if wanted and not node.labels:
+        operations.append({"op": "add", "path": "/metadata/labels", "value": wanted})
+    else:
+        operations += [
+            {"op": "add", "path": f"/metadata/labels/{_escape(key)}", "value": value}
+            for key, value in wanted.items()
+        ]
+    operations += [
+        {"op": "remove", "path": f"/metadata/labels/{_escape(key)}"}
+        for key, value in labels.items()
+        if value is None and key in node.labels
+    ]
+    return operations
+
+
+def labels_on_admission(spec: WindowSpec) -> dict[str, str | None]:
+    """`nodeLabels.before` set, and the `after` keys it does not set removed."""
+    labels = spec.reboot.node_labels
+    changes: dict[str, str | None] = {key: None for key in labels.after}
+    changes.update(labels.before)
+    return changes
+
+
+def labels_on_release(spec: WindowSpec, succeeded: bool) -> dict[str, str | None]:
+    """Back and healthy: `after` set, the `before` keys it does not set removed (kured sets its
+    post-reboot labels at the uncordon). Given up: only the `before` labels removed."""
+    labels = spec.reboot.node_labels
+    changes: dict[str, str | None] = {key: None for key in labels.before}
+    if succeeded:
+        changes.update(labels.after)
+    return changes
+
+
 async def cordon_and_mark(
-    kube: Kube, node: NodeView, window: str, kured_compatibility: bool
+    kube: Kube,
+    node: NodeView,
+    window: str,
+    kured_compatibility: bool,
+    spec: WindowSpec | None = None,
 ) -> NodeView:
-    """Cordon and mark the node in one request (re-read once if its taints moved meanwhile).
+    """Cordon and mark the node in one request (re-read once if its taints moved meanwhile),
+    with the window's nodeLabels.before and its pending taint dropped.
 
     Returns the Node as the patch left it: the caller checks the cordon there, not in memory.
     """
+    labels = labels_on_admission(spec) if spec is not None else {}
+    keys = pending_taint_keys(spec) if spec is not None else (PENDING_TAINT.key,)
     for attempt in range(3):
         try:
             response = await kube.call(
                 kube.core.patch_node,
                 node.name,
-                cordon_operations(node, window, kured_compatibility),
+                cordon_operations(node, window, kured_compatibility, labels, keys),
                 _preload_content=False,
             )
             return node_view_from_object(json.loads(response.data))
@@ -129,12 +200,22 @@ async def cordon_and_mark(
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def release_patch(uncordon: bool, clear_action: bool = False) -> dict[str, Any]:
-    """Undo everything the brain put on a node, in one request."""
+async def remove_pending_taints(kube: Kube, node: NodeView, spec: WindowSpec) -> None:
+    for key in pending_taint_keys(spec):
+        await set_pending_taint(kube, node, present=False, taint=Taint(key))
+
+
+def release_patch(
+    uncordon: bool, clear_action: bool = False, labels: Mapping[str, str | None] | None = None
+) -> dict[str, Any]:
+    """Undo everything the brain put on a node, in one request (and set `labels`, a merge
+    patch: None removes)."""
     annotations: dict[str, None] = {key: None for key in BRAIN_ANNOTATIONS}
     if clear_action:
         annotations.update(dict.fromkeys(ACTION_ANNOTATIONS))
     patch: dict[str, Any] = {"metadata": {"annotations": annotations}}
+    if labels:
+        patch["metadata"]["labels"] = dict(labels)
     if uncordon:
         patch["spec"] = {"unschedulable": None}
     return patch

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import queue
 import re
+import string
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -137,21 +138,54 @@ def targets_from_secret_data(
     return targets, problems
 
 
+@dataclass(frozen=True)
+class MessageTemplates:
+    """A window's `notify.title` / `notify.body` (string.Template; None: the built-in text) and
+    the brain's cluster name for `$cluster`. Placeholders were checked when the spec parsed."""
+
+    title: str | None = None
+    body: str | None = None
+    cluster: str = ""
+
+
 def format_message(
-    event: str, window: str, node: str | None, phase: str | None, reason: str | None
+    event: str,
+    window: str,
+    node: str | None,
+    phase: str | None,
+    reason: str | None,
+    message: str | None = None,
+    templates: MessageTemplates | None = None,
 ) -> Message:
     """Title and body a person can act on: which node, which window, what phase, and why."""
     subject = f"node {node}" if node else f"window {window}"
     title = f"Pitstop: {event} - {subject}"
+    why = ": ".join(part for part in (reason, message) if part)
     lines = [f"Event: {event}", f"Window: {window}"]
     if node:
         lines.append(f"Node: {node}")
     if phase:
         lines.append(f"Phase: {phase}")
-    if reason:
-        lines.append(f"Reason: {reason}")
+    if why:
+        lines.append(f"Reason: {why}")
+    body = "\n".join(lines)
+    if templates is not None:
+        values = {
+            "cluster": templates.cluster,
+            "window": window,
+            "node": node or "",
+            "event": event,
+            "phase": phase or "",
+            "reason": reason or "",
+            "message": message or "",
+        }
+        # safe_substitute: a template that slipped past validation still sends, never raises.
+        if templates.title is not None:
+            title = string.Template(templates.title).safe_substitute(values)
+        if templates.body is not None:
+            body = string.Template(templates.body).safe_substitute(values)
     notify_type = _NOTIFY_TYPES.get(event, apprise.NotifyType.INFO)
-    return Message(event=event, title=title, body="\n".join(lines), notify_type=notify_type)
+    return Message(event=event, title=title, body=body, notify_type=notify_type)
 
 
 class Notifier:
@@ -168,8 +202,10 @@ class Notifier:
         on_failure: Callable[[FailureKind], None] | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         name: str = "notifier",
+        templates: MessageTemplates | None = None,
     ) -> None:
         self.events = frozenset(event.lower() for event in events)
+        self.templates = templates
         self.failed = 0
         self.dropped = 0
         self.sent = 0
@@ -193,12 +229,15 @@ class Notifier:
         node: str | None = None,
         phase: str | None = None,
         reason: str | None = None,
+        message: str | None = None,
     ) -> bool:
         """Queue a notification; False when the event is not selected, or dropped (queue full)."""
         if self._closed.is_set() or not self.wants(event):
             return False
         try:
-            self._queue.put_nowait(format_message(event, window, node, phase, reason))
+            self._queue.put_nowait(
+                format_message(event, window, node, phase, reason, message, self.templates)
+            )
         except queue.Full:
             logger.warning("notification queue full: dropped %s for %s", event, node or window)
             self._count_failure(FailureKind.QUEUE_FULL)

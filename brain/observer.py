@@ -21,7 +21,7 @@ from brain.kube import Kube
 from brain.lock import LockState, NodeLease
 from brain.metrics import BrainMetrics, NodeSample, RebootResult, WindowSample
 from brain.node_view import NodeView
-from brain.notify import Notifier, targets_from_secret_data
+from brain.notify import MessageTemplates, Notifier, targets_from_secret_data
 from brain.phase import Phase
 from brain.planner import Plan
 from brain.window import WindowSpec
@@ -61,6 +61,7 @@ class BrainObserver(FlowObserver):
     namespace: str
     metrics: BrainMetrics = field(default_factory=BrainMetrics)
     blocked: dict[str, BlockerResult] = field(default_factory=dict)
+    cluster_name: str = ""  # `$cluster` in notification templates (setting cluster_name)
     _notifiers: dict[str, _WindowNotifier] = field(default_factory=dict)
     # Hand-off latency: windows with nodes waiting (from the last plan), and when each last
     # freed a slot while they were; the next start in that window observes the gap.
@@ -81,6 +82,9 @@ class BrainObserver(FlowObserver):
             return
         reference = spec.notify.secret_ref
         events = tuple(str(event) for event in spec.notify.events)
+        templates = MessageTemplates(spec.notify.title, spec.notify.body, self.cluster_name)
+        if current is not None and current.notifier.templates != templates:
+            current.notifier.templates = templates  # read by the worker per message
         if (
             current is not None
             and current.source[:3] == (reference.name, reference.key, events)
@@ -117,6 +121,7 @@ class BrainObserver(FlowObserver):
                 events,
                 on_failure=self.metrics.count_notification_failure,
                 name=f"notify-{window}",
+                templates=templates,
             ),
             source,
             time.monotonic(),
@@ -129,10 +134,11 @@ class BrainObserver(FlowObserver):
         node: str | None = None,
         phase: str | None = None,
         reason: str | None = None,
+        message: str | None = None,
     ) -> None:
         holder = self._notifiers.get(window)
         if holder is not None:
-            holder.notifier.send(event, window, node, phase, reason)
+            holder.notifier.send(event, window, node, phase, reason, message)
 
     def close(self) -> None:
         for holder in self._notifiers.values():
@@ -154,7 +160,6 @@ class BrainObserver(FlowObserver):
         if lease is not None and old in PHASE_LABELS:
             elapsed = (self.now() - lease.since).total_seconds()
             self.metrics.observe_phase(PHASE_LABELS[old], max(elapsed, 0.0))
-        text = f"{reason}: {message}"
         if old == Phase.PENDING and new == Phase.DRAINING:
             freed_at = self._freed_at.pop(window, None)
             if freed_at is not None:
@@ -162,21 +167,21 @@ class BrainObserver(FlowObserver):
         elif new in (Phase.DONE, Phase.PENDING) and window in self._waiting:
             self._freed_at[window] = time.monotonic()
         if old == Phase.PENDING and new == Phase.DRAINING:
-            self._notify("Started", window, node, str(new), text)
+            self._notify("Started", window, node, str(new), reason, message)
         elif new == Phase.DONE:
             self.metrics.count_reboot(window, RebootResult.SUCCEEDED)
-            self._notify("Succeeded", window, node, str(new), text)
+            self._notify("Succeeded", window, node, str(new), reason, message)
         elif new == Phase.FAILED:
             self.metrics.count_reboot(window, RebootResult.FAILED)
-            self._notify("Failed", window, node, str(new), text)
+            self._notify("Failed", window, node, str(new), reason, message)
         elif reason == "DrainAborted":
             self.metrics.count_reboot(window, RebootResult.ABORTED)
-            self._notify("Failed", window, node, str(old), text)
+            self._notify("Failed", window, node, str(old), reason, message)
 
     def window_event(self, window: str, reason: str, message: str) -> None:
         event = WINDOW_EVENT_NOTIFICATIONS.get(reason)
         if event is not None:
-            self._notify(event, window, reason=message or reason)
+            self._notify(event, window, reason=reason, message=message)
 
     def blocker_result(self, window: str, result: BlockerResult) -> None:
         self.blocked[window] = result

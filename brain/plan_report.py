@@ -2,8 +2,9 @@
 
 Pure (the CLI reads the cluster and hands the objects in), so it is tested without a cluster,
 and it calls the same planner as the brain: what it prints is what the brain would decide now.
-Blockers (Prometheus, pods, node annotations) are not evaluated here; the report says which
-ones a window has.
+Window blockers (Prometheus, pods of scope Window, node annotations) are not evaluated here;
+the report says which ones a window has. Pod blockers of scope Node are (the CLI lists the pods
+and hands `node_blockers` in): a node held back by a pod on it names the pod.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from zoneinfo import ZoneInfo
 from brain.lock import LockState
 from brain.node_view import NodeView, node_view_from_object
 from brain.planner import NamedWindow, Plan, WindowPlan, describe_error, make_plan
-from brain.window import WindowSpec, WindowSpecError, parse_window_object
+from brain.schedule import upcoming_openings
+from brain.window import PodBlockerScope, WindowSpec, WindowSpecError, parse_window_object
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ def preview(
     snapshot: ClusterSnapshot,
     now: datetime,
     blockers: Mapping[str, str | None] | None = None,
+    node_blockers: Mapping[str, str] | None = None,
 ) -> PlanPreview:
     """Parse the snapshot and run the planner on it (invalid windows are left out, as the
     brain leaves them out)."""
@@ -56,7 +59,7 @@ def preview(
         specs[name] = spec
     views = [node_view_from_object(node) for node in snapshot.nodes]
     windows = [NamedWindow(name, spec) for name, spec in specs.items()]
-    plan = make_plan(windows, views, snapshot.lock, now, blockers)
+    plan = make_plan(windows, views, snapshot.lock, now, blockers, node_blockers)
     return PlanPreview(
         plan=plan,
         specs=specs,
@@ -100,8 +103,9 @@ def _blocker_names(spec: WindowSpec) -> list[str]:
     names = []
     if spec.blockers.prometheus is not None:
         names.append(f"prometheus {spec.blockers.prometheus.url}")
-    if spec.blockers.pods:
-        names.append(f"{len(spec.blockers.pods)} pod selector(s)")
+    window_pods = [entry for entry in spec.blockers.pods if entry.scope is PodBlockerScope.WINDOW]
+    if window_pods:
+        names.append(f"{len(window_pods)} pod selector(s)")
     if spec.blockers.node_annotations:
         names.append("node annotations " + ", ".join(spec.blockers.node_annotations))
     return names
@@ -122,6 +126,13 @@ def _render_window(window_plan: WindowPlan, spec: WindowSpec, preview: PlanPrevi
         f" {spec.max_unavailable}, time zone {spec.schedule.time_zone})",
         f"  schedule:  {_schedule_line(window_plan, zone)}",
     ]
+    if any(recurring.monthly for recurring in spec.schedule.windows):
+        # Monthly rules (the 2nd Tuesday...) are hard to count in one's head: list a few.
+        openings = upcoming_openings(spec.schedule, preview.plan.now, count=3)
+        lines.append(
+            "  next openings: "
+            + ("; ".join(_when(start, zone) for start, _end in openings) or "none within 400 days")
+        )
     state = []
     if window_plan.suspended:
         state.append("SUSPENDED")

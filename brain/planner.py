@@ -19,7 +19,8 @@ Rules:
   holders plus starts never exceed the limit.
 - A pending node may start when: the window is not suspended; no lease of the window is Failed
   (a failure pauses the window until a person acts); the window is open, or the node is an
-  emergency; no blocker holds, or the node is an emergency; delayBetweenNodes has passed since
+  emergency; no blocker holds the window or (scope Node) the node, or the node is an emergency
+  (a node held by its own blocker waits, the next one may start); delayBetweenNodes has passed since
   the window's last finished reboot; and budget is left for the window and the node's domain.
 - Order: emergency nodes first, then the pitstop.dev/priority annotation (higher first), then
   the oldest reboot-required-since (nodes without one last; a time before the node's creation
@@ -63,6 +64,7 @@ class HoldReason(StrEnum):
     PAUSED_BY_FAILURE = "PausedByFailure"
     WINDOW_CLOSED = "WindowClosed"
     BLOCKED = "Blocked"
+    NODE_BLOCKED = "NodeBlocked"  # a scope-Node blocker (a pod on it) holds this node only
     DELAY_BETWEEN_NODES = "DelayBetweenNodes"
     NO_BUDGET = "NoBudget"
     NO_DOMAIN_BUDGET = "NoDomainBudget"
@@ -302,6 +304,7 @@ def _plan_window(
     now: datetime,
     blocked_reason: str | None,
     resting: Mapping[str, str],
+    node_blockers: Mapping[str, str],
 ) -> WindowPlan:
     spec = window.spec
     name = window.name
@@ -427,6 +430,9 @@ def _plan_window(
             )
         elif blocked_reason is not None and not node.emergency:
             reason, message = HoldReason.BLOCKED, f"blocked: {blocked_reason}"
+        elif node.name in node_blockers and not node.emergency:
+            reason = HoldReason.NODE_BLOCKED
+            message = f"blocked on this node: {node_blockers[node.name]}"
         elif delay_until is not None:
             reason = HoldReason.DELAY_BETWEEN_NODES
             message = f"waiting for delayBetweenNodes until {delay_until.isoformat()}"
@@ -547,10 +553,12 @@ def make_plan(
     lock: LockState,
     now: datetime,
     blockers: Mapping[str, str | None] | None = None,
+    node_blockers: Mapping[str, str] | None = None,
 ) -> Plan:
     """Decide, for every window, who it governs, who waits, who may start now and why not.
 
-    `blockers` maps a window name to the reason it is blocked (None or absent: not blocked).
+    `blockers` maps a window name to the reason it is blocked (None or absent: not blocked);
+    `node_blockers` a node name to the reason only that node is held (scope Node blockers).
     The result does not depend on the order of `windows` or `nodes`.
     """
     if now.tzinfo is None:
@@ -584,6 +592,7 @@ def make_plan(
                     now,
                     blockers.get(window.name),
                     resting,
+                    node_blockers or {},
                 )
             )
         except Exception as error:  # reported per window, never raised

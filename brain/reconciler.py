@@ -22,7 +22,7 @@ from brain.events import EventRecorder, window_reference
 from brain.flow import HandOff, NodeFlow
 from brain.kube import Kube
 from brain.lock import LockState, LockStore, LockUnreadableError, NodeLease, WindowRecord
-from brain.node_view import NodeView
+from brain.node_view import NodeView, Taint
 from brain.phase import Phase
 from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
 from brain.status import degraded_status, invalid_status, window_status
@@ -172,23 +172,30 @@ class WindowReconciler:
         self._plan_errors.pop(name, None)
         window_plan = plan.window(name)
         blockers: dict[str, str | None] = {}
-        if any(not start.emergency for start in window_plan.starts) and self.check_blockers:
+        held_nodes: dict[str, str] = {}  # scope-Node blockers: node -> why only it waits
+
+        async def ask_blockers() -> None:
+            assert self.check_blockers is not None
             governed = [node for node in node_list if node.name in window_plan.governed]
-            blockers[name] = await self.check_blockers(name, spec, governed)
-            if blockers[name]:
-                plan = make_plan(list(valid.values()), node_list, lock, now, blockers)
+            verdict = await self.check_blockers(name, spec, governed)
+            blockers[name] = verdict.window
+            held_nodes.update(verdict.nodes)
+
+        if any(not start.emergency for start in window_plan.starts) and self.check_blockers:
+            await ask_blockers()
+            if blockers[name] or held_nodes:
+                plan = make_plan(list(valid.values()), node_list, lock, now, blockers, held_nodes)
                 window_plan = plan.window(name)
-        await self._sync_pending_taints(plan, window_plan, node_list, lock)
+        await self._sync_pending_taints(plan, window_plan, node_list, lock, spec)
         if window_plan.starts:
-            lock = await self._admit(name, entry, valid, node_list, now, blockers)
+            lock = await self._admit(name, entry, valid, node_list, now, blockers, held_nodes)
 
         async def hand_off() -> HandOff:
             # A node is about to free a slot: the blockers are asked now if this pass has not.
             if self.check_blockers is not None and name not in blockers:
-                governed = [node for node in node_list if node.name in window_plan.governed]
-                blockers[name] = await self.check_blockers(name, spec, governed)
+                await ask_blockers()
             return HandOff(
-                self._admission(name, entry, valid, node_list, blockers),
+                self._admission(name, entry, valid, node_list, blockers, held_nodes),
                 lambda state, admitted: self._announce_started(name, state, admitted),
             )
 
@@ -198,7 +205,9 @@ class WindowReconciler:
         finally:
             self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
-        plan = make_plan(list(valid.values()), node_list, lock, self.clock.now(), blockers)
+        plan = make_plan(
+            list(valid.values()), node_list, lock, self.clock.now(), blockers, held_nodes
+        )
         if name in plan.errors:
             await self._plan_failed(
                 entry, plan.errors[name], lock, node_list, spec, self.clock.now()
@@ -278,24 +287,34 @@ class WindowReconciler:
         return valid, invalid
 
     async def _sync_pending_taints(
-        self, plan: Plan, window_plan: WindowPlan, nodes: list[NodeView], lock: LockState
+        self,
+        plan: Plan,
+        window_plan: WindowPlan,
+        nodes: list[NodeView],
+        lock: LockState,
+        spec: WindowSpec,
     ) -> None:
         pending_anywhere = {item.name for wp in plan.windows for item in wp.pending}
         by_name = {node.name: node for node in nodes}
         # A node about to be admitted is not tainted first: its cordon comes a moment later.
         starting = {start.node for start in window_plan.starts}
+        taint = node_updates.pending_taint(spec)  # None: switched off (reboot.pendingTaint)
         for item in window_plan.pending:
             node = by_name.get(item.name)
-            if node is not None and item.name not in starting:
-                await node_updates.set_pending_taint(self.kube, node, present=True)
+            if node is not None and item.name not in starting and taint is not None:
+                await node_updates.set_pending_taint(self.kube, node, present=True, taint=taint)
+        keys = node_updates.pending_taint_keys(spec)
         for node in nodes:
-            if (
-                node.has_taint(node_updates.PENDING_TAINT.key)
-                and node.name not in pending_anywhere
-                and node.name not in lock.nodes
-                and plan.governing.get(node.name) in (window_plan.name, None)
-            ):
-                await node_updates.set_pending_taint(self.kube, node, present=False)
+            waiting = node.name in pending_anywhere or node.name in lock.nodes
+            if not waiting and plan.governing.get(node.name) in (window_plan.name, None):
+                for key in keys:
+                    if node.has_taint(key):
+                        await node_updates.set_pending_taint(self.kube, node, False, Taint(key))
+            elif node.name in pending_anywhere and node.name in window_plan.governed:
+                # A waiting node keeps only the taint its window asks for now.
+                for key in keys:
+                    if node.has_taint(key) and (taint is None or key != taint.key):
+                        await node_updates.set_pending_taint(self.kube, node, False, Taint(key))
 
     def _admission(
         self,
@@ -304,6 +323,7 @@ class WindowReconciler:
         windows: Mapping[str, NamedWindow],
         nodes: list[NodeView],
         blockers: Mapping[str, str | None],
+        held_nodes: Mapping[str, str],
     ) -> Callable[[LockState, datetime, str | None], list[str]]:
         """Admit into a lock state what the plan made on that same state lets start.
 
@@ -321,7 +341,9 @@ class WindowReconciler:
                 replace(node, unschedulable=False) if node.name == uncordoned else node
                 for node in nodes
             ]
-            fresh_plan = make_plan(list(windows.values()), current, state, now, blockers)
+            fresh_plan = make_plan(
+                list(windows.values()), current, state, now, blockers, held_nodes
+            )
             if name in fresh_plan.errors:
                 return []
             fresh = fresh_plan.window(name)
@@ -352,9 +374,10 @@ class WindowReconciler:
         nodes: list[NodeView],
         now: datetime,
         blockers: Mapping[str, str | None],
+        held_nodes: Mapping[str, str],
     ) -> LockState:
         """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
-        admit = self._admission(name, entry, windows, nodes, blockers)
+        admit = self._admission(name, entry, windows, nodes, blockers, held_nodes)
         admitted: list[str] = []
 
         def decide(state: LockState) -> LockState | None:

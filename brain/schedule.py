@@ -3,7 +3,9 @@
 The rule, chosen so a person can predict it from a clock on the wall:
 
 - A recurring window is open exactly while the local wall clock (in `schedule.timeZone`) shows a
-  time from `start` (included) to `end` (excluded) on one of its days. An end at or before the
+  time from `start` (included) to `end` (excluded) on one of its days (and, with `monthly`
+  rules, on a local date that is one of their days of the month: the 2nd Tuesday, the last
+  Sunday, the 15th). An end at or before the
   start crosses midnight and belongs to the day it starts on (Fri 22:00-04:00 is open Friday
   night until Saturday 04:00); an end equal to the start means 24 hours.
 - Daylight saving time follows from that rule. On a spring-forward night the skipped hour never
@@ -28,7 +30,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from brain.window import WEEKDAYS, RecurringWindow, Schedule
+from brain.window import RecurringWindow, Schedule
 
 # How far next_open / current_end look ahead before answering None.
 DEFAULT_HORIZON: Final = timedelta(days=400)
@@ -44,14 +46,13 @@ def _require_aware(moment: datetime) -> None:
 
 def _recurring_window_open(window: RecurringWindow, wall_clock: datetime) -> bool:
     """Whether the wall clock reading (naive local time) is inside the recurring window."""
-    day = WEEKDAYS[wall_clock.weekday()]
-    previous_day = WEEKDAYS[(wall_clock.weekday() - 1) % 7]
+    today = wall_clock.date()
     time_of_day = wall_clock.time()
     if window.start < window.end:
-        return day in window.days and window.start <= time_of_day < window.end
+        return window.opens_on(today) and window.start <= time_of_day < window.end
     # Crosses midnight (or lasts 24 hours when end == start).
-    return (day in window.days and time_of_day >= window.start) or (
-        previous_day in window.days and time_of_day < window.end
+    return (window.opens_on(today) and time_of_day >= window.start) or (
+        window.opens_on(today - timedelta(days=1)) and time_of_day < window.end
     )
 
 
@@ -152,3 +153,21 @@ def current_end(
     if not is_open(schedule, now):
         return None
     return _first_candidate_where(schedule, now, want_open=False, horizon=horizon)
+
+
+def upcoming_openings(
+    schedule: Schedule, now: datetime, count: int = 3, horizon: timedelta = DEFAULT_HORIZON
+) -> list[tuple[datetime, datetime | None]]:
+    """The next `count` openings after `now` (the current one excluded): (start, end) in UTC."""
+    _require_aware(now)
+    found: list[tuple[datetime, datetime | None]] = []
+    moment = current_end(schedule, now, horizon) if is_open(schedule, now) else now
+    limit = now.astimezone(UTC) + horizon
+    while moment is not None and len(found) < count and moment < limit:
+        start = next_open(schedule, moment, limit - moment)
+        if start is None:
+            break
+        end = current_end(schedule, start, limit - start)
+        found.append((start, end))
+        moment = end
+    return found

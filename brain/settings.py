@@ -36,6 +36,8 @@ class BrainSettings(BaseModel):
     # A host clock further than this off the API server's is told (log, metric, Event once);
     # deadlines are judged by the API server's time whatever it is.
     clock_skew_warning_seconds: float = Field(default=30.0, gt=0, le=86400)
+    # The cluster's name for people: `$cluster` in notification templates (chart clusterName).
+    cluster_name: str = Field(default="", max_length=253)
 
     # Levels and formats in any case (`info`, `INFO`), as the detector and the chart accept them.
     @field_validator("log_level", mode="before")
@@ -82,6 +84,11 @@ SOURCES: dict[str, tuple[str, str, str]] = {
         "PITSTOP_CLOCK_SKEW_WARNING_SECONDS",
         "--clock-skew-warning-seconds",
         "seconds, > 0: a host clock off the API server's by more is told",
+    ),
+    "cluster_name": (
+        "PITSTOP_CLUSTER_NAME",
+        "--cluster-name",
+        "the cluster's name, $cluster in notification templates",
     ),
 }
 

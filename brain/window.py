@@ -14,11 +14,13 @@ Field names are camelCase in the API and snake_case in Python (aliases, populate
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
+import string
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -57,6 +59,10 @@ MESSAGE_SELECTOR_VALUES: Final = (
     " DoesNotExist"
 )
 MESSAGE_DAYS_UNIQUE: Final = "days must not repeat a day"
+MESSAGE_MONTHLY_RULE: Final = (
+    "a monthly rule is either {weekday, nth} (nth 1 to 5, or -1 to -5 counting from the month's"
+    " end) or {dayOfMonth} (1 to 31, or -1 to -31 counting from the month's end)"
+)
 MESSAGE_TIME_ZONE_SHAPE: Final = "timeZone must be an IANA time zone name like UTC or Europe/Berlin"
 MESSAGE_TIME_OF_DAY: Final = "must be a time of day HH:MM between 00:00 and 23:59, like 22:00"
 MESSAGE_TIMESTAMP: Final = (
@@ -64,6 +70,20 @@ MESSAGE_TIMESTAMP: Final = (
 )
 MESSAGE_DURATION: Final = "must be a duration made of whole h, m, s or ms, like 90s, 15m or 1h30m"
 MESSAGE_URL: Final = "must be an http:// or https:// URL"
+MESSAGE_LABEL_KEYS: Final = (
+    "label keys must be qualified names like example.com/rebooting, outside pitstop.dev/"
+)
+MESSAGE_LABEL_VALUES: Final = (
+    "label values must be at most 63 letters, digits, '-', '_' or '.', starting and ending"
+    " with a letter or digit"
+)
+# Placeholders a notification template may use (string.Template: $name or ${name}).
+TEMPLATE_PLACEHOLDERS: Final = ("cluster", "window", "node", "event", "phase", "reason", "message")
+MESSAGE_TEMPLATE: Final = (
+    "a template may use only $cluster, $window, $node, $event, $phase, $reason and $message"
+    " ($$ for a dollar sign)"
+)
+MESSAGE_TAINT_KEY: Final = "must be a qualified name like example.com/reboot-pending"
 
 # The same patterns are in the CRD (CEL `matches` uses RE2; these use no RE2/Python differences).
 TIME_ZONE_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
@@ -82,6 +102,11 @@ MAX_DURATION_LENGTH: Final = 32  # the CRD's maxLength of every duration
 CONVERTIBLE_DURATION_PATTERN: Final = r"^(0*([0-9]{1,5}h|[0-9]{1,7}m|[0-9]{1,9}s|[0-9]{1,12}ms))+$"
 PERCENT_PATTERN: Final = r"^(100|[1-9][0-9]?)%$"
 URL_PATTERN: Final = r"^https?://[^ ]+$"
+QUALIFIED_NAME_PATTERN: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN: Final = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 CONTAINER_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1123 label
 
 Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
@@ -319,10 +344,47 @@ class LabelSelector(_ApiModel):
         )
 
 
+class MonthlyRule(_ApiModel):
+    """A day of the month: the nth weekday ("patch Tuesday": Tue, 2; the last Sunday: Sun, -1)
+    or a day number (15; -1 is the last day). A day a month does not have (the 31st, the 5th
+    Friday) does not open that month."""
+
+    weekday: Weekday | None = None
+    nth: StrictInt | None = None
+    day_of_month: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> MonthlyRule:
+        by_weekday = self.weekday is not None and self.nth is not None and self.day_of_month is None
+        by_day = self.weekday is None and self.nth is None and self.day_of_month is not None
+        if not (by_weekday or by_day):
+            raise ValueError(MESSAGE_MONTHLY_RULE)
+        if by_weekday and not (1 <= abs(self.nth or 0) <= 5):
+            raise ValueError(MESSAGE_MONTHLY_RULE)
+        if by_day and not (1 <= abs(self.day_of_month or 0) <= 31):
+            raise ValueError(MESSAGE_MONTHLY_RULE)
+        return self
+
+    def matches(self, day: date) -> bool:
+        """Whether `day` (a local calendar date) is this rule's day of its month."""
+        days_in_month = calendar.monthrange(day.year, day.month)[1]
+        if self.day_of_month is not None:
+            wanted = self.day_of_month
+            return day.day == (wanted if wanted > 0 else days_in_month + 1 + wanted)
+        if WEEKDAYS[day.weekday()] != self.weekday:
+            return False
+        nth = self.nth or 0
+        from_start = (day.day - 1) // 7 + 1
+        from_end = (days_in_month - day.day) // 7 + 1
+        return from_start == nth if nth > 0 else from_end == -nth
+
+
 class RecurringWindow(_ApiModel):
-    """Open every listed day from `start` to `end` local time; end <= start crosses midnight."""
+    """Open every listed day from `start` to `end` local time; end <= start crosses midnight.
+    With `monthly` rules, only on the listed days that are also one of those days of the month."""
 
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1, max_length=7)
+    monthly: list[MonthlyRule] = Field(default_factory=list, max_length=8)
     start: TimeOfDay
     end: TimeOfDay
 
@@ -331,6 +393,12 @@ class RecurringWindow(_ApiModel):
         if len(set(self.days)) != len(self.days):
             raise ValueError(MESSAGE_DAYS_UNIQUE)
         return self
+
+    def opens_on(self, day: date) -> bool:
+        """Whether an opening starts on this local calendar date."""
+        return WEEKDAYS[day.weekday()] in self.days and (
+            not self.monthly or any(rule.matches(day) for rule in self.monthly)
+        )
 
 
 class TimeRange(_ApiModel):
@@ -406,9 +474,18 @@ class PrometheusBlocker(_ApiModel):
     firing_only: StrictBool = True
 
 
+class PodBlockerScope(StrEnum):
+    """Where a matching pod blocks: any node of the window (Window), or only its own (Node)."""
+
+    WINDOW = "Window"
+    NODE = "Node"
+
+
 class PodBlocker(_ApiModel):
     namespace_selector: LabelSelector | None = None
     label_selector: LabelSelector
+    # Node is kured's --blocking-pod-selector: a backup pod holds its own node, not the fleet.
+    scope: PodBlockerScope = PodBlockerScope.WINDOW
 
 
 class Blockers(_ApiModel):
@@ -428,6 +505,8 @@ class RebootMethod(StrEnum):
 
 class HealthGate(_ApiModel):
     pods_ready: StrictBool = True
+    # The node's own DaemonSet pods (CNI, CSI, log shippers) Ready before the uncordon.
+    daemon_sets_ready: StrictBool = True
     timeout: HealthGateTimeout = timedelta(minutes=10)
 
 
@@ -471,12 +550,60 @@ def _validate_job_template(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _validate_node_labels(labels: dict[str, str]) -> dict[str, str]:
+    # The brain's own pitstop.dev/ keys (the detector's flag among them) are not for windows.
+    if any(
+        not re.fullmatch(QUALIFIED_NAME_PATTERN, key) or key.startswith(f"{GROUP}/")
+        for key in labels
+    ):
+        raise ValueError(MESSAGE_LABEL_KEYS)
+    if any(not re.fullmatch(LABEL_VALUE_PATTERN, value) for value in labels.values()):
+        raise ValueError(MESSAGE_LABEL_VALUES)
+    return labels
+
+
+NodeLabelMap = Annotated[
+    dict[str, str], Field(max_length=16), AfterValidator(_validate_node_labels)
+]
+
+
+class NodeLabels(_ApiModel):
+    """kured's --pre/--post-reboot-node-labels: `before` is set with the cordon, `after` with
+    the uncordon; each side's keys are removed when the other side's are set."""
+
+    before: NodeLabelMap = Field(default_factory=dict)
+    after: NodeLabelMap = Field(default_factory=dict)
+
+
+class TaintEffect(StrEnum):
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_SCHEDULE = "NoSchedule"
+
+
+def _validate_taint_key(value: str) -> str:
+    if not re.fullmatch(QUALIFIED_NAME_PATTERN, value):
+        raise ValueError(MESSAGE_TAINT_KEY)
+    return value
+
+
+class PendingTaint(_ApiModel):
+    """The taint on flagged nodes waiting for their turn (kured's --prefer-no-schedule-taint)."""
+
+    enabled: StrictBool = True
+    key: Annotated[str, Field(max_length=317), AfterValidator(_validate_taint_key)] = (
+        f"{GROUP}/reboot-pending"
+    )
+    effect: TaintEffect = TaintEffect.PREFER_NO_SCHEDULE
+
+
 class Reboot(_ApiModel):
     method: RebootMethod = RebootMethod.DBUS
     job_template: Annotated[dict[str, Any], AfterValidator(_validate_job_template)] | None = None
     node_return_timeout: NodeReturnTimeout = timedelta(minutes=15)
     delay_between_nodes: DelayBetweenNodes = timedelta()
     health_gate: HealthGate = Field(default_factory=HealthGate)
+    node_labels: NodeLabels = Field(default_factory=NodeLabels)
+    pending_taint: PendingTaint = Field(default_factory=PendingTaint)
 
 
 class Hook(_ApiModel):
@@ -505,11 +632,30 @@ class SecretKeyRef(_ApiModel):
     key: str = Field(default="urls", min_length=1, max_length=253)
 
 
+def _validate_template(text: str) -> str:
+    """Only known placeholders, well formed: the API server can check the length only, so a
+    window with a bad template is reported invalid by the brain (Ready False) and not acted on."""
+    template = string.Template(text)
+    if not template.is_valid() or any(
+        name not in TEMPLATE_PLACEHOLDERS for name in template.get_identifiers()
+    ):
+        unknown = sorted(set(template.get_identifiers()) - set(TEMPLATE_PLACEHOLDERS))
+        found = f" (found {', '.join('$' + name for name in unknown)})" if unknown else ""
+        raise ValueError(MESSAGE_TEMPLATE + found)
+    return text
+
+
+NotifyTemplate = Annotated[str, Field(max_length=4096), AfterValidator(_validate_template)]
+
+
 class Notify(_ApiModel):
     secret_ref: SecretKeyRef
     events: list[NotifyEvent] = Field(
         default_factory=lambda: [NotifyEvent.SUCCEEDED, NotifyEvent.FAILED], max_length=7
     )
+    # kured's --message-template-*: the notification's title and body, in place of the built-in.
+    title: NotifyTemplate | None = None
+    body: NotifyTemplate | None = None
 
 
 class EmergencyDrain(StrEnum):

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from brain.blockers.node_annotations import check_node_annotations
-from brain.blockers.pods import PodSelector, check_pods, label_selector_text
+from brain.blockers.pods import (
+    PodSelector,
+    check_pods,
+    check_pods_per_node,
+    label_selector_text,
+)
 from brain.blockers.prometheus import PrometheusConfig, check_prometheus
 from brain.blockers.result import NOT_BLOCKED, BlockerResult, Reason
 
@@ -30,6 +35,7 @@ __all__ = [
     "all_blockers",
     "check_node_annotations",
     "check_pods",
+    "check_pods_per_node",
     "check_prometheus",
     "first_blocker",
     "label_selector_text",
@@ -41,14 +47,20 @@ class BlockerConfig:
     """The blockers of one window (`spec.blockers`), in plain types the flow fills in."""
 
     prometheus: PrometheusConfig | None = None
-    pods: tuple[PodSelector, ...] = ()
+    pods: tuple[PodSelector, ...] = ()  # scope Window: hold the whole window
+    node_pods: tuple[PodSelector, ...] = ()  # scope Node: hold only the node they run on
     node_annotations: tuple[str, ...] = ()
     # Upper bound for each outside call (Prometheus); the flow's pass never waits longer.
     timeout_seconds: float = 10.0
 
     @property
     def empty(self) -> bool:
-        return self.prometheus is None and not self.pods and not self.node_annotations
+        return (
+            self.prometheus is None
+            and not self.pods
+            and not self.node_pods
+            and not self.node_annotations
+        )
 
 
 async def all_blockers(

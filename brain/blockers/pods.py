@@ -1,7 +1,9 @@
-"""The pod blocker: any running pod that matches a window's selectors holds the whole window.
+"""The pod blocker: an unfinished pod that matches a window's selectors holds it back.
 
-Typical use: a batch job or a database backup that must not be interrupted, whichever node it
-runs on. (kured only looks at the pods of the node about to reboot; pass `node_name` for that.)
+Scope Window (`check_pods`): a matching pod on any node holds the whole window (a batch job or a
+migration that must not be interrupted, whichever node it runs on). Scope Node
+(`check_pods_per_node`, kured's `--blocking-pod-selector`): a matching pod holds only the node
+it runs on, and the window goes on with its other nodes; one list answers for every node.
 Pods that have finished (Succeeded or Failed) never block. Pods are listed with a label selector
 and a field selector, so the API server does the filtering: one list per selector, plus one
 namespace list when a selector has a namespaceSelector.
@@ -83,8 +85,9 @@ def _matching_pods(
     selector: PodSelector,
     node_name: str | None,
     timeout_seconds: float,
-) -> tuple[list[str], bool]:
-    """Names (namespace/name) of the unfinished pods matching; True when there are more."""
+    limit: int | None = LIST_LIMIT,
+) -> tuple[list[tuple[str, str]], bool]:
+    """(namespace/name, node name) of the unfinished pods matching; True when there are more."""
     # The client's generated types mark every field Optional; the API always fills these.
     core: Any = client.CoreV1Api(api_client)
     namespaces: set[str] | None = None
@@ -96,7 +99,7 @@ def _matching_pods(
         if not namespaces:
             return [], False
     field_selector = UNFINISHED_PODS + (f",spec.nodeName={node_name}" if node_name else "")
-    names: list[str] = []
+    names: list[tuple[str, str]] = []
     more = False
     if namespaces is not None and len(namespaces) <= 3:
         # A few namespaces: ask each, so the API server does not scan every pod.
@@ -105,20 +108,22 @@ def _matching_pods(
                 namespace,
                 label_selector=selector.label_selector,
                 field_selector=field_selector,
-                limit=LIST_LIMIT,
+                limit=limit,
                 _request_timeout=timeout_seconds,
             )
-            names += [f"{namespace}/{pod.metadata.name}" for pod in pods.items]
+            names += [
+                (f"{namespace}/{pod.metadata.name}", pod.spec.node_name or "") for pod in pods.items
+            ]
             more = more or bool(pods.metadata._continue)
         return names, more
     pods = core.list_pod_for_all_namespaces(
         label_selector=selector.label_selector,
         field_selector=field_selector,
-        limit=LIST_LIMIT,
+        limit=limit,
         _request_timeout=timeout_seconds,
     )
     names = [
-        f"{pod.metadata.namespace}/{pod.metadata.name}"
+        (f"{pod.metadata.namespace}/{pod.metadata.name}", pod.spec.node_name or "")
         for pod in pods.items
         if namespaces is None or pod.metadata.namespace in namespaces
     ]
@@ -148,7 +153,7 @@ async def check_pods(
                 reason=Reason.POD_CHECK_FAILED,
                 message=f"cannot list {selector.describe()} ({why}); blocked until it can",
             )
-        found += [name for name in names if name not in found]
+        found += [name for name, _node in names if name not in found]
         more = more or truncated
     if not found:
         return NOT_BLOCKED
@@ -159,3 +164,45 @@ async def check_pods(
         reason=Reason.BLOCKING_PODS,
         message=f"{count} {noun} the window: {name_a_few(sorted(found))}",
     )
+
+
+async def check_pods_per_node(
+    api_client: client.ApiClient,
+    selectors: Sequence[PodSelector],
+    timeout_seconds: float = 10.0,
+) -> tuple[BlockerResult, dict[str, BlockerResult]]:
+    """Scope Node: per node, the unfinished matching pods on it (nodes without one are absent).
+
+    Listed whole (no limit): a node left out of a truncated list would start under a pod that
+    should hold it. A failed list holds the whole window (the first result), as `check_pods`.
+    """
+    per_node: dict[str, list[str]] = {}
+    for selector in selectors:
+        try:
+            names, _more = await asyncio.to_thread(
+                _matching_pods, api_client, selector, None, timeout_seconds, None
+            )
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            why = (
+                f"HTTP {error.status} {error.reason}" if isinstance(error, ApiException) else error
+            )
+            failed = BlockerResult(
+                blocked=True,
+                reason=Reason.POD_CHECK_FAILED,
+                message=f"cannot list {selector.describe()} ({why}); blocked until it can",
+            )
+            return failed, {}
+        for name, node in names:
+            if node and name not in per_node.setdefault(node, []):
+                per_node[node].append(name)
+    results = {
+        node: BlockerResult(
+            blocked=True,
+            reason=Reason.BLOCKING_PODS,
+            message=(
+                f"{'pod' if len(names) == 1 else 'pods'} {name_a_few(sorted(names))} on the node"
+            ),
+        )
+        for node, names in sorted(per_node.items())
+    }
+    return NOT_BLOCKED, results

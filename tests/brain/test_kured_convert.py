@@ -155,7 +155,8 @@ def test_chart_defaults() -> None:
     assert spec["schedule"] == {"timeZone": "UTC"}
     assert spec["maxUnavailable"] == 1
     assert spec["drain"] == {"force": True, "deleteEmptyDirData": True}
-    assert spec["reboot"] == {"method": "DBus"}
+    # kured tainted nothing unless told: the pending taint is off too.
+    assert spec["reboot"] == {"method": "DBus", "pendingTaint": {"enabled": False}}
     assert "blockers" not in spec and "notify" not in spec
     assert result.secret is None
     notes = "\n".join(result.notes)
@@ -201,7 +202,11 @@ def test_weeknight_window_with_prometheus_and_slack() -> None:
         }
     }
     assert spec["drain"]["timeout"] == "1h30m" and spec["drain"]["onTimeout"] == "Force"
-    assert spec["reboot"] == {"method": "DBus", "delayBetweenNodes": "1m30s"}
+    assert spec["reboot"] == {
+        "method": "DBus",
+        "delayBetweenNodes": "1m30s",
+        "pendingTaint": {"enabled": False},
+    }
     assert spec["notify"] == {
         "secretRef": {"name": "weeknights-notify", "key": "urls"},
         "events": ["Started", "Succeeded"],
@@ -230,9 +235,13 @@ def test_daemonset_with_env_and_repeated_selectors() -> None:
         "windows": [{"days": ["Sat", "Sun"], "start": "02:00", "end": "06:00"}],
     }
     assert spec["drain"]["timeout"] == "15m" and spec["drain"]["gracePeriodSeconds"] == 30
+    # kured's pod selector holds only the node the pod runs on: scope Node.
     assert spec["blockers"]["pods"] == [
-        {"labelSelector": {"matchLabels": {"app": "etcd-backup"}}},
-        {"labelSelector": {"matchExpressions": [{"key": "job-name", "operator": "Exists"}]}},
+        {"labelSelector": {"matchLabels": {"app": "etcd-backup"}}, "scope": "Node"},
+        {
+            "labelSelector": {"matchExpressions": [{"key": "job-name", "operator": "Exists"}]},
+            "scope": "Node",
+        },
     ]
     notes = "\n".join([*source.notes, *result.notes])
     assert "KURED_NOTIFY_URL: read from a Secret" in notes
@@ -273,14 +282,16 @@ def test_helm_values_with_settings_and_extra_args() -> None:
     assert spec["blockers"]["pods"][1] == {
         "labelSelector": {
             "matchExpressions": [{"key": "tier", "operator": "In", "values": ["db", "cache"]}]
-        }
+        },
+        "scope": "Node",
     }
     assert result.secret is not None
     assert result.secret["stringData"]["urls"] == (
         "slack://kured@T1/B2/abcdefghijklmnopqrstuvwx/%23alerts"
     )
     notes = "\n".join(result.notes)
-    assert "--message-template-drain=Draining %s now: messages are fixed" in notes
+    # The one message template set becomes the window's notification body.
+    assert spec["notify"]["body"] == "Draining $node now"
     assert "--annotate-nodes=true: a brain setting" in notes and "--kured-compatibility" in notes
     assert "--reboot-delay=1m: no equivalent" in notes
 
@@ -479,14 +490,20 @@ def test_notes_name_only_real_annotations() -> None:
     assert "pitstop.dev/phase" not in notes
 
 
-def test_prefer_no_schedule_taint_is_explained_given_or_not() -> None:
-    """kured's default is empty (no taint); a taint given is not mistaken for the default."""
+def test_prefer_no_schedule_taint_becomes_the_pending_taint_given_or_not() -> None:
+    """kured's default is empty (no taint): the pending taint is off; a taint given is kept."""
     assert KURED_DEFAULTS["prefer-no-schedule-taint"] == ""
-    given = "\n".join(convert({"prefer-no-schedule-taint": "weave.works/kured-node-reboot"}).notes)
-    assert "--prefer-no-schedule-taint=weave.works/kured-node-reboot:" in given
-    assert "pitstop.dev/reboot-pending:PreferNoSchedule instead" in given
-    unset = "\n".join(convert({}).notes)
-    assert "--prefer-no-schedule-taint (unset: kured tainted nothing)" in unset
+    given = convert({"prefer-no-schedule-taint": "weave.works/kured-node-reboot"})
+    assert given.window["spec"]["reboot"]["pendingTaint"] == {
+        "key": "weave.works/kured-node-reboot",
+        "effect": "PreferNoSchedule",
+    }
+    assert "prefer-no-schedule-taint" not in "\n".join(given.notes)
+    unset = convert({})
+    assert unset.window["spec"]["reboot"]["pendingTaint"] == {"enabled": False}
+    notes = "\n".join(unset.notes)
+    assert "--prefer-no-schedule-taint (unset: kured tainted nothing)" in notes
+    assert "pitstop.dev/reboot-pending:PreferNoSchedule" in notes
 
 
 def test_durations_beyond_a_windows_range_are_written_as_its_maximum() -> None:

@@ -412,4 +412,167 @@ UNKNOWN_TIME_ZONE = Example(
 )
 INVALID.append(UNKNOWN_TIME_ZONE)
 
+# kured parity (issue 21): pod blocker scope.
+VALID += [
+    Example(
+        "pod blockers per node and per window",
+        {
+            "blockers": {
+                "pods": [
+                    {"labelSelector": {"matchLabels": {"app": "backup"}}, "scope": "Node"},
+                    {"labelSelector": {"matchLabels": {"app": "migration"}}, "scope": "Window"},
+                ]
+            }
+        },
+    ),
+]
+# kured parity: node labels before/after, the pending taint.
+VALID += [
+    Example(
+        "node labels before and after, a chosen NoSchedule taint",
+        {
+            "reboot": {
+                "nodeLabels": {
+                    "before": {"example.com/maintenance": "rebooting", "plain": ""},
+                    "after": {"example.com/maintenance": "done"},
+                },
+                "pendingTaint": {"key": "example.com/reboot-soon", "effect": "NoSchedule"},
+            }
+        },
+    ),
+    Example("pending taint switched off", {"reboot": {"pendingTaint": {"enabled": False}}}),
+]
+# kured parity: monthly schedules.
+VALID += [
+    Example(
+        "patch Tuesday nights, the last Sunday, the 15th and the last day",
+        {
+            "schedule": {
+                "timeZone": "America/New_York",
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 2}], "start": "22:00", "end": "04:00"},
+                    {"monthly": [{"weekday": "Sun", "nth": -1}], "start": "01:00", "end": "05:00"},
+                    {
+                        "days": ["Mon", "Tue", "Wed", "Thu", "Fri"],
+                        "monthly": [{"dayOfMonth": 15}, {"dayOfMonth": -1}],
+                        "start": "12:00",
+                        "end": "13:00",
+                    },
+                ],
+            }
+        },
+    ),
+]
+# kured parity: notification templates (the API server checks their length; the placeholders
+# only pydantic: see tests/brain/test_notify_templates.py).
+VALID += [
+    Example(
+        "notification templates",
+        {
+            "notify": {
+                "secretRef": {"name": "apprise"},
+                "title": "[$cluster] $event: $node",
+                "body": "${window}: $node is $phase ($reason: $message), costs $$0",
+            }
+        },
+    ),
+]
+INVALID += [
+    Example(
+        "a notification title of 5000 characters",
+        {"notify": {"secretRef": {"name": "apprise"}, "title": "x" * 5000}},
+        ("too long", "at most 4096"),
+    ),
+    Example(
+        "a monthly weekday without nth",
+        {
+            "schedule": {
+                "windows": [{"monthly": [{"weekday": "Tue"}], "start": "22:00", "end": "04:00"}]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "a monthly rule with a weekday and a day of month",
+        {
+            "schedule": {
+                "windows": [
+                    {
+                        "monthly": [{"weekday": "Tue", "nth": 1, "dayOfMonth": 3}],
+                        "start": "22:00",
+                        "end": "04:00",
+                    }
+                ]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "a sixth Tuesday",
+        {
+            "schedule": {
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 6}], "start": "22:00", "end": "04:00"}
+                ]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "nth zero",
+        {
+            "schedule": {
+                "windows": [
+                    {"monthly": [{"weekday": "Tue", "nth": 0}], "start": "22:00", "end": "04:00"}
+                ]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "day 32",
+        {
+            "schedule": {
+                "windows": [{"monthly": [{"dayOfMonth": 32}], "start": "22:00", "end": "04:00"}]
+            }
+        },
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "an empty monthly rule",
+        {"schedule": {"windows": [{"monthly": [{}], "start": "22:00", "end": "04:00"}]}},
+        api.MESSAGE_MONTHLY_RULE,
+    ),
+    Example(
+        "a node label in pitstop.dev/",
+        {"reboot": {"nodeLabels": {"before": {"pitstop.dev/reboot-required": "false"}}}},
+        api.MESSAGE_LABEL_KEYS,
+    ),
+    Example(
+        "a node label key with a space",
+        {"reboot": {"nodeLabels": {"after": {"my label": "x"}}}},
+        api.MESSAGE_LABEL_KEYS,
+    ),
+    Example(
+        "a node label value with a slash",
+        {"reboot": {"nodeLabels": {"after": {"example.com/state": "a/b"}}}},
+        api.MESSAGE_LABEL_VALUES,
+    ),
+    Example(
+        "a taint key with a colon",
+        {"reboot": {"pendingTaint": {"key": "example.com/a:b"}}},
+        api.MESSAGE_TAINT_KEY,
+    ),
+    Example(
+        "a NoExecute pending taint",
+        {"reboot": {"pendingTaint": {"effect": "NoExecute"}}},
+        "noschedule",
+    ),
+    Example(
+        "unknown pod blocker scope",
+        {"blockers": {"pods": [{"labelSelector": {}, "scope": "Zone"}]}},
+        "window",
+    ),
+]
+
 ALL = VALID + INVALID

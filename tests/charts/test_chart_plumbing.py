@@ -361,9 +361,10 @@ def test_value_sets_lint_strict(helm: Path, values: Path) -> None:
     run_helm(helm, "lint", "--strict", str(CHART), "-f", str(values))
 
 
-def test_there_are_three_value_sets() -> None:
+def test_there_are_four_value_sets() -> None:
     assert [path.name for path in VALUE_SETS] == [
         "host-agent-json-dashboard-values.yaml",
+        "rhel-rpm-check-values.yaml",
         "scheduling-monitoring-values.yaml",
         "subchart-existing-accounts-values.yaml",
     ]
