@@ -225,3 +225,9 @@ def pitstop_env(plane: ControlPlane, api: client.ApiClient, logs: Path) -> Itera
         yield env
     finally:
         env.close()
+
+
+def done_nodes(env: PitstopEnv, window: str) -> set[str]:
+    """The nodes the window's status shows Done."""
+    status = env.get_window(window).get("status", {})
+    return {entry["name"] for entry in status.get("nodes", []) if entry["phase"] == "Done"}

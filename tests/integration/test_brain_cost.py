@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_deployment, create_namespace, running_pods
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv
 
 FLOW_SCHEMA = {
     "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
@@ -94,14 +91,6 @@ NODES = 6
 # This bound (now measured + ~0.5: little room left) catches a return to polling or to an Event
 # per step.
 BUDGET_PER_NODE = 18.5
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def counters(plane: ControlPlane) -> tuple[float, float, float]:

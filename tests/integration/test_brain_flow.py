@@ -8,32 +8,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes import client
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_deployment, create_namespace, create_pdb, running_pods
 from tests.brain.loopback import Reply, loopback_server
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv, done_nodes
 
 QUICK_DRAIN = {"timeout": "30s"}
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
-
-
-def done_nodes(env: PitstopEnv, window: str) -> set[str]:
-    status = env.get_window(window).get("status", {})
-    return {entry["name"] for entry in status.get("nodes", []) if entry["phase"] == "Done"}
 
 
 def test_rolling_reboot_respects_budget_zones_pdbs_and_precordoned_nodes(

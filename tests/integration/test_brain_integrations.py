@@ -5,28 +5,15 @@ from __future__ import annotations
 import base64
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_bare_pod, create_namespace, delete_namespace
 from tests.brain.loopback import Reply, loopback_server
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv
 
 QUICK = {"maxUnavailable": 1, "drain": {"timeout": "30s"}}
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

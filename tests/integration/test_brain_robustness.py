@@ -8,29 +8,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from brain.lock import LOCK_DATA_KEY
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_bare_pod, create_namespace
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv
 from tests.integration.test_cli_plan import pitstop_command
 
 pytestmark = pytest.mark.cluster
 QUICK_DRAIN = {"timeout": "30s"}
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def window_event_reasons(env: PitstopEnv, window: str) -> list[str]:

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.observe import LockObserver
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv
 from tests.integration.test_brain_integrations import metric, scrape
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -55,14 +53,6 @@ def libfaketime() -> Path:
             assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
     assert LIBFAKETIME.exists(), f"faketime installed but {LIBFAKETIME} is missing"
     return LIBFAKETIME
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def skewed_clock(env: PitstopEnv, offset: str, folder: Path) -> dict[str, str]:

@@ -14,29 +14,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client, watch
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour, flag_node
 from localcluster.nodes import create_deployment, create_namespace, create_pdb, running_pods
 from pitstop import contract
 from tests.brain.loopback import Reply, loopback_server
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
+from tests.integration.pitstop_env import PitstopEnv
 
 
 @dataclass

@@ -12,13 +12,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kubernetes import client
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import (
     boot_id,
@@ -29,24 +26,11 @@ from localcluster.nodes import (
 )
 from localcluster.observe import NodeHistory, PodBindings
 from pitstop import contract
-from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv, done_nodes
 
 # Down for longer than the controller's monitor period (5 s): it sees every reboot and taints.
 DOWN_SECONDS = 7.0
 WAITING_MESSAGE = "waiting for the control plane to clear not-ready"
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
-
-
-def done_nodes(env: PitstopEnv, window: str) -> set[str]:
-    status = env.get_window(window).get("status", {})
-    return {entry["name"] for entry in status.get("nodes", []) if entry["phase"] == "Done"}
 
 
 def pod_events(env: PitstopEnv, namespace: str) -> dict[str, int]:

@@ -265,6 +265,11 @@ def check_brain_permissions(release: Release) -> None:
         ("get", "secrets", namespace),
         ("create", "jobs.batch", jobs),
         ("get", "jobs.batch", jobs),
+        ("list", "jobs.batch", jobs),  # a deleted lock is rebuilt from the reboot Jobs
+        ("delete", "jobs.batch", jobs),  # a reboot a person gave up on (release, retry)
+        ("create", "leases.coordination.k8s.io", namespace),
+        ("get", "leases.coordination.k8s.io/pitstop-status-writer", namespace),
+        ("update", "leases.coordination.k8s.io/pitstop-status-writer", namespace),
         ("create", "events", "default"),
     ]
     denied = [
@@ -288,8 +293,11 @@ def check_brain_permissions(release: Release) -> None:
         ("get", "secrets", jobs),
         ("create", "jobs.batch", namespace),
         ("create", "jobs.batch", "default"),
-        ("delete", "jobs.batch", jobs),
+        ("delete", "jobs.batch", namespace),
         ("update", "jobs.batch", jobs),
+        ("get", "leases.coordination.k8s.io/something-else", namespace),
+        ("update", "leases.coordination.k8s.io/something-else", namespace),
+        ("create", "leases.coordination.k8s.io", "default"),
         ("create", "pods", jobs),
         ("create", "events", namespace),
         ("create", "serviceaccounts#token", namespace),

@@ -6,7 +6,6 @@ import calendar
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
 from pathlib import Path
@@ -15,25 +14,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_bare_pod, create_namespace, pod_template
 from localcluster.pitstop_processes import DetectorProcess
 from pitstop import contract
 from tests.brain.loopback import Reply, loopback_server
 from tests.detector.rpm_database import require_rpm_tools, rpm_database
-from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv
 
 pytestmark = pytest.mark.cluster
 QUICK_DRAIN = {"timeout": "30s"}
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def window_nodes(env: PitstopEnv, window: str, phase: str) -> set[str]:

@@ -8,16 +8,12 @@ listed them in either order.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-from kubernetes import client
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv
 
 pytestmark = pytest.mark.cluster
 
@@ -25,14 +21,6 @@ STEPS = ["Started", "RebootStarted", "Rebooted"]
 NODES = 8
 # A row of `kubectl describe`'s Events table: type, reason, age, from (the brain), message.
 BRAIN_EVENT_ROW = re.compile(r"^\s+(?:Normal|Warning)\s+(\S+)\s+\S+\s+pitstop-brain\b")
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def described_steps(env: PitstopEnv, node: str) -> list[str]:

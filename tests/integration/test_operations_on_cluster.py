@@ -8,27 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
 
-from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import ZONE_LABEL as ZONE
-from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def pitstop(env: PitstopEnv, *arguments: str) -> str:

@@ -10,19 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from brain.job_check import RebootJobCheck
 from brain.kube import Kube
 from brain.reboot_job import RebootMethod, build_reboot_job
 from brain.settings import BrainSettings
 from brain.window import parse_window_spec
-from localcluster.controlplane import ControlPlane
-from tests.integration.pitstop_env import PitstopEnv, pitstop_env
+from tests.integration.pitstop_env import PitstopEnv
 
 pytestmark = pytest.mark.cluster
 
@@ -39,14 +35,6 @@ REFUSED_TEMPLATE = {
         ]
     }
 }
-
-
-@pytest.fixture
-def env(
-    cluster: ControlPlane, api_client: client.ApiClient, tmp_path: Path
-) -> Iterator[PitstopEnv]:
-    with pitstop_env(cluster, api_client, tmp_path) as environment:
-        yield environment
 
 
 def window_events(env: PitstopEnv, window: str) -> list[tuple[str, str]]:
