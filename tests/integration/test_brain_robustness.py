@@ -6,7 +6,6 @@ Real brain processes, kwok nodes and simulated hosts (see test_brain_flow.py).""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from brain.lock import LOCK_DATA_KEY
 from localcluster.hosts import HostBehaviour
 from localcluster.nodes import create_bare_pod, create_namespace
 from tests.integration.pitstop_env import PitstopEnv
-from tests.integration.test_cli_plan import pitstop_command
+from tests.integration.test_cli_plan import run_plan
 
 pytestmark = pytest.mark.cluster
 QUICK_DRAIN = {"timeout": "30s"}
@@ -232,19 +231,7 @@ def test_one_windows_record_cannot_break_another_window_or_pitstop_plan(env: Pit
         )
         time.sleep(2)
         assert [record.node for record in hosts.reboots] == fine_nodes
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(env.plane.kubeconfig),
-            "--namespace",
-            env.namespace,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_plan(env.plane.kubeconfig, env.namespace)
     assert result.returncode == 0, result.stderr
     stuck_block = result.stdout.split(f"Window {stuck} ")[1].split("\nWindow ")[0]
     assert "delayBetweenNodes until 9999-12-31T23:59:59Z" in stuck_block
@@ -284,19 +271,7 @@ def test_a_window_the_planner_fails_on_is_degraded_and_the_others_go_on(env: Pit
         assert [record.node for record in hosts.reboots] == fine_nodes
         assert not env.node(odd_nodes[0]).spec.unschedulable
     assert window_event_reasons(env, odd).count("Degraded") == 1
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(env.plane.kubeconfig),
-            "--namespace",
-            env.namespace,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_plan(env.plane.kubeconfig, env.namespace)
     assert result.returncode == 0, result.stderr
     failed_block = result.stdout.split("Windows the planner failed on")[1]
     assert f"{odd}: OverflowError" in failed_block
