@@ -8,7 +8,6 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,16 +32,7 @@ def window_nodes(env: PitstopEnv, window: str, phase: str) -> set[str]:
 
 
 def pitstop_plan(env: PitstopEnv) -> str:
-    script = Path(sys.executable).with_name("pitstop")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "brain.cli"]
-    result = subprocess.run(
-        [*command, "plan", "--kubeconfig", str(env.plane.kubeconfig), "--namespace", env.namespace],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout
+    return run_plan(env.plane.kubeconfig, env.namespace, check=True).stdout
 
 
 def test_a_node_scope_pod_blocker_holds_only_the_node_the_pod_runs_on(env: PitstopEnv) -> None:
