@@ -17,7 +17,6 @@ from typing import Any
 from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
-from localcluster.nodes import create_deployment, create_namespace, running_pods
 from tests.integration.pitstop_env import PitstopEnv
 
 
@@ -121,16 +120,7 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
     env.plane.kubectl("apply", "-f", "-", input=json.dumps(FLOW_SCHEMA))
     env.plane.kubectl("apply", "-f", "-", input=json.dumps(LEASE_FLOW_SCHEMA))
     nodes = env.add_nodes(NODES, zones=2)
-    workload = create_namespace(env.api)
-    create_deployment(
-        env.api,
-        workload,
-        "web",
-        replicas=NODES,
-        node_selector={"pitstop-test/run": env.run},
-        pdb_max_unavailable=1,
-    )
-    env.wait(lambda: len(running_pods(env.api, workload, "app=web")) == NODES, "pods")
+    workload = env.web_workload(NODES)
     window = env.window("cost", {"maxUnavailable": 2, "drain": {"timeout": "60s"}})
     with env.hosts() as hosts:
         env.start_brain()
