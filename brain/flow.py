@@ -459,15 +459,8 @@ class NodeFlow:
         self, name: str, lease: NodeLease, spec: WindowSpec, now: datetime
     ) -> None:
         """Found uncordoned before its reboot: never reboot it so; cordon and drain again."""
-        moved = await self._drain_again(
-            name,
-            lease,
-            spec,
-            now,
-            "Uncordoned",
-            "the node was uncordoned before its reboot: cordoning and draining it again",
-        )
-        if moved:
+        why = "the node was uncordoned before its reboot: cordoning and draining it again"
+        if await self._drain_again(name, lease, spec, now, "Uncordoned", why):
             # A Job created before a crash must not reboot it now; the next drain makes its own.
             await self._delete_old_job(lease)
 
