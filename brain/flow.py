@@ -459,21 +459,10 @@ class NodeFlow:
         self, name: str, lease: NodeLease, spec: WindowSpec, now: datetime
     ) -> None:
         """Found uncordoned before its reboot: never reboot it so; cordon and drain again."""
-        moved = await self._move(
-            name,
-            lease,
-            Phase.DRAINING,
-            now,
-            "Uncordoned",
-            "the node was uncordoned before its reboot: cordoning and draining it again",
-            deadline=now + spec.drain.timeout,
-            job_name="",
-        )
-        if moved and lease.job_name:
+        why = "the node was uncordoned before its reboot: cordoning and draining it again"
+        if await self._drain_again(name, lease, spec, now, "Uncordoned", why):
             # A Job created before a crash must not reboot it now; the next drain makes its own.
-            await reboot_job.delete_reboot_job(
-                self.kube.api_client, self.settings.job_namespace, lease.job_name
-            )
+            await self._delete_old_job(lease)
 
     async def _waiting_for_node(
         self, name: str, lease: NodeLease, node: NodeView | None, spec: WindowSpec, now: datetime
@@ -791,26 +780,52 @@ class NodeFlow:
         self, name: str, lease: NodeLease, node: NodeView, spec: WindowSpec, now: datetime
     ) -> None:
         """A new attempt for a Failed node: drained and rebooted again, with a Job of its own."""
-        moved = await self._move(
+        moved = await self._drain_again(
             name,
             lease,
-            Phase.DRAINING,
+            spec,
             now,
             "Retry",
             "retry requested by a person",
             attempt=lease.attempt + 1,
-            deadline=now + spec.drain.timeout,
             boot_id_before=node.boot_id,
             saw_not_ready=False,
             pdbs=[],
-            job_name="",
         )
         if moved:
             await node_updates.clear_action(self.kube, node)
-            if lease.job_name:  # the failed attempt's Job never reboots it late
-                await reboot_job.delete_reboot_job(
-                    self.kube.api_client, self.settings.job_namespace, lease.job_name
-                )
+            await self._delete_old_job(lease)  # the failed attempt's Job never reboots it late
+
+    async def _drain_again(
+        self,
+        name: str,
+        lease: NodeLease,
+        spec: WindowSpec,
+        now: datetime,
+        reason: str,
+        message: str,
+        **changes: Any,
+    ) -> bool:
+        """Back to Draining with a fresh drain deadline and no Job yet: the next drain makes
+        its own Job (the caller deletes the old one, see _delete_old_job)."""
+        return await self._move(
+            name,
+            lease,
+            Phase.DRAINING,
+            now,
+            reason,
+            message,
+            deadline=now + spec.drain.timeout,
+            job_name="",
+            **changes,
+        )
+
+    async def _delete_old_job(self, lease: NodeLease) -> None:
+        """Delete the Job of a visit that starts over, so it can never reboot the node late."""
+        if lease.job_name:
+            await reboot_job.delete_reboot_job(
+                self.kube.api_client, self.settings.job_namespace, lease.job_name
+            )
 
     # -- lock writes ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -715,8 +716,14 @@ def _schedule(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) 
     spec["schedule"] = schedule
 
 
-def _at_most(seconds: float, limit: float, flag: str, field: str, notes: list[str]) -> float:
-    """A kured duration within the window field's range (the API server refuses more)."""
+def _duration_at_most(
+    flags: Mapping[str, str], name: str, maximum: timedelta, field: str, notes: list[str]
+) -> float:
+    """Kured's duration flag `--name`, in seconds, within the window field's range (the API
+    server refuses more)."""
+    seconds = parse_go_duration(_flag(flags, name))
+    limit = maximum.total_seconds()
+    flag = f"--{name}"
     if seconds <= limit:
         return seconds
     notes.append(
@@ -729,13 +736,7 @@ def _at_most(seconds: float, limit: float, flag: str, field: str, notes: list[st
 def _drain(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) -> None:
     # kured drains like `kubectl drain --force --delete-emptydir-data --ignore-daemonsets`.
     drain: dict[str, Any] = {"force": True, "deleteEmptyDirData": True}
-    timeout = _at_most(
-        parse_go_duration(_flag(flags, "drain-timeout")),
-        MAX_DRAIN_TIMEOUT.total_seconds(),
-        "--drain-timeout",
-        "drain.timeout",
-        notes,
-    )
+    timeout = _duration_at_most(flags, "drain-timeout", MAX_DRAIN_TIMEOUT, "drain.timeout", notes)
     if timeout > 0:
         drain["timeout"] = format_duration(timeout)
     else:
@@ -792,12 +793,8 @@ def _reboot(flags: Mapping[str, str], spec: dict[str, Any], notes: list[str]) ->
         reboot["method"] = "Command"
     else:
         raise ConversionError(f"--reboot-method: {method!r} is neither command nor signal")
-    delay = _at_most(
-        parse_go_duration(_flag(flags, "lock-release-delay")),
-        MAX_DELAY_BETWEEN_NODES.total_seconds(),
-        "--lock-release-delay",
-        "reboot.delayBetweenNodes",
-        notes,
+    delay = _duration_at_most(
+        flags, "lock-release-delay", MAX_DELAY_BETWEEN_NODES, "reboot.delayBetweenNodes", notes
     )
     if delay > 0:
         reboot["delayBetweenNodes"] = format_duration(delay)

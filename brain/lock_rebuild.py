@@ -129,28 +129,26 @@ def rebuild_state(
         earlier = [job for job in own_jobs if job.boot_id not in this_boot]
         if current:
             job = current[-1]
-            lease = NodeLease(
-                window=mark.window,
-                phase=Phase.WAITING_FOR_NODE,
-                since=now,
-                boot_id_before=node.boot_id,
-                deadline=plus(now, spec.reboot.node_return_timeout),
-                job_name=job.name,
-                emergency=node.emergency,
-                message=f"lock rebuilt: reboot Job {job.name} exists for its current boot; "
+            lease = _job_lease(
+                mark,
+                job,
+                Phase.WAITING_FOR_NODE,
+                node.boot_id,
+                plus(now, spec.reboot.node_return_timeout),
+                now,
+                f"lock rebuilt: reboot Job {job.name} exists for its current boot; "
                 f"waiting for the node to come back ({UNKNOWN_CORDON} when done)",
             )
         elif earlier and _job_made_this_attempt(node, earlier[-1]):
             job = earlier[-1]
-            lease = NodeLease(
-                window=mark.window,
-                phase=Phase.HEALTH_CHECK,
-                since=now,
-                boot_id_before=job.boot_id,
-                deadline=plus(now, spec.reboot.health_gate.timeout),
-                job_name=job.name,
-                emergency=node.emergency,
-                message=f"lock rebuilt: rebooted by Job {job.name} (boot ID changed); "
+            lease = _job_lease(
+                mark,
+                job,
+                Phase.HEALTH_CHECK,
+                job.boot_id,
+                plus(now, spec.reboot.health_gate.timeout),
+                now,
+                f"lock rebuilt: rebooted by Job {job.name} (boot ID changed); "
                 f"health check (the gate's PDB list was lost; {UNKNOWN_CORDON} when done)",
             )
         elif node.reboot_required:
@@ -168,6 +166,29 @@ def rebuild_state(
         if any(lease.window == name for lease in result.state.nodes.values()):
             result.state.windows[name] = WindowRecord(spec=dict(raw))
     return result
+
+
+def _job_lease(
+    mark: MarkedNode,
+    job: RebootJobMark,
+    phase: Phase,
+    boot_id_before: str,
+    deadline: datetime,
+    now: datetime,
+    message: str,
+) -> NodeLease:
+    """The lease of a marked node whose reboot Job exists: one shape for both phases it can
+    be in (waiting for the node, or already back and in its health check)."""
+    return NodeLease(
+        window=mark.window,
+        phase=phase,
+        since=now,
+        boot_id_before=boot_id_before,
+        deadline=deadline,
+        job_name=job.name,
+        emergency=mark.view.emergency,
+        message=message,
+    )
 
 
 def _domain(node: NodeView, spec: WindowSpec) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from brain.plan_report import PlanPreview
+from brain.plan_report import PlanPreview, ungoverned_flagged
 from brain.planner import WindowPlan
 
 DOCUMENT_VERSION = "pitstop.dev/plan/v1"
@@ -117,15 +117,7 @@ def _window(window_plan: WindowPlan, preview: PlanPreview) -> dict[str, Any]:
 
 def plan_document(preview: PlanPreview) -> dict[str, Any]:
     """The report as plain data (what -o json and -o yaml print)."""
-    conflicted = {conflict.node for conflict in preview.plan.conflicts}
-    ungoverned = sorted(
-        name
-        for name, view in preview.nodes.items()
-        if view.reboot_required
-        and name not in preview.plan.governing
-        and name not in conflicted
-        and name not in preview.lock.nodes
-    )
+    ungoverned = ungoverned_flagged(preview)
     return {
         "apiVersion": DOCUMENT_VERSION,
         "kind": "Plan",

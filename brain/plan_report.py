@@ -69,6 +69,20 @@ def preview(
     )
 
 
+def ungoverned_flagged(preview: PlanPreview) -> list[str]:
+    """Flagged nodes no window governs, sorted: one definition for the text and data reports
+    (a node in conflict or already in the lock is reported elsewhere, so it is not listed)."""
+    conflicted = {conflict.node for conflict in preview.plan.conflicts}
+    return sorted(
+        name
+        for name, view in preview.nodes.items()
+        if view.reboot_required
+        and name not in preview.plan.governing
+        and name not in conflicted
+        and name not in preview.lock.nodes
+    )
+
+
 def _when(moment: datetime | None, zone: ZoneInfo) -> str:
     if moment is None:
         return "not within the next 400 days"
@@ -224,15 +238,7 @@ def render(preview: PlanPreview) -> str:
         lines.append("Invalid windows (the brain does not act on them):")
         lines.extend(f"  {name}: {why}" for name, why in sorted(preview.invalid.items()))
         lines.append("")
-    conflicted = {conflict.node for conflict in preview.plan.conflicts}
-    ungoverned = sorted(
-        name
-        for name, view in preview.nodes.items()
-        if view.reboot_required
-        and name not in preview.plan.governing
-        and name not in conflicted
-        and name not in preview.lock.nodes
-    )
+    ungoverned = ungoverned_flagged(preview)
     if ungoverned:
         lines.append(f"Flagged but governed by no window: {_short_list(ungoverned)}")
     return "\n".join(lines).rstrip() + "\n"

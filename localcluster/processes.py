@@ -36,6 +36,28 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def run_step(
+    arguments: Sequence[str],
+    what: str,
+    timeout: float,
+    error: Callable[[str], Exception],
+    name_command: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """Run one setup step to its end; on failure raise `error` naming `what` (and the command
+    where asked) with the output's last 2000 characters, so the reader sees why it failed."""
+    try:
+        result = subprocess.run(
+            list(arguments), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as failure:
+        raise error(f"{what}: {failure}") from failure
+    if result.returncode != 0:
+        command = f" ({' '.join(arguments)})" if name_command else ""
+        output = (result.stdout + result.stderr).strip()
+        raise error(f"{what} failed{command}: {output[-2000:]}")
+    return result
+
+
 class ComponentError(RuntimeError):
     """A component failed to start; the message names it, its command and its log's last lines."""
 

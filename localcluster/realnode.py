@@ -45,7 +45,7 @@ from localcluster import image
 from localcluster.binaries import cache_root, resolve
 from localcluster.certs import issue_client_certificate
 from localcluster.controlplane import ControlPlane
-from localcluster.processes import Component, free_port
+from localcluster.processes import Component, free_port, run_step
 
 BRIDGE = "pitstop0"
 SUBNET = "10.244.77.0/24"
@@ -120,16 +120,7 @@ def _log(message: str) -> None:
 
 
 def _run(arguments: Sequence[str], what: str, timeout: float = 300) -> str:
-    try:
-        result = subprocess.run(
-            list(arguments), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise RealNodeError(f"{what}: {error}") from error
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()
-        raise RealNodeError(f"{what} failed ({' '.join(arguments)}): {output[-2000:]}")
-    return result.stdout
+    return run_step(arguments, what, timeout, RealNodeError, name_command=True).stdout
 
 
 def cni_plugin_directory() -> Path | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from localcluster import image
 from localcluster.binaries import resolve
+from localcluster.processes import run_step
 from pitstop.version import version
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -53,14 +53,7 @@ def _log(message: str) -> None:
 
 def _run(arguments: Sequence[str], what: str, timeout: float = 1800) -> str:
     _log(" ".join(arguments))
-    try:
-        result = subprocess.run(
-            list(arguments), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise ReleaseError(f"{what}: {error}") from error
-    if result.returncode != 0:
-        raise ReleaseError(f"{what} failed: {(result.stdout + result.stderr).strip()[-2000:]}")
+    result = run_step(arguments, what, timeout, ReleaseError)
     return result.stdout + result.stderr
 
 

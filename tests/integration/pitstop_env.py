@@ -20,7 +20,14 @@ from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostSimulator, flag_node
-from localcluster.nodes import create_nodes, delete_namespace, delete_nodes
+from localcluster.nodes import (
+    create_deployment,
+    create_namespace,
+    create_nodes,
+    delete_namespace,
+    delete_nodes,
+    running_pods,
+)
 from localcluster.observe import LockObserver
 from localcluster.pitstop_processes import BrainProcess, install_pitstop_api
 
@@ -163,6 +170,21 @@ class PitstopEnv:
         raise AssertionError(
             f"timed out waiting for {what} (last: {last!r}); brain logs:\n{logs}{account}"
         )
+
+    def web_workload(self, replicas: int) -> str:
+        """A new namespace with `replicas` web pods on this run's nodes, a PDB letting at most
+        one be unavailable, all running: the workload a drain must respect (its namespace)."""
+        namespace = create_namespace(self.api)
+        create_deployment(
+            self.api,
+            namespace,
+            "web",
+            replicas=replicas,
+            node_selector={TEST_LABEL: self.run},
+            pdb_max_unavailable=1,
+        )
+        self.wait(lambda: len(running_pods(self.api, namespace, "app=web")) == replicas, "web pods")
+        return namespace
 
     def workload_report(self, namespace: str) -> str:
         """Where a workload's pods are, how ready, and what its budget allows: why a drain waits."""

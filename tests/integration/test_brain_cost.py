@@ -12,62 +12,61 @@ from __future__ import annotations
 import json
 import re
 import time
+from typing import Any
 
 from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
-from localcluster.nodes import create_deployment, create_namespace, running_pods
 from tests.integration.pitstop_env import PitstopEnv
 
-FLOW_SCHEMA = {
-    "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-    "kind": "FlowSchema",
-    "metadata": {"name": "pitstop-brain-requests"},
-    "spec": {
-        "matchingPrecedence": 100,
-        "priorityLevelConfiguration": {"name": "workload-high"},
-        "distinguisherMethod": {"type": "ByUser"},
-        "rules": [
+
+def _brain_flow_schema(name: str, precedence: int, rules: dict[str, Any]) -> dict[str, Any]:
+    """A FlowSchema that makes the API server count the brain user's requests that `rules`
+    match (the lowest matchingPrecedence matches first)."""
+    return {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": name},
+        "spec": {
+            "matchingPrecedence": precedence,
+            "priorityLevelConfiguration": {"name": "workload-high"},
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [{"subjects": [{"kind": "User", "user": {"name": "pitstop-brain"}}], **rules}],
+        },
+    }
+
+
+FLOW_SCHEMA = _brain_flow_schema(
+    "pitstop-brain-requests",
+    100,
+    {
+        "resourceRules": [
             {
-                "subjects": [{"kind": "User", "user": {"name": "pitstop-brain"}}],
-                "resourceRules": [
-                    {
-                        "verbs": ["*"],
-                        "apiGroups": ["*"],
-                        "resources": ["*"],
-                        "clusterScope": True,
-                        "namespaces": ["*"],
-                    }
-                ],
-                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+                "verbs": ["*"],
+                "apiGroups": ["*"],
+                "resources": ["*"],
+                "clusterScope": True,
+                "namespaces": ["*"],
             }
         ],
+        "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
     },
-}
+)
 # The brain's Lease requests (brain/status_writer.py), matched before the schema above.
-LEASE_FLOW_SCHEMA = {
-    "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-    "kind": "FlowSchema",
-    "metadata": {"name": "pitstop-brain-leases"},
-    "spec": {
-        "matchingPrecedence": 99,
-        "priorityLevelConfiguration": {"name": "workload-high"},
-        "distinguisherMethod": {"type": "ByUser"},
-        "rules": [
+LEASE_FLOW_SCHEMA = _brain_flow_schema(
+    "pitstop-brain-leases",
+    99,
+    {
+        "resourceRules": [
             {
-                "subjects": [{"kind": "User", "user": {"name": "pitstop-brain"}}],
-                "resourceRules": [
-                    {
-                        "verbs": ["*"],
-                        "apiGroups": ["coordination.k8s.io"],
-                        "resources": ["leases"],
-                        "namespaces": ["*"],
-                    }
-                ],
+                "verbs": ["*"],
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "namespaces": ["*"],
             }
-        ],
+        ]
     },
-}
+)
 NODES = 6
 # The brief asked for "about 15 requests besides evictions" per node (kured spends 36-63).
 # Measured: 15.2-15.5 per node (was 24.0 before the cost work), 16.0-16.3 once the health gate
@@ -122,16 +121,7 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
     env.plane.kubectl("apply", "-f", "-", input=json.dumps(FLOW_SCHEMA))
     env.plane.kubectl("apply", "-f", "-", input=json.dumps(LEASE_FLOW_SCHEMA))
     nodes = env.add_nodes(NODES, zones=2)
-    workload = create_namespace(env.api)
-    create_deployment(
-        env.api,
-        workload,
-        "web",
-        replicas=NODES,
-        node_selector={"pitstop-test/run": env.run},
-        pdb_max_unavailable=1,
-    )
-    env.wait(lambda: len(running_pods(env.api, workload, "app=web")) == NODES, "pods")
+    workload = env.web_workload(NODES)
     window = env.window("cost", {"maxUnavailable": 2, "drain": {"timeout": "60s"}})
     with env.hosts() as hosts:
         env.start_brain()

@@ -24,16 +24,7 @@ def test_rolling_reboot_respects_budget_zones_pdbs_and_precordoned_nodes(
     env: PitstopEnv,
 ) -> None:
     nodes = env.add_nodes(6, zones=2)
-    workload_namespace = create_namespace(env.api)
-    create_deployment(
-        env.api,
-        workload_namespace,
-        "web",
-        replicas=6,
-        node_selector={"pitstop-test/run": env.run},
-        pdb_max_unavailable=1,
-    )
-    env.wait(lambda: len(running_pods(env.api, workload_namespace, "app=web")) == 6, "web pods")
+    workload_namespace = env.web_workload(6)
     precordoned = nodes[5]
     env.core.patch_node(precordoned, {"spec": {"unschedulable": True}})
     env.flag(nodes)

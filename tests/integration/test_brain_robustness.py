@@ -6,17 +6,17 @@ Real brain processes, kwok nodes and simulated hosts (see test_brain_flow.py).""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
+from typing import Any
 
 import pytest
 from kubernetes import client
 
 from brain.lock import LOCK_DATA_KEY
-from localcluster.hosts import HostBehaviour
+from localcluster.hosts import HostBehaviour, HostSimulator
 from localcluster.nodes import create_bare_pod, create_namespace
 from tests.integration.pitstop_env import PitstopEnv
-from tests.integration.test_cli_plan import pitstop_command
+from tests.integration.test_cli_plan import run_plan
 
 pytestmark = pytest.mark.cluster
 QUICK_DRAIN = {"timeout": "30s"}
@@ -197,23 +197,38 @@ def test_junk_in_the_lock_degrades_the_window_without_a_hot_loop_and_recovers(
 # --- One window never breaks another (issue 24). ------------------------------------------------
 
 
-def test_one_windows_record_cannot_break_another_window_or_pitstop_plan(env: PitstopEnv) -> None:
+def beside_a_fine_window(
+    env: PitstopEnv, pool: str, spec: dict[str, Any]
+) -> tuple[list[str], list[str], str]:
+    """A flagged node under window `pool` (priority 10, `spec`, selecting it by label) and one
+    under a plain "fine" window: the fine nodes, the pool's nodes and the pool's window."""
     fine_nodes = env.add_nodes(1, zones=1)
-    stuck_nodes = env.add_nodes(1, zones=1)
-    env.flag(fine_nodes + stuck_nodes)
-    for name in stuck_nodes:
-        env.core.patch_node(name, {"metadata": {"labels": {"pitstop-test/pool": "stuck"}}})
-    # A lock whose record of the "stuck" window has a far-future last finish: adding its
-    # delayBetweenNodes overflowed, and every pass of every window failed.
-    stuck = env.window(
-        "stuck",
-        {
-            "priority": 10,
-            "nodeSelector": {"matchLabels": {"pitstop-test/pool": "stuck"}},
-            "reboot": {"delayBetweenNodes": "2h"},
-        },
+    pool_nodes = env.add_nodes(1, zones=1)
+    env.flag(fine_nodes + pool_nodes)
+    for name in pool_nodes:
+        env.core.patch_node(name, {"metadata": {"labels": {"pitstop-test/pool": pool}}})
+    window = env.window(
+        pool,
+        {"priority": 10, "nodeSelector": {"matchLabels": {"pitstop-test/pool": pool}}, **spec},
     )
     env.window("fine", {"maxUnavailable": 1, "drain": QUICK_DRAIN})
+    return fine_nodes, pool_nodes, window
+
+
+def wait_fine_rebooted(env: PitstopEnv, hosts: HostSimulator, fine_nodes: list[str]) -> None:
+    env.wait(
+        lambda: all_finished(env, fine_nodes, [record.node for record in hosts.reboots]),
+        "the fine window's node to be rebooted",
+        90,
+    )
+
+
+def test_one_windows_record_cannot_break_another_window_or_pitstop_plan(env: PitstopEnv) -> None:
+    # A lock whose record of the "stuck" window has a far-future last finish: adding its
+    # delayBetweenNodes overflowed, and every pass of every window failed.
+    fine_nodes, _, stuck = beside_a_fine_window(
+        env, "stuck", {"reboot": {"delayBetweenNodes": "2h"}}
+    )
     state = {
         "version": 1,
         "nodes": {},
@@ -225,26 +240,10 @@ def test_one_windows_record_cannot_break_another_window_or_pitstop_plan(env: Pit
     )
     with env.hosts() as hosts:
         env.start_brain()
-        env.wait(
-            lambda: all_finished(env, fine_nodes, [record.node for record in hosts.reboots]),
-            "the fine window's node to be rebooted",
-            90,
-        )
+        wait_fine_rebooted(env, hosts, fine_nodes)
         time.sleep(2)
         assert [record.node for record in hosts.reboots] == fine_nodes
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(env.plane.kubeconfig),
-            "--namespace",
-            env.namespace,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_plan(env.plane.kubeconfig, env.namespace)
     assert result.returncode == 0, result.stderr
     stuck_block = result.stdout.split(f"Window {stuck} ")[1].split("\nWindow ")[0]
     assert "delayBetweenNodes until 9999-12-31T23:59:59Z" in stuck_block
@@ -252,51 +251,23 @@ def test_one_windows_record_cannot_break_another_window_or_pitstop_plan(env: Pit
 
 
 def test_a_window_the_planner_fails_on_is_degraded_and_the_others_go_on(env: PitstopEnv) -> None:
-    fine_nodes = env.add_nodes(1, zones=1)
-    odd_nodes = env.add_nodes(1, zones=1)
-    env.flag(fine_nodes + odd_nodes)
-    for name in odd_nodes:
-        env.core.patch_node(name, {"metadata": {"labels": {"pitstop-test/pool": "odd"}}})
     # A valid spec the schedule cannot compute: a one-off at the end of year 9999 seen from a
     # time zone ahead of UTC overflows (OverflowError) when planning this window.
-    odd = env.window(
-        "odd",
-        {
-            "priority": 10,
-            "nodeSelector": {"matchLabels": {"pitstop-test/pool": "odd"}},
-            "schedule": {
-                "timeZone": "Pacific/Kiritimati",
-                "oneOff": [{"start": "9999-12-31T20:00:00Z", "end": "9999-12-31T23:59:59Z"}],
-            },
-        },
-    )
-    env.window("fine", {"maxUnavailable": 1, "drain": QUICK_DRAIN})
+    overflowing = {
+        "timeZone": "Pacific/Kiritimati",
+        "oneOff": [{"start": "9999-12-31T20:00:00Z", "end": "9999-12-31T23:59:59Z"}],
+    }
+    fine_nodes, odd_nodes, odd = beside_a_fine_window(env, "odd", {"schedule": overflowing})
     with env.hosts() as hosts:
         env.start_brain()
-        env.wait(
-            lambda: all_finished(env, fine_nodes, [record.node for record in hosts.reboots]),
-            "the other window's node to be rebooted",
-            90,
-        )
+        wait_fine_rebooted(env, hosts, fine_nodes)
         degraded = env.wait_condition(odd, "Degraded", "True", 30)
         assert degraded["reason"] == "PlanFailed" and "OverflowError" in degraded["message"]
         time.sleep(3)
         assert [record.node for record in hosts.reboots] == fine_nodes
         assert not env.node(odd_nodes[0]).spec.unschedulable
     assert window_event_reasons(env, odd).count("Degraded") == 1
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(env.plane.kubeconfig),
-            "--namespace",
-            env.namespace,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_plan(env.plane.kubeconfig, env.namespace)
     assert result.returncode == 0, result.stderr
     failed_block = result.stdout.split("Windows the planner failed on")[1]
     assert f"{odd}: OverflowError" in failed_block

@@ -27,6 +27,33 @@ def pitstop_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "brain.cli"]
 
 
+def run_plan(
+    kubeconfig: Path,
+    namespace: str,
+    *options: str,
+    check: bool = False,
+    environment: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`pitstop plan` against `namespace` as a person runs it, its output captured
+    (`environment`, where given, is all the environment it gets)."""
+    return subprocess.run(
+        [
+            *pitstop_command(),
+            "plan",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            namespace,
+            *options,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+        env=environment,
+    )
+
+
 @pytest.fixture
 def suffix() -> str:
     return uuid.uuid4().hex[:6]
@@ -119,21 +146,14 @@ def test_pitstop_plan_prints_what_the_brain_would_do(
         namespace,
         {"metadata": {"name": "test-lock"}, "data": {LOCK_DATA_KEY: lock.to_json()}},
     )
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--namespace",
-            namespace,
-            "--lock-name",
-            "test-lock",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={key: value for key, value in cluster.environment().items() if key != "KUBECONFIG"},
+    result = run_plan(
+        cluster.kubeconfig,
+        namespace,
+        "--lock-name",
+        "test-lock",
+        environment={
+            key: value for key, value in cluster.environment().items() if key != "KUBECONFIG"
+        },
     )
     assert result.returncode == 0, result.stderr
     text = result.stdout
@@ -178,19 +198,7 @@ def test_pitstop_plan_prints_what_the_brain_would_do(
 def test_pitstop_plan_treats_a_missing_lock_as_empty(
     cluster: ControlPlane, window_crd: ControlPlane
 ) -> None:
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--namespace",
-            f"absent-{uuid.uuid4().hex[:6]}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_plan(cluster.kubeconfig, f"absent-{uuid.uuid4().hex[:6]}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("pitstop plan at ")
 
@@ -202,21 +210,7 @@ def test_pitstop_plan_says_in_one_line_that_the_lock_is_unreadable(
         namespace,
         {"metadata": {"name": "junk-lock"}, "data": {LOCK_DATA_KEY: '{"nodes": "junk"}'}},
     )
-    result = subprocess.run(
-        [
-            *pitstop_command(),
-            "plan",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--namespace",
-            namespace,
-            "--lock-name",
-            "junk-lock",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_plan(cluster.kubeconfig, namespace, "--lock-name", "junk-lock")
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr

@@ -165,12 +165,26 @@ def test_a_stale_resource_version_gets_409(api_client: client.ApiClient, namespa
     assert core.read_namespaced_config_map("lock", namespace).data == {"holder": "b"}
 
 
-NODE_POLICY = """
+def denying_policy(name: str, rules: str) -> str:
+    """A ValidatingAdmissionPolicy `name` that fails closed, whose spec goes on with `rules`
+    (YAML indented two spaces), and the binding that makes it deny what it does not admit."""
+    return f"""
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
-metadata: {name: NAME}
+metadata: {{name: {name}}}
 spec:
   failurePolicy: Fail
+{rules}---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {name}}}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+"""
+
+
+NODE_POLICY_RULES = """\
   matchConstraints:
     resourceRules:
     - apiGroups: [""]
@@ -185,13 +199,6 @@ spec:
       "authentication.kubernetes.io/node-name" in request.userInfo.extra &&
       request.userInfo.extra["authentication.kubernetes.io/node-name"][0] == object.metadata.name
     message: may only change its own node
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {name: NAME}
-spec:
-  policyName: NAME
-  validationActions: [Deny]
 """
 
 
@@ -213,7 +220,7 @@ def test_an_admission_policy_limits_a_service_account_to_its_own_node(
             f"--serviceaccount={namespace}:reporter",
         )
         cluster.kubectl(
-            "apply", "-f", "-", input=NODE_POLICY.replace("NAME", name).replace("USER", user)
+            "apply", "-f", "-", input=denying_policy(name, NODE_POLICY_RULES.replace("USER", user))
         )
 
         def label(node: str) -> tuple[int, str]:

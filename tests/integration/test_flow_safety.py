@@ -204,16 +204,7 @@ def test_two_brains_in_two_consecutive_rollouts_drain_and_reboot_only_cordoned_n
     """The fault test's shape: two brains roll the nodes, then roll them again. What one brain
     remembers from the first rollout must not let it skip the cordon in the second."""
     nodes = env.add_nodes(4, zones=2)
-    workload = create_namespace(env.api)
-    create_deployment(
-        env.api,
-        workload,
-        "web",
-        replicas=4,
-        node_selector={"pitstop-test/run": env.run},
-        pdb_max_unavailable=1,
-    )
-    env.wait(lambda: len(running_pods(env.api, workload, "app=web")) == 4, "web pods")
+    workload = env.web_workload(4)
     env.window("again", {"maxUnavailable": 2, "drain": {"timeout": "60s"}})
     with (
         CordonSampler(env.api, workload, env.job_namespace) as sampler,

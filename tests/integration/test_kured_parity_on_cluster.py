@@ -8,7 +8,6 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from datetime import time as time_of_day
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from pitstop import contract
 from tests.brain.loopback import Reply, loopback_server
 from tests.detector.rpm_database import require_rpm_tools, rpm_database
 from tests.integration.pitstop_env import TEST_LABEL, PitstopEnv
+from tests.integration.test_cli_plan import run_plan
 
 pytestmark = pytest.mark.cluster
 QUICK_DRAIN = {"timeout": "30s"}
@@ -32,16 +32,7 @@ def window_nodes(env: PitstopEnv, window: str, phase: str) -> set[str]:
 
 
 def pitstop_plan(env: PitstopEnv) -> str:
-    script = Path(sys.executable).with_name("pitstop")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "brain.cli"]
-    result = subprocess.run(
-        [*command, "plan", "--kubeconfig", str(env.plane.kubeconfig), "--namespace", env.namespace],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout
+    return run_plan(env.plane.kubeconfig, env.namespace, check=True).stdout
 
 
 def test_a_node_scope_pod_blocker_holds_only_the_node_the_pod_runs_on(env: PitstopEnv) -> None:
@@ -237,23 +228,12 @@ def test_a_notification_template_is_rendered_in_a_delivered_notification(
     assert body["message"] == f"{window}: Rebooted (rebooted, back and healthy), phase Done"
     assert "spec.notify.body" in invalid["message"] and "$status" in invalid["message"]
 
-    script = Path(sys.executable).with_name("pitstop")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "brain.cli"]
-    preview = subprocess.run(
-        [
-            *command,
-            "plan",
-            "--notify-preview",
-            "--cluster-name",
-            "lab-eu-1",
-            "--kubeconfig",
-            str(env.plane.kubeconfig),
-            "--namespace",
-            env.namespace,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    preview = run_plan(
+        env.plane.kubeconfig,
+        env.namespace,
+        "--notify-preview",
+        "--cluster-name",
+        "lab-eu-1",
         check=True,
     ).stdout
     assert f"title: [lab-eu-1] {nodes[0]} rebooted" in preview, preview

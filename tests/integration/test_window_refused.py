@@ -19,6 +19,7 @@ from brain.reboot_job import RebootMethod, build_reboot_job
 from brain.settings import BrainSettings
 from brain.window import parse_window_spec
 from tests.integration.pitstop_env import PitstopEnv
+from tests.integration.test_control_plane import denying_policy
 
 pytestmark = pytest.mark.cluster
 
@@ -79,12 +80,7 @@ def test_a_window_whose_reboot_job_is_refused_touches_no_node(env: PitstopEnv) -
 
 # A stand-in for the chart's Job admission policy (reboot.allowedMethods without Signal): it
 # denies the reboot Jobs that need the host's PID namespace, in this test's Job namespace only.
-NO_HOST_PID_POLICY = """
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata: {name: NAME}
-spec:
-  failurePolicy: Fail
+NO_HOST_PID_RULES = """\
   matchConstraints:
     namespaceSelector:
       matchLabels: {kubernetes.io/metadata.name: NAMESPACE}
@@ -97,13 +93,6 @@ spec:
   - expression: "!object.spec.template.spec.?hostPID.orValue(false)"
     message: reboot Jobs with hostPID are not allowed here
     reason: Forbidden
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata: {name: NAME}
-spec:
-  policyName: NAME
-  validationActions: [Deny]
 """
 
 
@@ -111,7 +100,7 @@ def test_a_window_whose_method_the_job_policy_denies_touches_no_node(env: Pitsto
     """Before, a Signal window under a policy allowing only DBus drained a node, then failed
     to create its Job on every pass."""
     name = f"no-host-pid-{env.run}"
-    manifest = NO_HOST_PID_POLICY.replace("NAMESPACE", env.job_namespace).replace("NAME", name)
+    manifest = denying_policy(name, NO_HOST_PID_RULES.replace("NAMESPACE", env.job_namespace))
     env.plane.kubectl("apply", "-f", "-", input=manifest)
     try:
         signal_job = build_reboot_job(
