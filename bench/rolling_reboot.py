@@ -1,22 +1,26 @@
 """Times rolling reboots and counts the pods that met a node the control plane saw as not ready.
 
-Each rollout reboots a fresh set of kwok nodes (3 zones, window maxUnavailable 2, one per zone)
+Each rollout reboots a fresh set of kwok nodes (3 zones, window maxUnavailable 2, one per zone,
+unless told otherwise)
 that run Deployments with PodDisruptionBudgets, against a private local control plane whose
 real kube-controller-manager taints a node it sees NotReady. Per rollout it prints the wall
 time (flags set -> last slot freed), the pod Events "Cancelling deletion" (the taint eviction
 controller: a pod was on a node while it carried `not-ready:NoExecute`) and "NodeNotReady"
 (the node lifecycle controller marked a pod NotReady), pods bound to a node while it carried
-a not-ready/unreachable taint, and uncordons while it did. A benchmark, not a test: it prints
+a not-ready/unreachable taint, uncordons while it did, and each node's drain time (Draining ->
+Rebooting in the lock; p50/p90 over all rollouts at the end). A benchmark, not a test: it prints
 figures and asserts nothing. `--brain-path` runs the brain from another checkout (the tree
 before a change), so the same harness times both.
 
     uv run python bench/rolling_reboot.py [--rollouts 3] [--down-seconds 2] [--brain-path DIR]
+    uv run python bench/rolling_reboot.py --nodes 6 --max-unavailable 1 --down-seconds 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -40,7 +44,7 @@ from localcluster.nodes import (  # noqa: E402
     running_pods,
     wait_for,
 )
-from localcluster.observe import NodeHistory, PodBindings  # noqa: E402
+from localcluster.observe import LockObserver, NodeHistory, PodBindings  # noqa: E402
 from localcluster.pitstop_processes import BrainProcess, install_pitstop_api  # noqa: E402
 from tests.conftest import api_client_for  # noqa: E402
 
@@ -66,6 +70,29 @@ def lock_nodes(core: client.CoreV1Api) -> dict[str, object]:
     return dict(json.loads((config_map.data or {}).get("state.json") or "{}").get("nodes") or {})
 
 
+def drain_seconds(lock: LockObserver, nodes: list[str]) -> list[float]:
+    """Per node: first seen Draining -> first seen Rebooting in the lock (cordon and drain)."""
+    seconds = []
+    for name in nodes:
+        phases = [(s.at, s.leases.get(name, {}).get("phase")) for s in lock.snapshots]
+        draining = next((at for at, phase in phases if phase == "Draining"), None)
+        rebooting = next(
+            (at for at, phase in phases if phase == "Rebooting" and draining and at >= draining),
+            None,
+        )
+        if draining is not None and rebooting is not None:
+            seconds.append(rebooting - draining)
+    return seconds
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile (p50 of 6 values is the 3rd smallest)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
 def rollout(
     plane: ControlPlane, api: client.ApiClient, index: int, arguments: argparse.Namespace
 ) -> dict[str, object]:
@@ -80,15 +107,16 @@ def rollout(
             api,
             workload,
             f"app{deployment}",
-            replicas=arguments.nodes,
+            replicas=arguments.nodes * arguments.replicas_per_node,
             node_selector={LABEL: "on"},
             pdb_max_unavailable=1,
         )
-    expected = arguments.nodes * arguments.deployments
+    expected = arguments.nodes * arguments.deployments * arguments.replicas_per_node
     wait_for(lambda: len(running_pods(api, workload)) == expected, "workload running", 120)
     with (
         NodeHistory(api, label_selector=f"{LABEL}=on") as history,
         PodBindings(api, workload) as bindings,
+        LockObserver(api, NAMESPACE) as lock,
     ):
         time.sleep(1)
         started = time.monotonic()
@@ -133,8 +161,10 @@ def rollout(
         )
         if back is not None and uncordoned is not None:
             back_to_uncordon.append(uncordoned - back)
+    drains = drain_seconds(lock, nodes)
     result: dict[str, object] = {
         "seconds": round(elapsed, 1),
+        "drain s": [round(seconds, 2) for seconds in drains],
         "back to uncordon, mean s": round(statistics.mean(back_to_uncordon or [0.0]), 2),
         **pod_events(core, workload),
         "bound to a not-ready node": len(bound_while_tainted),
@@ -151,6 +181,16 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=9)
     parser.add_argument("--deployments", type=int, default=3)
+    parser.add_argument(
+        "--replicas-per-node",
+        type=int,
+        default=1,
+        help="2: a node holds two pods of a Deployment, so its budget refuses the second",
+    )
+    parser.add_argument("--max-unavailable", type=int, default=2, help="the window's limit")
+    parser.add_argument(
+        "--zone-max-unavailable", type=int, default=1, help="the window's limit per zone"
+    )
     parser.add_argument("--down-seconds", type=float, default=2.0)
     parser.add_argument("--delay-seconds", type=float, default=0.5)
     parser.add_argument("--jitter-seconds", type=float, default=1.5)
@@ -184,8 +224,11 @@ def main() -> None:
                     "metadata": {"name": "bench"},
                     "spec": {
                         "nodeSelector": {"matchLabels": {LABEL: "on"}},
-                        "maxUnavailable": 2,
-                        "topology": {"maxUnavailable": 1},
+                        "maxUnavailable": arguments.max_unavailable,
+                        "topology": {
+                            "key": "topology.kubernetes.io/zone",
+                            "maxUnavailable": arguments.zone_max_unavailable,
+                        },
                         "drain": {"timeout": "120s"},
                     },
                 }
@@ -219,17 +262,30 @@ def main() -> None:
     totals = {
         key: sum(int(str(result[key])) for result in results)
         for key in results[0]
-        if key not in ("seconds", "back to uncordon, mean s")
+        if key not in ("seconds", "back to uncordon, mean s", "drain s")
     }
+    drains = [float(seconds) for result in results for seconds in result["drain s"]]  # type: ignore[attr-defined]
     gate = [float(str(result["back to uncordon, mean s"])) for result in results]
     print(
         f"{len(results)} rollouts of {arguments.nodes} nodes (down {arguments.down_seconds} s): "
         f"median {statistics.median(seconds):.1f} s, mean {statistics.mean(seconds):.1f} s; "
         f"back to uncordon {statistics.mean(gate):.2f} s a node; "
+        f"drain p50 {percentile(drains, 0.5):.2f} s, p90 {percentile(drains, 0.9):.2f} s "
+        f"({len(drains)} drains); "
         f"totals {totals}"
     )
     if arguments.json:
-        arguments.json.write_text(json.dumps({"rollouts": results, "totals": totals}, indent=2))
+        arguments.json.write_text(
+            json.dumps(
+                {
+                    "rollouts": results,
+                    "totals": totals,
+                    "drain_p50_s": percentile(drains, 0.5),
+                    "drain_p90_s": percentile(drains, 0.9),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

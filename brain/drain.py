@@ -2,11 +2,14 @@
 
 Why not shell out to kubectl: the brain must stay cheap for the API server and cancellable. A
 drain here costs one list of the node's pods, one list of PodDisruptionBudgets (to name the
-budgets the health gate must wait for), one watch of the node's pods, and the evictions; with
+budgets the health gate must wait for; a refused drain's budget watch stands in for it), one
+watch of the node's pods, and the evictions; with
 `watch_list` (the brain's choice) the watch also delivers the node's pods first, where the server
 serves watch-lists, and the list is not needed. A pod
-blocked by a budget (429) is retried every `eviction_retry_seconds` (kubectl's 5 s), never in a
-tight loop; a pod counts as gone when the watch reports it deleted or replaced (new UID).
+blocked by a budget (429) is retried as soon as that budget allows a disruption again (a watch
+of the budgets, opened at the drain's first refusal: see budget_watch), once per change of the
+budget, and every `eviction_retry_seconds` (kubectl's 5 s) at the latest, never in a tight
+loop; a pod counts as gone when the watch reports it deleted or replaced (new UID).
 
 Every blocking `kubernetes` call runs in a thread, so the brain's event loop never blocks. The
 drain is idempotent: cancelling it (the brain stops) and calling it again later re-lists the
@@ -33,6 +36,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import watch as kubernetes_watch
 
+from brain.budget_watch import BudgetSignals, BudgetWatch
 from brain.selectors import parse_selector, selector_from_object
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ class DrainOptions:
     pod_selector: str | None = None
     delete_emptydir_data: bool = False
     force: bool = False
+    # A refused eviction is retried when its PDB allows again, and after this long at the latest.
     eviction_retry_seconds: float = 5.0
     # (namespace, name) of pods never evicted: the brain's own pod (settings.pod_name).
     keep_pods: frozenset[tuple[str, str]] = frozenset()
@@ -714,11 +719,14 @@ async def _evict_until_gone(
     options: DrainOptions,
     counter: RequestCounter | None,
     refusals: RefusalLog,
+    budgets: BudgetSignals,
 ) -> None:
-    """Evict one pod and wait until it is gone, retrying refusals at a steady pace."""
+    """Evict one pod and wait until it is gone, retrying a refusal once its budget allows a
+    disruption again, and at the steady pace at the latest."""
     backoff = ERROR_BACKOFF_FIRST_SECONDS
     pod = progress.pod
     while not tracker.is_gone(pod):
+        mark = budgets.mark()  # before the request: a change while it is answered counts
         progress.attempts += 1  # counted when made: the answer may come after the drain ended
         answer = await asyncio.to_thread(
             _evict_once, core, pod, options.grace_period_seconds, counter
@@ -735,12 +743,29 @@ async def _evict_until_gone(
             line = refusals.refused(pod, answer.pdb)
             if line is not None:
                 log.info("%s", line)
-            await tracker.wait_gone(pod, options.eviction_retry_seconds)
+            await _wait_to_retry(pod, answer.pdb, mark, tracker, budgets, options)
             continue
         progress.blocked, progress.last_error = False, answer.error
         log.warning("evicting pod %s failed (retrying in %.0f s): %s", pod, backoff, answer.error)
         await tracker.wait_gone(pod, backoff)
         backoff = min(backoff * 2, ERROR_BACKOFF_MAX_SECONDS)
+
+
+async def _wait_to_retry(
+    pod: PodRef,
+    budget: str | None,
+    mark: int,
+    tracker: _GoneTracker,
+    budgets: BudgetSignals,
+    options: DrainOptions,
+) -> None:
+    """After a refusal: until the pod is gone, its budget allows a disruption again (a change
+    after `mark`), or the retry pace is up, whichever comes first."""
+    pace = options.eviction_retry_seconds
+    if budget is None:  # an unnamed 429 (the API server's own rate limit, say): the pace
+        await tracker.wait_gone(pod, pace)
+        return
+    await _first_of((tracker.wait_gone(pod), budgets.allowed_since(budget, mark, pace)), pace)
 
 
 async def drain_node(
@@ -810,7 +835,6 @@ async def _drain_listed(
         )
 
     labels_of = {PodRef.from_pod(pod): (pod.get("metadata") or {}).get("labels") for pod in items}
-    budgets = await asyncio.to_thread(_list_budgets, api, counter)
 
     tracker = _GoneTracker(to_evict)
     progress: dict[PodRef, _PodProgress] = {}
@@ -821,12 +845,15 @@ async def _drain_listed(
     problem_arrived = asyncio.Event()
     ending = False
     refusals = RefusalLog(node)
+    budget_watch: BudgetSignals = BudgetWatch(client.PolicyV1Api(api), counter)
 
     def evict(pod: PodRef) -> None:
         progress[pod] = _PodProgress(pod)
         workers.append(
             asyncio.create_task(
-                _evict_until_gone(core, progress[pod], tracker, options, counter, refusals)
+                _evict_until_gone(
+                    core, progress[pod], tracker, options, counter, refusals, budget_watch
+                )
             )
         )
 
@@ -861,7 +888,13 @@ async def _drain_listed(
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await watch.stop()
+        await budget_watch.stop()
 
+    # The budgets covering the evicted pods: what the budget watch (a refused drain) has seen,
+    # else a list.
+    budgets = budget_watch.budgets()
+    if budgets is None:
+        budgets = await asyncio.to_thread(_list_budgets, api, counter)
     remaining_keys = set(tracker.remaining())
     stuck = [item for pod, item in progress.items() if pod.key in remaining_keys]
     removed = [pod for pod in progress if pod.key not in remaining_keys]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from brain.budget_watch import BudgetWatch
 from brain.drain import (
     DrainOptions,
     PodRef,
@@ -670,6 +672,11 @@ def test_a_drain_logs_its_blocking_budget_once_however_often_it_retries(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("brain.drain._list_budgets", lambda api, counter: [])
+    monkeypatch.setattr(
+        "brain.drain.BudgetWatch",
+        lambda _policy, counter: BudgetWatch(FakePolicy(web_budget(0)), counter),
+        raising=False,
+    )
     core = FakeBlockedCore()
     options = DrainOptions(eviction_retry_seconds=0.05)
     deadline = datetime.now(UTC) + timedelta(seconds=1)
@@ -684,3 +691,226 @@ def test_a_drain_logs_its_blocking_budget_once_however_often_it_retries(
     assert len(blocked) == 1 and blocked[0].startswith(
         "drain of node node-1 blocked: PDB shop/web refuses evicting pod shop/web-"
     )
+
+
+# -- retrying a refusal when its budget allows again ------------------------------------------
+
+
+def web_budget(disruptions_allowed: int, generation: int = 1, observed: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "shop", "name": "web", "generation": generation},
+        "status": {"disruptionsAllowed": disruptions_allowed, "observedGeneration": observed},
+    }
+
+
+INITIAL_EVENTS_END = {
+    "metadata": {"resourceVersion": "20", "annotations": {"k8s.io/initial-events-end": "true"}}
+}
+
+
+class ScriptedStream(FakeStream):
+    """A PDB watch response whose events the test sends as it goes (`send`)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.events: queue.Queue[bytes | None] = queue.Queue()
+
+    def send(self, kind: str, budget: dict[str, Any]) -> None:
+        self.events.put(json.dumps({"type": kind, "object": budget}).encode() + b"\n")
+
+    def stream(self, amt: Any = None, decode_content: Any = None) -> Iterator[bytes]:
+        while (line := self.events.get()) is not None:
+            yield line
+
+    def shutdown(self) -> None:
+        self.events.put(None)
+
+
+class FakePolicy:
+    """A PDB source: each watch is a ScriptedStream that starts with the budget's current state."""
+
+    def __init__(self, current: dict[str, Any]) -> None:
+        self.current = current
+        self.streams: list[ScriptedStream] = []
+        self.opened = threading.Event()
+
+    def list_pod_disruption_budget_for_all_namespaces(self, **arguments: Any) -> Any:
+        assert arguments["watch"] is True
+        stream = ScriptedStream()
+        stream.send("ADDED", self.current)
+        if arguments.get("send_initial_events"):
+            stream.send("BOOKMARK", INITIAL_EVENTS_END)
+        self.streams.append(stream)
+        self.opened.set()
+        return stream
+
+
+class TimedBlockedCore(FakeBlockedCore):
+    """Refuses every eviction (budget `web`) and notes when each was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.monotonic()
+        self.times: list[float] = []
+
+    def create_namespaced_pod_eviction(self, *arguments: Any, **keywords: Any) -> None:
+        self.times.append(time.monotonic() - self.started)
+        super().create_namespaced_pod_eviction(*arguments, **keywords)
+
+
+def drain_refused_by_web(
+    monkeypatch: pytest.MonkeyPatch,
+    policy: FakePolicy,
+    script: Callable[[ScriptedStream], None],
+    retry_seconds: float = 5.0,
+    seconds: float = 1.5,
+) -> TimedBlockedCore:
+    """Drain one pod that `web` refuses for `seconds`, while `script` plays the PDB's changes."""
+    monkeypatch.setattr("brain.drain._list_budgets", lambda api, counter: [])
+    monkeypatch.setattr(
+        "brain.drain.BudgetWatch",
+        lambda _policy, counter: BudgetWatch(policy, counter),
+        raising=False,  # the code before budget watches had none: the test fails, not errors
+    )
+
+    def play() -> None:
+        if policy.opened.wait(seconds):
+            script(policy.streams[-1])
+
+    player = threading.Thread(target=play, daemon=True)
+    core = TimedBlockedCore()
+    options = DrainOptions(eviction_retry_seconds=retry_seconds)
+    deadline = datetime.now(UTC) + timedelta(seconds=seconds)
+    held = [pod("web-1", namespace="shop", uid="u1")]
+    player.start()
+    asyncio.run(_drain_listed(None, core, "node-1", options, deadline, None, held, "10", None))
+    player.join()
+    return core
+
+
+def test_a_refused_eviction_is_retried_as_soon_as_its_budget_allows_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def replacement_ready(stream: ScriptedStream) -> None:
+        time.sleep(0.3)
+        stream.send("MODIFIED", web_budget(1))
+
+    core = drain_refused_by_web(monkeypatch, FakePolicy(web_budget(0)), replacement_ready)
+    assert len(core.times) == 2, f"evictions at {core.times}: not retried when web allowed one"
+    assert 0.3 <= core.times[1] - core.times[0] < 0.8
+
+
+def test_a_refused_eviction_is_retried_once_per_change_of_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def changes(stream: ScriptedStream) -> None:
+        time.sleep(0.2)
+        stream.send("MODIFIED", web_budget(0))  # a change that allows nothing
+        stream.send("MODIFIED", web_budget(1, generation=2, observed=1))  # status not current
+        time.sleep(0.2)
+        stream.send("MODIFIED", web_budget(1))  # allows: one retry (refused again, say)
+        time.sleep(0.4)
+        stream.send("MODIFIED", web_budget(2))  # allows again: one more retry
+
+    core = drain_refused_by_web(monkeypatch, FakePolicy(web_budget(0)), changes)
+    assert len(core.times) == 3, f"evictions at {core.times}: expected one per allowing change"
+    assert 0.35 <= core.times[1] < 0.7 and 0.75 <= core.times[2] < 1.1
+
+
+def test_a_budget_allowing_when_the_watch_opens_is_retried_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    core = drain_refused_by_web(
+        monkeypatch, FakePolicy(web_budget(1)), lambda stream: None, seconds=0.5
+    )
+    assert len(core.times) >= 2 and core.times[1] < 0.3, core.times
+
+
+def test_a_budget_that_never_allows_costs_one_eviction_per_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def busy_but_refusing(stream: ScriptedStream) -> None:
+        for _ in range(25):  # a change every 50 ms, none allowing a disruption
+            time.sleep(0.05)
+            stream.send("MODIFIED", web_budget(0))
+
+    policy = FakePolicy(web_budget(0))
+    core = drain_refused_by_web(
+        monkeypatch, policy, busy_but_refusing, retry_seconds=0.4, seconds=1.5
+    )
+    gaps = [later - earlier for earlier, later in zip(core.times, core.times[1:], strict=False)]
+    assert 3 <= len(core.times) <= 4 and all(gap >= 0.38 for gap in gaps), core.times
+    assert len(policy.streams) == 1, "one PDB watch per drain"
+
+
+def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request() -> None:
+    async def scenario() -> tuple[bool, bool, RequestCounter]:
+        counter = RequestCounter()
+        policy = FakePolicy(web_budget(0))
+        watch = BudgetWatch(policy, counter)
+        mark = watch.mark()
+        opened_before = policy.opened.is_set()
+        waited = asyncio.create_task(watch.allowed_since("shop/web", mark, 2.0))
+        await asyncio.to_thread(policy.opened.wait, 1.0)
+        policy.streams[-1].send("DELETED", web_budget(0))  # gone: nothing refuses any more
+        allowed = await waited
+        await watch.stop()
+        return opened_before, allowed, counter
+
+    opened_before, allowed, counter = asyncio.run(scenario())
+    assert not opened_before and allowed
+    assert counter.counts == {"watch-pdbs": 1}
+
+
+def test_the_budget_watch_stands_in_for_the_list_once_its_initial_state_is_complete() -> None:
+    async def scenario() -> tuple[object, object, object, bool]:
+        policy = FakePolicy(web_budget(0))
+        watch = BudgetWatch(policy, None)
+        before = watch.budgets()  # not opened yet: the drain lists
+        waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.3))
+        await asyncio.to_thread(policy.opened.wait, 1.0)
+        await asyncio.sleep(0.1)
+        after = watch.budgets()
+        other = dict(web_budget(0), metadata={"namespace": "blog", "name": "db", "generation": 1})
+        policy.streams[-1].send("ADDED", other)
+        policy.streams[-1].send("DELETED", web_budget(0))
+        await asyncio.sleep(0.1)
+        later = watch.budgets()
+        allowed = await waited
+        await watch.stop()
+        return before, after, later, allowed
+
+    before, after, later, allowed = asyncio.run(scenario())
+    assert before is None
+    assert after == [web_budget(0)]
+    assert later == [
+        dict(web_budget(0), metadata={"namespace": "blog", "name": "db", "generation": 1})
+    ]
+    assert allowed, "a deleted budget refuses nothing"
+
+
+class FlakyPolicy(FakePolicy):
+    """The first watch fails; the next one (resumed) works."""
+
+    def list_pod_disruption_budget_for_all_namespaces(self, **arguments: Any) -> Any:
+        if not self.streams and not getattr(self, "failed", False):
+            self.failed = True
+            raise ApiException(status=500, reason="flaky")
+        return super().list_pod_disruption_budget_for_all_namespaces(**arguments)
+
+
+def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("brain.budget_watch.BACKOFF_FIRST_SECONDS", 0.05)
+
+    async def scenario() -> object:
+        policy = FlakyPolicy(web_budget(0))
+        watch = BudgetWatch(policy, None)
+        waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.5))
+        await asyncio.to_thread(policy.opened.wait, 2.0)
+        await waited
+        await watch.stop()
+        return watch.budgets()
+
+    assert asyncio.run(scenario()) is None

@@ -81,6 +81,7 @@ NODES = 6
 #   16 Node patches: pending taint (nodes that had to wait), cordon+mark, release
 #    6 pod watch-lists (the node's pods, then their deletions, in one request)
 #    6 PDB lists (which budgets the health gate waits for), 6-7 PDB reads (the health gate)
+#    (a drain a budget refused watches the budgets instead of listing them: same count)
 #    6-7 pod lists (the health gate's DaemonSet pods on the node: healthGate.daemonSetsReady)
 #    6 Node reads (Rebooting: is it still cordoned?), 6 Job creates (no Job read: the nodes are
 #      back before the 30 s Job check); now and then a Node read while a drain runs (the index

@@ -15,6 +15,7 @@ from kubernetes import client
 
 from brain.drain import (
     DrainOptions,
+    DrainResult,
     PodRef,
     RequestCounter,
     cordon,
@@ -434,3 +435,66 @@ def test_force_delete_ignores_a_pod_that_is_already_gone(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     assert asyncio.run(force_delete(api_client, [PodRef(namespace, "never-was", "x")])) == 0
+
+
+class TimedCounter(RequestCounter):
+    """A RequestCounter that also notes when each eviction was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.evictions: list[float] = []
+
+    def add(self, kind: str) -> None:
+        if kind == "evict":
+            self.evictions.append(time.monotonic())
+        super().add(kind)
+
+
+def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_pace(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    first = nodes.add()
+    create_deployment(
+        api_client, namespace, "web", replicas=2, node_selector=nodes.selector, pdb_min_available=2
+    )
+    wait_running(api_client, namespace, "web", 2)
+    wait_budget_observed(api_client, namespace, "web")
+    nodes.add()  # where the replacements go
+    asyncio.run(cordon(api_client, first))
+
+    # The budget allows nothing at first; half a second into the drain it is relaxed (as when
+    # the previous node's replacement pods turn ready): the disruption controller lets it allow
+    # one disruption within a moment.
+    policy = client.PolicyV1Api(api_client)
+    counter = TimedCounter()
+    started = time.monotonic()
+
+    def relax() -> float:
+        time.sleep(0.5)
+        policy.patch_namespaced_pod_disruption_budget(
+            "web", namespace, {"spec": {"minAvailable": 1}}
+        )
+        return time.monotonic()
+
+    async def drain_and_relax() -> tuple[DrainResult, float]:
+        relaxing = asyncio.create_task(asyncio.to_thread(relax))
+        result = await drain_node(
+            api_client, first, DrainOptions(), deadline_in(60), counter, watch_list=True
+        )
+        return result, await relaxing
+
+    result, relaxed_at = asyncio.run(drain_and_relax())
+    elapsed = time.monotonic() - started
+
+    assert result.completed, result.message
+    assert result.evicted == 2
+    # Both pods were refused at once; the first retry follows the budget's change, not the pace.
+    first_tries, retries = counter.evictions[:2], counter.evictions[2:]
+    assert max(first_tries) - started < 0.5 and retries, counter.evictions
+    retried_after_relax = retries[0] - relaxed_at
+    assert retried_after_relax < 1.5, f"retried {retried_after_relax:.2f} s after the budget"
+    # The second pod waits for the first one's replacement to run: also well under the 5 s pace.
+    assert elapsed < 4.5, f"drained in {elapsed:.2f} s"
+    # The budget watch costs one request, and stands in for the list of budgets.
+    assert counter.counts["watch-pdbs"] == 1 and "list-pdbs" not in counter.counts, counter.counts
+    assert result.pdbs == (f"{namespace}/web",)

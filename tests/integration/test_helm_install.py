@@ -251,6 +251,7 @@ def check_brain_permissions(release: Release) -> None:
         ("create", "pods#eviction", None),
         ("get", "poddisruptionbudgets.policy", None),
         ("list", "poddisruptionbudgets.policy", None),
+        ("watch", "poddisruptionbudgets.policy", None),
         ("get", "nodesmaintenancewindows.pitstop.dev", None),
         ("list", "nodesmaintenancewindows.pitstop.dev", None),
         ("watch", "nodesmaintenancewindows.pitstop.dev", None),
