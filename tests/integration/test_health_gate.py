@@ -222,22 +222,27 @@ def test_the_wait_for_not_ready_to_clear_is_shown_and_holds_the_uncordon(env: Pi
         plan = pitstop_plan(env)
         assert env.node(node).spec.unschedulable, "uncordoned while the taint is still there"
         time.sleep(max(0.0, returned + HOLD_SECONDS - time.monotonic()))
+        removed_from = time.monotonic()
         env.wait(
             lambda: remove_taint(env, node, HELD_TAINT["key"], HELD_TAINT["effect"]), "removed"
         )
-        removed = time.monotonic()
         env.wait(lambda: done_nodes(env, window) == {node}, "the node Done", 30)
         time.sleep(0.5)
     assert shown == f"{WAITING_MESSAGE} ({HELD_TAINT['key']})", shown
     assert "HealthCheck since" in plan and WAITING_MESSAGE in plan, plan
-    uncordoned = next(
-        version.at
-        for version in history.of(node)
-        if version.at >= returned and not version.unschedulable
+    # Ordered by the Node's own versions (the watch's order), not by when the test's patch call
+    # returned: the brain's uncordon can be seen a moment before that call comes back.
+    held = f"{HELD_TAINT['key']}:{HELD_TAINT['effect']}"
+    since_return = [version for version in history.of(node) if version.at >= returned]
+    taint_gone = next(
+        i for i, version in enumerate(since_return) if held not in version.not_ready_taints
     )
-    assert uncordoned > removed, "uncordoned before the taint was removed"
+    uncordon = next(i for i, version in enumerate(since_return) if not version.unschedulable)
+    assert uncordon > taint_gone, "uncordoned before the taint was removed"
+    assert since_return[taint_gone].at >= removed_from, since_return
     # Woken by the Node watch, not by the 5 s poll (a weak check: a poll may fall early).
-    assert uncordoned - removed < 2.5, "the removal did not wake the brain: it waited for a poll"
+    waited = since_return[uncordon].at - since_return[taint_gone].at
+    assert waited < 2.5, "the removal did not wake the brain: it waited for a poll"
 
 
 def test_a_node_the_control_plane_keeps_not_ready_fails_at_the_gate_timeout(
