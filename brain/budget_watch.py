@@ -22,11 +22,17 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch import watch as kubernetes_watch
+
+from brain.watch_stream import (
+    INITIAL_EVENTS_END_ANNOTATION,
+    close_response,
+    response_lines,
+    stop_watch_thread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +41,6 @@ WATCH_SECONDS = 300
 BACKOFF_FIRST_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 # The bookmark that ends a watch-list's initial state (sendInitialEvents).
-INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
-
-_response_lines = cast(Callable[[Any], Iterable[str]], kubernetes_watch.iter_resp_lines)
 
 
 class BudgetSignals(Protocol):
@@ -189,7 +192,7 @@ class BudgetWatch:
         try:
             if self._stopping.is_set():
                 return
-            for line in _response_lines(response):
+            for line in response_lines(response):
                 if not line:
                     continue
                 event = json.loads(line)
@@ -208,15 +211,7 @@ class BudgetWatch:
                     self._deliver(self._initial_state_ended)
         finally:
             self._response = None
-            with contextlib.suppress(Exception):
-                response.close()
-                response.release_conn()
+            close_response(response)
 
     async def stop(self) -> None:
-        self._stopping.set()
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.shutdown()
-        if self._thread is not None and self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, 10.0)
+        await stop_watch_thread(self._stopping, self._response, self._thread)

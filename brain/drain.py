@@ -30,14 +30,19 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch import watch as kubernetes_watch
 
 from brain.budget_watch import BudgetSignals, BudgetWatch
 from brain.selectors import parse_selector, selector_from_object
+from brain.watch_stream import (
+    INITIAL_EVENTS_END_ANNOTATION,
+    close_response,
+    response_lines,
+    stop_watch_thread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,6 @@ ERROR_BACKOFF_MAX_SECONDS = 30.0
 # A watch ends server-side after this long and is resumed from its last resourceVersion.
 WATCH_SECONDS = 300
 # The bookmark that ends a watch-list's initial state (sendInitialEvents).
-INITIAL_EVENTS_END_ANNOTATION = "k8s.io/initial-events-end"
 
 
 @dataclass(frozen=True)
@@ -337,7 +341,6 @@ def _covering_budgets(
 
 
 # The client's own line splitter for streamed watch responses (it is untyped).
-_response_lines = cast(Callable[[Any], Iterable[str]], kubernetes_watch.iter_resp_lines)
 
 
 class _GoneTracker:
@@ -555,7 +558,7 @@ class _NodePodWatch:
         try:
             if self._stopping.is_set():
                 return
-            for line in _response_lines(response):
+            for line in response_lines(response):
                 if not line:
                     continue
                 event = json.loads(line)
@@ -583,18 +586,10 @@ class _NodePodWatch:
                     self._deliver(self._handle, "event", kind, pod)
         finally:
             self._response = None
-            with contextlib.suppress(Exception):
-                response.close()
-                response.release_conn()
+            close_response(response)
 
     async def stop(self) -> None:
-        self._stopping.set()
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.shutdown()
-        if self._thread.is_alive():
-            await asyncio.to_thread(self._thread.join, 10.0)
+        await stop_watch_thread(self._stopping, self._response, self._thread)
 
 
 class _WatchExpiredError(Exception):
