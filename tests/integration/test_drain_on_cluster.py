@@ -203,15 +203,23 @@ def test_a_bare_pod_is_refused_without_force_and_evicted_with_it(
     ] == []
 
 
-def test_a_budget_that_allows_nothing_is_retried_at_a_steady_pace_until_the_deadline(
+def web_behind_a_budget_that_allows_nothing(
     api_client: client.ApiClient, namespace: str, nodes: Nodes
 ) -> None:
-    node = nodes.add()
+    """Two web pods on the test's nodes, running, under a PDB (minAvailable 2) the disruption
+    controller has observed: every eviction is refused until the budget changes."""
     create_deployment(
         api_client, namespace, "web", replicas=2, node_selector=nodes.selector, pdb_min_available=2
     )
     wait_running(api_client, namespace, "web", 2)
     wait_budget_observed(api_client, namespace, "web")
+
+
+def test_a_budget_that_allows_nothing_is_retried_at_a_steady_pace_until_the_deadline(
+    api_client: client.ApiClient, namespace: str, nodes: Nodes
+) -> None:
+    node = nodes.add()
+    web_behind_a_budget_that_allows_nothing(api_client, namespace, nodes)
     counter = RequestCounter()
     options = DrainOptions(eviction_retry_seconds=0.5)
     started = time.monotonic()
@@ -342,11 +350,7 @@ def test_a_cancelled_drain_stops_cleanly_and_a_later_one_resumes(
     api_client: client.ApiClient, namespace: str, nodes: Nodes
 ) -> None:
     first = nodes.add()
-    create_deployment(
-        api_client, namespace, "web", replicas=2, node_selector=nodes.selector, pdb_min_available=2
-    )
-    wait_running(api_client, namespace, "web", 2)
-    wait_budget_observed(api_client, namespace, "web")
+    web_behind_a_budget_that_allows_nothing(api_client, namespace, nodes)
     nodes.add()
     asyncio.run(cordon(api_client, first))
 
@@ -454,11 +458,7 @@ def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_p
     api_client: client.ApiClient, namespace: str, nodes: Nodes
 ) -> None:
     first = nodes.add()
-    create_deployment(
-        api_client, namespace, "web", replicas=2, node_selector=nodes.selector, pdb_min_available=2
-    )
-    wait_running(api_client, namespace, "web", 2)
-    wait_budget_observed(api_client, namespace, "web")
+    web_behind_a_budget_that_allows_nothing(api_client, namespace, nodes)
     nodes.add()  # where the replacements go
     asyncio.run(cordon(api_client, first))
 
