@@ -334,6 +334,19 @@ def node_events(env: PitstopEnv, node: str) -> list[Any]:
     )
 
 
+def wait_for_refusal(env: PitstopEnv, node: str, text: str) -> None:
+    """The ActionRefused Event follows the action's removal (it is posted once the removal
+    succeeded), so a test that saw the removal waits a moment for it."""
+    env.wait(
+        lambda: any(
+            event.reason == "ActionRefused" and text in event.message
+            for event in node_events(env, node)
+        ),
+        f"an ActionRefused event on {node} saying {text!r}",
+        10,
+    )
+
+
 def completed(env: PitstopEnv, window: str, node: str) -> list[dict[str, Any]]:
     record = env.lock().get("windows", {}).get(window, {})
     return [entry for entry in record.get("completed", []) if entry["node"] == node]
@@ -467,10 +480,7 @@ def test_actions_are_removed_once_acted_on_refused_with_an_event_and_never_repla
             "the refused retry removed",
             20,
         )
-        assert any(
-            event.reason == "ActionRefused" and "only to a Failed node" in event.message
-            for event in node_events(env, lost)
-        )
+        wait_for_refusal(env, lost, "only to a Failed node")
         # An action on a node not in maintenance: refused, removed, with an Event.
         env.core.patch_node(
             idle, {"metadata": {"annotations": {contract.ACTION_ANNOTATION: "release"}}}
@@ -480,10 +490,7 @@ def test_actions_are_removed_once_acted_on_refused_with_an_event_and_never_repla
             "the stray release removed",
             20,
         )
-        assert any(
-            event.reason == "ActionRefused" and "not in maintenance" in event.message
-            for event in node_events(env, idle)
-        )
+        wait_for_refusal(env, idle, "not in maintenance")
         # A release asked for the WaitingForNode phase that only arrives after the node has
         # failed (a stale request) is not replayed at the failure: the node stays Failed.
         env.wait(lambda: lease_of(env, lost).get("phase") == "Failed", "Failed", 60)
@@ -505,10 +512,7 @@ def test_actions_are_removed_once_acted_on_refused_with_an_event_and_never_repla
         )
         time.sleep(3)
         assert lease_of(env, lost).get("phase") == "Failed"
-        assert any(
-            event.reason == "ActionRefused" and "earlier phase" in event.message
-            for event in node_events(env, lost)
-        )
+        wait_for_refusal(env, lost, "earlier phase")
         # The CLI's own release (for the phase it sees) is acted on and removed.
         result = pitstop(env, "release", lost)
         assert result.returncode == 0, result.stderr
