@@ -37,12 +37,16 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --no-install-project --python python3 
 COPY brain ./brain
 COPY detector ./detector
 COPY pitstop ./pitstop
+COPY pitstopctl ./pitstopctl
+COPY reboot_helper ./reboot_helper
 # The detector gets the project without its dependencies, then loses the brain's package and
 # commands; the imports below fail the build if it needs anything it does not have.
 RUN /opt/uv/bin/uv sync --frozen --no-dev --no-editable --python python3 \
-    && /opt/pitstop/bin/python -c "import brain.main, brain.cli, detector.main, brain.reboot_helper" \
+    && /opt/pitstop/bin/python -c "import brain.main, pitstopctl.main, detector.main, reboot_helper.main" \
     && /opt/uv/bin/uv pip install --python /opt/detector/bin/python --no-deps . \
     && rm -r /opt/detector/lib/python3*/site-packages/brain \
+        /opt/detector/lib/python3*/site-packages/pitstopctl \
+        /opt/detector/lib/python3*/site-packages/reboot_helper \
         /opt/detector/bin/pitstop /opt/detector/bin/pitstop-brain /opt/detector/bin/pitstop-reboot \
     && /opt/detector/bin/python -c "import detector.main, detector.settings_model, yaml"
 

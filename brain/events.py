@@ -57,7 +57,7 @@ class EventRecorder:
     ) -> None:
         self.kube = kube
         self.host = host
-        # The API server's time (brain/clock.py): a skewed host posts no Event in the future.
+        # The API server's time (brain/core/clock.py): a skewed host posts no Event in the future.
         self.clock_ns = clock_ns
 
     async def post(

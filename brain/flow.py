@@ -29,18 +29,21 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from brain import drain, node_health, node_updates, reboot_job
-from brain.blockers.pods import label_selector_text
-from brain.clock import ClusterClock
+from brain import node_updates
+from brain.core.clock import ClusterClock
+from brain.core.lock_state import CompletedReboot, LockState, NodeLease, WindowRecord
+from brain.core.node_view import NodeView, node_view_from_object
+from brain.core.phase import Phase
+from brain.core.window import EmergencyDrain, OnTimeout, WindowSpec, format_duration
+from brain.drain import node_drain
 from brain.events import EventRecorder, node_reference, window_reference
-from brain.hooks import Hook, HookCaller, HookEndpoint, HookState
+from brain.integrations.blockers.pods import label_selector_text
+from brain.integrations.hooks import Hook, HookCaller, HookEndpoint, HookState
 from brain.kube import Kube
 from brain.lease_memory import LeaseKey, LeaseMemory
-from brain.lock import CompletedReboot, LockState, LockStore, NodeLease, WindowRecord
-from brain.node_view import NodeView, node_view_from_object
-from brain.phase import Phase
+from brain.lock import LockStore
+from brain.reboot import node_health, reboot_job
 from brain.settings import BrainSettings
-from brain.window import EmergencyDrain, OnTimeout, WindowSpec, format_duration
 from pitstop import contract
 
 log = logging.getLogger("pitstop.flow")
@@ -117,7 +120,7 @@ class NodeFlow:
     # host's wall clock, and none before the clock's first sample.
     clock: ClusterClock = field(default_factory=ClusterClock)
     # Every memory below is per lease (node, attempt, phase start): see lease_memory.
-    drains: LeaseMemory[asyncio.Task[drain.DrainResult]] = field(default_factory=LeaseMemory)
+    drains: LeaseMemory[asyncio.Task[node_drain.DrainResult]] = field(default_factory=LeaseMemory)
     # uids make `kubectl describe` find our Events (it matches the object's uid)
     window_uids: dict[str, str] = field(default_factory=dict)
     node_uids: dict[str, str] = field(default_factory=dict)
@@ -257,7 +260,7 @@ class NodeFlow:
                 spec=spec,
             )
         elif deadline_passed:
-            deleted = await drain.force_delete(
+            deleted = await node_drain.force_delete(
                 self.kube.api_client, result.remaining, spec.drain.grace_period_seconds
             )
             await self._to_rebooting(
@@ -318,7 +321,7 @@ class NodeFlow:
             await self._to_rebooting(name, lease, cordoned, now, pdbs=[], note="drain skipped")
             return
         deadline = lease.deadline or now + spec.drain.timeout
-        options = drain.DrainOptions(
+        options = node_drain.DrainOptions(
             grace_period_seconds=spec.drain.grace_period_seconds,
             pod_selector=(
                 label_selector_text(spec.drain.pod_selector.model_dump(by_alias=True))
@@ -330,7 +333,7 @@ class NodeFlow:
             keep_pods=self.own_pods,
         )
         task = asyncio.create_task(
-            drain.drain_node(
+            node_drain.drain_node(
                 self.kube.api_client,
                 name,
                 options,
@@ -594,7 +597,7 @@ class NodeFlow:
         if not await self._control_plane_sees_ready(name, lease, node, now):
             return
         if spec.reboot.health_gate.pods_ready and lease.pdbs:
-            healthy, message = await drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
+            healthy, message = await node_drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
             if not healthy:
                 if self.clock.past(lease.deadline, now):
                     await self._fail(

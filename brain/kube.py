@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from brain.clock import ClusterClock
+from brain.core.clock import ClusterClock
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from brain.lock import NodeLease
+from brain.core.lock_state import NodeLease
 
 T = TypeVar("T")
 

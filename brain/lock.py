@@ -1,9 +1,8 @@
-"""The lock: one ConfigMap that records every node in maintenance.
+"""The lock's ConfigMap: read-modify-write with optimistic concurrency.
 
-It is the source of truth for "who holds a slot": the brain writes each step here before taking
-it, so a restarted brain resumes from it. Every change is a read-modify-write guarded by the
-ConfigMap's resourceVersion; a 409 means someone else wrote first, so the caller re-reads and
-decides again. This module holds the content model (pure) and the ConfigMap I/O.
+Every change is a read-modify-write guarded by the ConfigMap's resourceVersion; a 409 means
+someone else wrote first, so the caller re-reads and decides again. What the lock holds is
+`brain/core/lock_state.py`.
 """
 
 from __future__ import annotations
@@ -12,107 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from typing import Protocol
 
 from kubernetes.client.exceptions import ApiException
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from brain.core.lock_state import LOCK_DATA_KEY, LockState, LockUnreadableError, parse_lock_data
 from brain.kube import Kube
-from brain.phase import IN_MAINTENANCE, Phase
 
 log = logging.getLogger("pitstop.lock")
-LOCK_DATA_KEY = "state.json"
-LOCK_FORMAT_VERSION = 1
-COMPLETED_HISTORY_PER_WINDOW = 50
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-# A moment in the lock; one written without a zone (by hand) is read as UTC, so comparing it
-# with the brain's aware clock never raises (and never breaks the plan of every window).
-Moment = Annotated[datetime, AfterValidator(_as_utc)]
-
-
-class _LockModel(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-
-class NodeLease(_LockModel):
-    """One node in maintenance: everything needed to resume its flow after a crash."""
-
-    window: str
-    phase: Phase
-    since: Moment
-    boot_id_before: str = Field(default="", alias="bootIDBefore")
-    was_cordoned: bool = Field(default=False, alias="wasCordoned")
-    # When the current phase gives up (drain timeout, node return timeout, health gate timeout).
-    deadline: Moment | None = None
-    job_name: str = Field(default="", alias="jobName")
-    message: str = ""
-    emergency: bool = False
-    attempt: int = 1
-    # Zone (or other topology domain) value at admission, for the per-domain budget.
-    domain: str = ""
-    # PodDisruptionBudgets (namespace/name) that covered evicted pods: the health gate's list.
-    pdbs: list[str] = Field(default_factory=list)
-    # WaitingForNode saw the node NotReady (a Ready node with the old boot ID after that did
-    # not reboot). Written only by older brains: this one keeps it in memory, and reads it.
-    saw_not_ready: bool = Field(default=False, alias="sawNotReady")
-
-
-class CompletedReboot(_LockModel):
-    node: str
-    finished: Moment
-    result: str  # the Event reason: "Rebooted", "Released", "DrainAborted", "NodeDeleted"
-    message: str = ""
-    # The boot the node was rebooted from: a view that still shows it is older than this record.
-    boot_id_before: str = Field(default="", alias="bootIDBefore")
-    # The node's boot ID when it finished: a node still flagged at this same boot is not
-    # rebooted again until its detector flags it anew (no reboot loops).
-    boot_id: str = Field(default="", alias="bootID")
-
-
-class WindowRecord(_LockModel):
-    last_finished: Moment | None = Field(default=None, alias="lastFinished")
-    completed: list[CompletedReboot] = Field(default_factory=list)
-    # The window's spec when its last node was admitted: nodes in flight finish with it even
-    # if the window is deleted meanwhile.
-    spec: dict[str, Any] | None = None
-    # Nodes whose drain was aborted wait until then before they are admitted again.
-    retry_after: dict[str, Moment] = Field(default_factory=dict, alias="retryAfter")
-
-    def record(self, completed: CompletedReboot) -> None:
-        self.completed.append(completed)
-        del self.completed[:-COMPLETED_HISTORY_PER_WINDOW]
-
-
-class LockState(_LockModel):
-    version: int = LOCK_FORMAT_VERSION
-    nodes: dict[str, NodeLease] = Field(default_factory=dict)
-    windows: dict[str, WindowRecord] = Field(default_factory=dict)
-
-    def in_maintenance(self, window: str | None = None) -> dict[str, NodeLease]:
-        """Leases holding a slot, optionally only those of one window."""
-        return {
-            name: lease
-            for name, lease in self.nodes.items()
-            if lease.phase in IN_MAINTENANCE and (window is None or lease.window == window)
-        }
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True, exclude_defaults=False)
-
-    @classmethod
-    def from_json(cls, text: str | None) -> LockState:
-        if not text:
-            return cls()
-        return cls.model_validate_json(text)
-
-
-# -- ConfigMap I/O -------------------------------------------------------------------------------
 
 MAX_WRITE_ATTEMPTS = 20
 
@@ -126,30 +32,12 @@ class LockConflictError(RuntimeError):
     """The lock kept changing under us; the pass is abandoned and retried later."""
 
 
-class LockUnreadableError(RuntimeError):
-    """The lock's data does not parse. Nothing is decided or written until it does: the data
-    may be a person's mistake or a newer brain's format, and overwriting it would free every
-    slot it holds."""
-
-
 class LockRebuild(Protocol):
     """Rebuilds a missing lock's content from what the cluster shows (see brain.lock_rebuild)."""
 
     async def rebuild(self) -> LockState: ...
 
     async def rebuilt(self, state: LockState) -> None: ...
-
-
-def parse_lock_data(text: str | None, where: str) -> LockState:
-    """The lock's content, or LockUnreadableError saying in one line what is wrong."""
-    try:
-        return LockState.from_json(text)
-    except ValueError as error:
-        lines = str(error).strip().splitlines()
-        detail = "; ".join(line.strip() for line in lines[:3])
-        raise LockUnreadableError(
-            f"lock ConfigMap {where} key {LOCK_DATA_KEY} does not parse: {detail}"
-        ) from None
 
 
 class LockStore:

@@ -32,15 +32,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brain import node_updates
-from brain.clock import plus
-from brain.events import EventRecorder, window_reference
-from brain.kube import Kube
-from brain.lock import LockState, NodeLease, WindowRecord
-from brain.node_view import NodeView, node_view_from_object
-from brain.phase import Phase
-from brain.planner import NamedWindow, assign_windows
-from brain.reboot_job import label_value
-from brain.window import (
+from brain.core.clock import plus
+from brain.core.lock_state import LockState, NodeLease, WindowRecord
+from brain.core.node_view import NodeView, node_view_from_object
+from brain.core.phase import Phase
+from brain.core.planner import NamedWindow, assign_windows
+from brain.core.window import (
     GROUP,
     PLURAL,
     VERSION,
@@ -49,6 +46,9 @@ from brain.window import (
     parse_window_spec,
     resolve_int_or_percent,
 )
+from brain.events import EventRecorder, window_reference
+from brain.kube import Kube
+from brain.reboot.reboot_job import label_value
 from pitstop import contract
 
 log = logging.getLogger("pitstop.lock")

@@ -22,22 +22,22 @@ from typing import Any
 
 import kopf
 
-from brain.cli_errors import run_command
-from brain.clock import ClusterClock
+from brain.cluster_failures import run_command
+from brain.core.clock import ClusterClock
+from brain.core.node_view import NodeView, node_view_from_object
 from brain.events import EventRecorder
 from brain.flow import NodeFlow
-from brain.job_check import RebootJobCheck
+from brain.integrations.metrics import BrainMetrics, MetricsServer, start_metrics_server
+from brain.integrations.observer import BrainObserver
+from brain.integrations.window_blockers import BlockerChecker
 from brain.kube import Kube, make_api_client, sample_server_clock
 from brain.lock import LockStore
 from brain.lock_rebuild import LockRebuilder
-from brain.metrics import BrainMetrics, MetricsServer, start_metrics_server
-from brain.node_view import NodeView, node_view_from_object
-from brain.observer import BrainObserver
 from brain.preflight import check_cluster
+from brain.reboot.job_check import RebootJobCheck
 from brain.reconciler import GROUP, PLURAL, VERSION, WindowEntry, WindowReconciler
 from brain.settings import BrainSettings, SettingsError, load_settings
 from brain.status_writer import StatusWriter
-from brain.window_blockers import BlockerChecker
 from pitstop import logs
 
 log = logging.getLogger("pitstop.brain")

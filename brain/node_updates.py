@@ -14,9 +14,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from brain.core.node_view import NodeView, Taint, node_view_from_object
+from brain.core.window import WindowSpec
 from brain.kube import Kube
-from brain.node_view import NodeView, Taint, node_view_from_object
-from brain.window import WindowSpec
 from pitstop import contract
 
 PENDING_TAINT = Taint(contract.PENDING_TAINT_KEY, "true", contract.PENDING_TAINT_EFFECT)

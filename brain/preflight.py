@@ -14,11 +14,11 @@ from __future__ import annotations
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from brain.cli_errors import CRD_MISSING, CommandError, describe
+from brain.cluster_failures import CRD_MISSING, CommandError, describe
+from brain.core.lock_state import LOCK_DATA_KEY, LockState
+from brain.core.window import GROUP, PLURAL, VERSION
 from brain.kube import make_api_client
-from brain.lock import LOCK_DATA_KEY, LockState
 from brain.settings import BrainSettings
-from brain.window import GROUP, PLURAL, VERSION
 
 PROBE_TIMEOUT_SECONDS = 15
 

@@ -17,17 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from brain import node_updates
-from brain.clock import ClusterClock, plus
-from brain.events import EventRecorder, window_reference
-from brain.flow import HandOff, NodeFlow
-from brain.kube import Kube
-from brain.lock import LockState, LockStore, LockUnreadableError, NodeLease, WindowRecord
-from brain.node_view import NodeView, Taint
-from brain.phase import Phase
-from brain.planner import NamedWindow, Plan, WindowPlan, make_plan
-from brain.status import degraded_status, invalid_status, window_status
-from brain.status_writer import StatusWriter
-from brain.window import (
+from brain.core.clock import ClusterClock, plus
+from brain.core.lock_state import LockState, LockUnreadableError, NodeLease, WindowRecord
+from brain.core.node_view import NodeView, Taint
+from brain.core.phase import Phase
+from brain.core.planner import NamedWindow, Plan, WindowPlan, make_plan
+from brain.core.status import degraded_status, invalid_status, window_status
+from brain.core.window import (
     Condition,
     ConditionStatus,
     ConditionType,
@@ -35,12 +31,17 @@ from brain.window import (
     WindowSpecError,
     parse_window_spec,
 )
+from brain.events import EventRecorder, window_reference
+from brain.flow import HandOff, NodeFlow
+from brain.kube import Kube
+from brain.lock import LockStore
+from brain.status_writer import StatusWriter
 
 log = logging.getLogger("pitstop.reconciler")
 GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
-# Why the window's reboot Job would be refused (brain/job_check.py), or None.
+# Why the window's reboot Job would be refused (brain/reboot/job_check.py), or None.
 JobCheck = Callable[[str, WindowSpec], Awaitable[str | None]]
 
 
@@ -107,7 +108,7 @@ class WindowReconciler:
     prepare_window: Callable[[str, WindowSpec], Any] | None = None
     on_window_event: Callable[[str, str, str], None] | None = None
     check_reboot_job: JobCheck | None = None
-    # "now" of every pass: the API server's time (see brain/clock.py), the same in every brain.
+    # "now" of every pass: the API server's time (see brain/core/clock.py), the same in every brain.
     clock: ClusterClock = field(default_factory=ClusterClock)
     # Only the elected brain writes window status and its condition Events (None: this one).
     status_writer: StatusWriter | None = None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from brain.core.lock_state import LockState, NodeLease
+from brain.core.phase import Phase
 from brain.lease_memory import LeaseKey, LeaseMemory
-from brain.lock import LockState, NodeLease
-from brain.phase import Phase
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from brain.core.node_view import NodeView
+from brain.core.phase import Phase
 from brain.lock_rebuild import MarkedNode, RebootJobMark, rebuild_state
-from brain.node_view import NodeView
-from brain.phase import Phase
 
 NOW = datetime(2025, 6, 4, 12, 0, tzinfo=UTC)
 EARLIER = NOW - timedelta(minutes=10)

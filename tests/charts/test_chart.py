@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from brain.reboot_job import RebootMethod
+from brain.reboot.reboot_job import RebootMethod
 from localcluster.binaries import resolve
 from pitstop import contract
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from brain.metrics import BrainMetrics, NodeSample, RebootResult, WindowSample
+from brain.integrations.metrics import BrainMetrics, NodeSample, RebootResult, WindowSample
 from detector.metrics import Status, exposition
 from localcluster.binaries import resolve
 

@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from brain.reboot_helper import write_approval
+from reboot_helper.main import write_approval
 
 AGENT = Path(__file__).resolve().parents[2] / "contrib" / "host-agent"
 SCRIPT = AGENT / "pitstop-host-agent"

@@ -33,7 +33,7 @@ def test_log_format() -> None:
 
 def test_json_lines_from_the_running_detector(tmp_path: Path) -> None:
     """Its log lines (here: the metrics server's) are JSON objects naming the node."""
-    from tests.brain.test_cli_errors import unreachable_kubeconfig
+    from tests.pitstopctl.test_cli_errors import unreachable_kubeconfig
 
     result = subprocess.run(
         [sys.executable, "-m", "detector", "--log-format", "json"],

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from kubernetes import client, watch
 
-from brain.reboot_job import build_reboot_job
+from brain.reboot.reboot_job import build_reboot_job
 from localcluster import realnode
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import (

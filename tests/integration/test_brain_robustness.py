@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from brain.lock import LOCK_DATA_KEY
+from brain.core.lock_state import LOCK_DATA_KEY
 from localcluster.hosts import HostBehaviour, HostSimulator
 from localcluster.nodes import create_bare_pod, create_namespace
 from tests.integration.pitstop_env import PitstopEnv

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from brain.lock import LOCK_DATA_KEY, LockState, NodeLease
-from brain.phase import Phase
+from brain.core.lock_state import LOCK_DATA_KEY, LockState, NodeLease
+from brain.core.phase import Phase
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_nodes, delete_nodes
 from pitstop import contract
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.cluster
 
 def pitstop_command() -> list[str]:
     script = Path(sys.executable).with_name("pitstop")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "brain.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pitstopctl.main"]
 
 
 def run_plan(

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from brain.lock import LOCK_DATA_KEY
+from brain.core.lock_state import LOCK_DATA_KEY
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_nodes, delete_nodes
-from tests.brain.test_cli_errors import REPOSITORY, one_line, run
+from tests.pitstopctl.test_cli_errors import REPOSITORY, one_line, run
 
 pytestmark = pytest.mark.cluster
 
@@ -50,7 +50,7 @@ def test_rbac_denied_names_the_verb_and_the_resource(
     user = f"system:serviceaccount:{namespace}:nobody"
 
     for command in ("plan", "status"):
-        result = run("brain.cli", command, "--kubeconfig", kubeconfig)
+        result = run("pitstopctl.main", command, "--kubeconfig", kubeconfig)
         assert result.returncode == 1, result.stderr
         line = one_line(result, "pitstop")
         assert line.startswith("pitstop: permission denied (403 Forbidden):"), line
@@ -58,7 +58,7 @@ def test_rbac_denied_names_the_verb_and_the_resource(
 
     node = create_nodes(api_client, [f"denied-{uuid.uuid4().hex[:6]}"])[0]
     try:
-        result = run("brain.cli", "retry", node, "--kubeconfig", kubeconfig)
+        result = run("pitstopctl.main", "retry", node, "--kubeconfig", kubeconfig)
         assert result.returncode == 1, result.stderr
         assert 'cannot get resource "nodes"' in one_line(result, "pitstop")
 
@@ -87,7 +87,7 @@ def test_crd_not_installed(fresh_cluster: Callable[[], ControlPlane]) -> None:
     plane = fresh_cluster()  # a control plane of its own, without the CRD
     kubeconfig = str(plane.kubeconfig)
     for command in ("plan", "status"):
-        result = run("brain.cli", command, "--kubeconfig", kubeconfig)
+        result = run("pitstopctl.main", command, "--kubeconfig", kubeconfig)
         assert result.returncode == 1, result.stderr
         line = one_line(result, "pitstop")
         assert "the NodesMaintenanceWindow CRD is not installed" in line

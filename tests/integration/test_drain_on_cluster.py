@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from brain.drain import (
+from brain.drain.node_drain import (
     DrainOptions,
     DrainResult,
     PodRef,

@@ -19,8 +19,8 @@ from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_nodes
 from localcluster.pitstop_processes import install_window_crd
 from pitstop import contract
-from tests.brain.test_examples_plan import GOVERNS, documented_year
 from tests.conftest import api_client_for
+from tests.pitstopctl.test_examples_plan import GOVERNS, documented_year
 
 pytestmark = pytest.mark.cluster
 
@@ -47,7 +47,7 @@ def test_examples_apply_together_and_plan_as_their_comments_say(
     applied = plane.kubectl("apply", "-f", str(REPOSITORY / "examples"))
     assert applied.stdout.count("created") == 4, applied.stdout
     result = subprocess.run(
-        [sys.executable, "-m", "brain.cli", "plan", "-o", "json", "--kubeconfig",
+        [sys.executable, "-m", "pitstopctl.main", "plan", "-o", "json", "--kubeconfig",
          str(plane.kubeconfig)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -74,7 +74,7 @@ def test_examples_apply_together_and_plan_as_their_comments_say(
     assert emergency["nextOpen"] == f"{year}-12-24T20:00:00Z"
 
     text = subprocess.run(
-        [sys.executable, "-m", "brain.cli", "plan", "--kubeconfig", str(plane.kubeconfig)],
+        [sys.executable, "-m", "pitstopctl.main", "plan", "--kubeconfig", str(plane.kubeconfig)],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     assert "Conflict" not in text

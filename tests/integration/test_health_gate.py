@@ -161,7 +161,7 @@ HOLD_SECONDS = 6.0
 
 def pitstop_plan(env: PitstopEnv) -> str:
     script = Path(sys.executable).with_name("pitstop")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "brain.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pitstopctl.main"]
     return subprocess.run(
         [*command, "plan", "--kubeconfig", str(env.plane.kubeconfig), "--namespace", env.namespace],
         capture_output=True,

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from brain.reboot_job import build_reboot_job
+from brain.reboot.reboot_job import build_reboot_job
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import KWOK_TOLERATION, create_nodes, delete_nodes, wait_for
 from localcluster.processes import free_port

@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from brain.reboot_job import RebootMethod, build_reboot_job
+from brain.reboot.reboot_job import RebootMethod, build_reboot_job
 from localcluster.controlplane import ControlPlane
 from localcluster.nodes import create_namespace, delete_namespace, wait_for
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from brain.kured_convert import convert, parse_flag_list, read_source
 from localcluster.controlplane import ControlPlane
-from tests.brain.test_kured_convert import CHART_DEFAULTS, DAEMONSET
+from pitstopctl.kured_convert import convert, parse_flag_list, read_source
+from tests.pitstopctl.test_kured_convert import CHART_DEFAULTS, DAEMONSET
 
 FLAG_SETS = {
     "weeknights": [

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.cluster
 
 def pitstop(env: PitstopEnv, *arguments: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "brain.cli", *arguments, "--namespace", env.namespace],
+        [sys.executable, "-m", "pitstopctl.main", *arguments, "--namespace", env.namespace],
         env=env.plane.environment(),
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from brain.blockers import NOT_BLOCKED, BlockerResult, PodSelector, Reason, check_pods
+from brain.integrations.blockers import NOT_BLOCKED, BlockerResult, PodSelector, Reason, check_pods
 from localcluster.nodes import create_bare_pod, create_nodes, delete_nodes, wait_for
 
 

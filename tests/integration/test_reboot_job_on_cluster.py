@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from brain.drain import cordon
-from brain.reboot_job import (
+from brain.drain.node_drain import cordon
+from brain.reboot.reboot_job import (
     JobPhase,
     RebootMethod,
     build_reboot_job,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from brain.window import WindowSpecError, parse_window_spec
+from brain.core.window import WindowSpecError, parse_window_spec
 from localcluster.controlplane import ControlPlane
-from tests.brain.window_examples import INVALID, VALID, Example
+from tests.brain.core.window_examples import INVALID, VALID, Example
 
 pytestmark = pytest.mark.cluster
 

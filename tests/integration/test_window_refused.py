@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from brain.job_check import RebootJobCheck
+from brain.core.window import parse_window_spec
 from brain.kube import Kube
-from brain.reboot_job import RebootMethod, build_reboot_job
+from brain.reboot.job_check import RebootJobCheck
+from brain.reboot.reboot_job import RebootMethod, build_reboot_job
 from brain.settings import BrainSettings
-from brain.window import parse_window_spec
 from tests.integration.pitstop_env import PitstopEnv
 from tests.integration.test_control_plane import denying_policy
 

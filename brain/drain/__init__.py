@@ -1,0 +1,2 @@
+"""Draining a node: cordon, kubectl-drain semantics through the Eviction API, PodDisruptionBudget
+health, and the watches that tell when to try again."""

@@ -1,0 +1,2 @@
+"""What the brain asks and tells outside itself: blockers (Prometheus, pods, annotations),
+preDrain/postReboot hooks, notifications through apprise, Prometheus metrics."""

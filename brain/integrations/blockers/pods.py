@@ -1,0 +1,208 @@
+"""The pod blocker: an unfinished pod that matches a window's selectors holds it back.
+
+Scope Window (`check_pods`): a matching pod on any node holds the whole window (a batch job or a
+migration that must not be interrupted, whichever node it runs on). Scope Node
+(`check_pods_per_node`, kured's `--blocking-pod-selector`): a matching pod holds only the node
+it runs on, and the window goes on with its other nodes; one list answers for every node.
+Pods that have finished (Succeeded or Failed) never block. Pods are listed with a label selector
+and a field selector, so the API server does the filtering: one list per selector, plus one
+namespace list when a selector has a namespaceSelector.
+
+The kubernetes client is synchronous; its calls run in threads so the event loop never waits.
+A failed list blocks (reason PodCheckFailed): when we cannot tell, we do not reboot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from brain.integrations.blockers.result import NOT_BLOCKED, BlockerResult, Reason, name_a_few
+
+# Finished pods never block; everything else (Pending, Running, Unknown) does.
+UNFINISHED_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+# Enough to name a few and say "at least N"; the message does not need the exact count.
+LIST_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class PodSelector:
+    """One entry of `spec.blockers.pods`, as label-selector text (the form the API takes).
+
+    `namespace_selector` None means every namespace; "" also matches every namespace.
+    """
+
+    label_selector: str
+    namespace_selector: str | None = None
+
+    @classmethod
+    def from_api(cls, entry: Mapping[str, Any]) -> PodSelector:
+        """From the API's form: {namespaceSelector: {matchLabels...}, labelSelector: {...}}."""
+        namespace_selector = entry.get("namespaceSelector")
+        return cls(
+            label_selector=label_selector_text(entry.get("labelSelector") or {}),
+            namespace_selector=(
+                None if namespace_selector is None else label_selector_text(namespace_selector)
+            ),
+        )
+
+    def describe(self) -> str:
+        where = (
+            "any namespace"
+            if not self.namespace_selector
+            else f"namespaces matching {self.namespace_selector!r}"
+        )
+        return f"pods matching {self.label_selector or '(everything)'!r} in {where}"
+
+
+def label_selector_text(selector: Mapping[str, Any]) -> str:
+    """A structured label selector ({matchLabels, matchExpressions}) as the API's selector text."""
+    parts = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = ",".join(expression.get("values") or [])
+        if operator == "In":
+            parts.append(f"{key} in ({values})")
+        elif operator == "NotIn":
+            parts.append(f"{key} notin ({values})")
+        elif operator == "Exists":
+            parts.append(key)
+        elif operator == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            raise ValueError(f"unknown label selector operator {operator!r}")
+    return ",".join(parts)
+
+
+def _matching_pods(
+    api_client: client.ApiClient,
+    selector: PodSelector,
+    node_name: str | None,
+    timeout_seconds: float,
+    limit: int | None = LIST_LIMIT,
+) -> tuple[list[tuple[str, str]], bool]:
+    """(namespace/name, node name) of the unfinished pods matching; True when there are more."""
+    # The client's generated types mark every field Optional; the API always fills these.
+    core: Any = client.CoreV1Api(api_client)
+    namespaces: set[str] | None = None
+    if selector.namespace_selector:
+        listed = core.list_namespace(
+            label_selector=selector.namespace_selector, _request_timeout=timeout_seconds
+        )
+        namespaces = {item.metadata.name for item in listed.items}
+        if not namespaces:
+            return [], False
+    field_selector = UNFINISHED_PODS + (f",spec.nodeName={node_name}" if node_name else "")
+    names: list[tuple[str, str]] = []
+    more = False
+    if namespaces is not None and len(namespaces) <= 3:
+        # A few namespaces: ask each, so the API server does not scan every pod.
+        for namespace in sorted(namespaces):
+            pods = core.list_namespaced_pod(
+                namespace,
+                label_selector=selector.label_selector,
+                field_selector=field_selector,
+                limit=limit,
+                _request_timeout=timeout_seconds,
+            )
+            names += [
+                (f"{namespace}/{pod.metadata.name}", pod.spec.node_name or "") for pod in pods.items
+            ]
+            more = more or bool(pods.metadata._continue)
+        return names, more
+    pods = core.list_pod_for_all_namespaces(
+        label_selector=selector.label_selector,
+        field_selector=field_selector,
+        limit=limit,
+        _request_timeout=timeout_seconds,
+    )
+    names = [
+        (f"{pod.metadata.namespace}/{pod.metadata.name}", pod.spec.node_name or "")
+        for pod in pods.items
+        if namespaces is None or pod.metadata.namespace in namespaces
+    ]
+    return names, bool(pods.metadata._continue)
+
+
+async def check_pods(
+    api_client: client.ApiClient,
+    selectors: Sequence[PodSelector],
+    node_name: str | None = None,
+    timeout_seconds: float = 10.0,
+) -> BlockerResult:
+    """Blocked when any unfinished pod matches any selector (on `node_name` only, if given)."""
+    found: list[str] = []
+    more = False
+    for selector in selectors:
+        try:
+            names, truncated = await asyncio.to_thread(
+                _matching_pods, api_client, selector, node_name, timeout_seconds
+            )
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            why = (
+                f"HTTP {error.status} {error.reason}" if isinstance(error, ApiException) else error
+            )
+            return BlockerResult(
+                blocked=True,
+                reason=Reason.POD_CHECK_FAILED,
+                message=f"cannot list {selector.describe()} ({why}); blocked until it can",
+            )
+        found += [name for name, _node in names if name not in found]
+        more = more or truncated
+    if not found:
+        return NOT_BLOCKED
+    count = f"at least {len(found)}" if more else str(len(found))
+    noun = "pod blocks" if len(found) == 1 and not more else "pods block"
+    return BlockerResult(
+        blocked=True,
+        reason=Reason.BLOCKING_PODS,
+        message=f"{count} {noun} the window: {name_a_few(sorted(found))}",
+    )
+
+
+async def check_pods_per_node(
+    api_client: client.ApiClient,
+    selectors: Sequence[PodSelector],
+    timeout_seconds: float = 10.0,
+) -> tuple[BlockerResult, dict[str, BlockerResult]]:
+    """Scope Node: per node, the unfinished matching pods on it (nodes without one are absent).
+
+    Listed whole (no limit): a node left out of a truncated list would start under a pod that
+    should hold it. A failed list holds the whole window (the first result), as `check_pods`.
+    """
+    per_node: dict[str, list[str]] = {}
+    for selector in selectors:
+        try:
+            names, _more = await asyncio.to_thread(
+                _matching_pods, api_client, selector, None, timeout_seconds, None
+            )
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            why = (
+                f"HTTP {error.status} {error.reason}" if isinstance(error, ApiException) else error
+            )
+            failed = BlockerResult(
+                blocked=True,
+                reason=Reason.POD_CHECK_FAILED,
+                message=f"cannot list {selector.describe()} ({why}); blocked until it can",
+            )
+            return failed, {}
+        for name, node in names:
+            if node and name not in per_node.setdefault(node, []):
+                per_node[node].append(name)
+    results = {
+        node: BlockerResult(
+            blocked=True,
+            reason=Reason.BLOCKING_PODS,
+            message=(
+                f"{'pod' if len(names) == 1 else 'pods'} {name_a_few(sorted(names))} on the node"
+            ),
+        )
+        for node, names in sorted(per_node.items())
+    }
+    return NOT_BLOCKED, results

@@ -1,0 +1,120 @@
+"""How every `pitstop` subcommand reaches the cluster: its options, the client, what it reads.
+
+One place for the connection, so subcommand modules import it and `main.py` imports them,
+without a circle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from brain.cluster_failures import CRD_MISSING, CommandError
+from brain.core.lock_state import LOCK_DATA_KEY, LockState, LockUnreadableError, parse_lock_data
+from brain.core.window import GROUP, PLURAL, VERSION
+from pitstopctl.plan_report import ClusterSnapshot, PlanPreview
+
+DEFAULT_NAMESPACE = "pitstop-system"
+DEFAULT_LOCK_NAME = "pitstop-lock"
+
+
+def cluster_options() -> argparse.ArgumentParser:
+    """Options every subcommand that talks to the cluster accepts (after the subcommand)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
+    )
+    options.add_argument("--context", help="kubeconfig context (default: the current one)")
+    options.add_argument(
+        "--namespace",
+        default=os.environ.get("PITSTOP_NAMESPACE", DEFAULT_NAMESPACE),
+        help="the brain's namespace, where the lock lives (env PITSTOP_NAMESPACE,"
+        f" default {DEFAULT_NAMESPACE})",
+    )
+    options.add_argument(
+        "--lock-name",
+        default=os.environ.get("PITSTOP_LOCK_NAME", DEFAULT_LOCK_NAME),
+        help=f"the lock ConfigMap (env PITSTOP_LOCK_NAME, default {DEFAULT_LOCK_NAME})",
+    )
+    return options
+
+
+def api_client(arguments: argparse.Namespace) -> Any:
+    """A kubernetes ApiClient from --kubeconfig/--context, else the environment's."""
+    from kubernetes import config
+
+    if arguments.kubeconfig and not os.path.exists(arguments.kubeconfig):
+        raise CommandError(f"kubeconfig {arguments.kubeconfig} does not exist", 2)
+    if arguments.kubeconfig or arguments.context:
+        return config.new_client_from_config(
+            config_file=arguments.kubeconfig, context=arguments.context
+        )
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        return config.new_client_from_config()
+    from kubernetes import client
+
+    return client.ApiClient()
+
+
+def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> ClusterSnapshot:
+    """Read (only read) the windows, the nodes and the lock."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    custom = client.CustomObjectsApi(client_handle)
+    core = client.CoreV1Api(client_handle)
+    try:
+        windows = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    except ApiException as error:
+        if error.status == 404:
+            raise CommandError(CRD_MISSING) from error
+        raise
+    nodes = [client_handle.sanitize_for_serialization(node) for node in core.list_node().items]
+    return ClusterSnapshot(
+        windows=windows, nodes=nodes, lock=read_lock_state(client_handle, namespace, lock_name)
+    )
+
+
+def read_lock_state(client_handle: Any, namespace: str, lock_name: str) -> LockState:
+    """The lock's content (a missing ConfigMap is an empty lock)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        config_map = client.CoreV1Api(client_handle).read_namespaced_config_map(
+            lock_name, namespace
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        return LockState()
+    try:
+        return parse_lock_data(
+            (config_map.data or {}).get(LOCK_DATA_KEY), f"{namespace}/{lock_name}"
+        )
+    except LockUnreadableError as error:
+        raise CommandError(f"{error} (the brain decides nothing until it is fixed)") from None
+
+
+def read_node_blockers(client_handle: Any, report: PlanPreview) -> dict[str, str]:
+    """Scope-Node pod blockers, asked as the brain asks them (a read-only pod list per window):
+    node -> why it waits, for the nodes each window governs."""
+    import asyncio
+
+    from brain.integrations.window_blockers import blocker_config, node_blockers
+
+    held: dict[str, str] = {}
+    for name, spec in sorted(report.specs.items()):
+        config = blocker_config(spec)
+        if not config.node_pods:
+            continue
+        failed, per_node = asyncio.run(node_blockers(config, client_handle))
+        if failed.blocked:
+            raise CommandError(f"window {name}: {failed.message}")
+        held.update(
+            {node: why for node, why in per_node.items() if report.plan.governing.get(node) == name}
+        )
+    return held
