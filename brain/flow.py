@@ -34,10 +34,10 @@ from brain.core.clock import ClusterClock
 from brain.core.lock_state import CompletedReboot, LockState, NodeLease, WindowRecord
 from brain.core.node_view import NodeView, node_view_from_object
 from brain.core.phase import Phase
+from brain.core.selectors import EVERYTHING
 from brain.core.window import EmergencyDrain, OnTimeout, WindowSpec, format_duration
 from brain.drain import node_drain
 from brain.events import EventRecorder, node_reference, window_reference
-from brain.integrations.blockers.pods import label_selector_text
 from brain.integrations.hooks import Hook, HookCaller, HookEndpoint, HookState
 from brain.kube import Kube
 from brain.lease_memory import LeaseKey, LeaseMemory
@@ -324,9 +324,7 @@ class NodeFlow:
         options = node_drain.DrainOptions(
             grace_period_seconds=spec.drain.grace_period_seconds,
             pod_selector=(
-                label_selector_text(spec.drain.pod_selector.model_dump(by_alias=True))
-                if spec.drain.pod_selector
-                else None
+                spec.drain.pod_selector.selector if spec.drain.pod_selector else EVERYTHING
             ),
             delete_emptydir_data=spec.drain.delete_empty_dir_data,
             force=spec.drain.force,

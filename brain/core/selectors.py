@@ -1,8 +1,11 @@
-"""Kubernetes label selectors, matched locally.
+"""Kubernetes label selectors: the one implementation, matched locally and written as the
+API's selector text.
 
-The drain needs them twice without asking the API server: the window's podSelector (a selector
-string such as `app=web,tier notin (db)`) and the selectors of PodDisruptionBudgets (to name the
-budgets that covered the pods it evicted, for the health gate). Semantics follow
+Every selector of the brain goes through here: a window's nodeSelector (the planner matches
+nodes), its drain podSelector (the drain matches the node's pods), the selectors of
+PodDisruptionBudgets (to name the budgets that covered the evicted pods, for the health gate)
+and the pod blocker's selectors (sent to the API server as `labelSelector` text). The window's
+pydantic model only validates the CRD's form and hands over a `Selector`. Semantics follow
 k8s.io/apimachinery/pkg/labels: `!=` and `notin` also match objects without the key.
 """
 
@@ -38,6 +41,18 @@ class Requirement:
             return present and labels[self.key] in self.values
         return not present or labels[self.key] not in self.values
 
+    def text(self) -> str:
+        """This requirement in the API's selector syntax (values sorted: one spelling each)."""
+        values = sorted(self.values)
+        if self.operator is Operator.EXISTS:
+            return self.key
+        if self.operator is Operator.DOES_NOT_EXIST:
+            return f"!{self.key}"
+        if self.operator is Operator.IN and len(values) == 1:
+            return f"{self.key}={values[0]}"
+        word = "in" if self.operator is Operator.IN else "notin"
+        return f"{self.key} {word} ({','.join(values)})"
+
 
 @dataclass(frozen=True)
 class Selector:
@@ -51,6 +66,22 @@ class Selector:
             return False
         present = labels or {}
         return all(requirement.matches(present) for requirement in self.requirements)
+
+    def text(self) -> str:
+        """The selector as the API's `labelSelector` text; "" (everything) for no requirements.
+
+        The null selector has no text form (the API has no way to say "nothing"): ValueError.
+        """
+        if self.nothing:
+            raise ValueError("the null label selector (matches nothing) has no text form")
+        return ",".join(requirement.text() for requirement in self.requirements)
+
+    def __str__(self) -> str:
+        return "(nothing)" if self.nothing else self.text() or "(everything)"
+
+
+# The empty selector: every object matches (a drain without a podSelector).
+EVERYTHING = Selector()
 
 
 class SelectorError(ValueError):
@@ -116,8 +147,8 @@ def selector_from_object(selector: Mapping[str, Any] | None) -> Selector:
     if selector is None:
         return Selector(nothing=True)
     requirements = [
-        Requirement(key, Operator.IN, frozenset({value}))
-        for key, value in (selector.get("matchLabels") or {}).items()
+        Requirement(str(key), Operator.IN, frozenset({str(value)}))
+        for key, value in sorted((selector.get("matchLabels") or {}).items())
     ]
     expressions: Sequence[Mapping[str, Any]] = selector.get("matchExpressions") or []
     for expression in expressions:

@@ -22,6 +22,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -40,6 +41,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from brain.core.phase import Phase
+from brain.core.selectors import Operator, Selector, selector_from_object
 from brain.core.time_zones import KNOWN_TIME_ZONES, MESSAGE_UNKNOWN_TIME_ZONE
 
 GROUP: Final = "pitstop.dev"
@@ -302,46 +304,33 @@ class _ApiModel(BaseModel):
     )
 
 
-class SelectorOperator(StrEnum):
-    IN = "In"
-    NOT_IN = "NotIn"
-    EXISTS = "Exists"
-    DOES_NOT_EXIST = "DoesNotExist"
-
-
 class LabelSelectorRequirement(_ApiModel):
     key: str = Field(min_length=1, max_length=317)
-    operator: SelectorOperator
+    operator: Operator
     values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> LabelSelectorRequirement:
-        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        needs_values = self.operator in (Operator.IN, Operator.NOT_IN)
         if needs_values != bool(self.values):
             raise ValueError(MESSAGE_SELECTOR_VALUES)
         return self
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """Kubernetes semantics: NotIn and DoesNotExist match a node without the key."""
-        if self.operator is SelectorOperator.EXISTS:
-            return self.key in labels
-        if self.operator is SelectorOperator.DOES_NOT_EXIST:
-            return self.key not in labels
-        if self.operator is SelectorOperator.IN:
-            return self.key in labels and labels[self.key] in self.values
-        return self.key not in labels or labels[self.key] not in self.values
-
 
 class LabelSelector(_ApiModel):
-    """A standard Kubernetes label selector; the empty selector matches everything."""
+    """A standard Kubernetes label selector as the CRD spells it (validated here); matching and
+    the API's text form are brain.core.selectors' (`selector`). Empty matches everything."""
 
     match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict)
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=32)
 
+    @cached_property
+    def selector(self) -> Selector:
+        """The one selector implementation's form (built once: the planner matches every node)."""
+        return selector_from_object(self.model_dump(by_alias=True))
+
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(labels.get(key) == value for key, value in self.match_labels.items()) and all(
-            requirement.matches(labels) for requirement in self.match_expressions
-        )
+        return self.selector.matches(labels)
 
 
 class MonthlyRule(_ApiModel):

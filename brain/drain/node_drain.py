@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from brain.core.selectors import parse_selector, selector_from_object
+from brain.core.selectors import EVERYTHING, Selector, selector_from_object
 from brain.drain.budget_watch import BudgetSignals, BudgetWatch
 from brain.drain.watch_stream import (
     INITIAL_EVENTS_END_ANNOTATION,
@@ -64,7 +64,7 @@ class DrainOptions:
     """How to drain: the window's drain spec, mapped by the caller."""
 
     grace_period_seconds: int | None = None
-    pod_selector: str | None = None
+    pod_selector: Selector = EVERYTHING
     delete_emptydir_data: bool = False
     force: bool = False
     # A refused eviction is retried when its PDB allows again, and after this long at the latest.
@@ -136,7 +136,6 @@ def classify_pods(pods: Iterable[Mapping[str, Any]], options: DrainOptions) -> C
     needs `force` and a pod with emptyDir volumes needs `delete_emptydir_data` (a pod failing
     both gets both reasons).
     """
-    selector = parse_selector(options.pod_selector)
     to_evict: list[PodRef] = []
     skipped: list[SkippedPod] = []
     problems: list[DrainProblem] = []
@@ -148,7 +147,7 @@ def classify_pods(pods: Iterable[Mapping[str, Any]], options: DrainOptions) -> C
         if ref.key in options.keep_pods:
             skipped.append(SkippedPod(ref, "the brain's own pod (it restarts with the node)"))
             continue
-        if not selector.matches(metadata.get("labels")):
+        if not options.pod_selector.matches(metadata.get("labels")):
             skipped.append(SkippedPod(ref, "does not match the podSelector"))
             continue
         if MIRROR_POD_ANNOTATION in (metadata.get("annotations") or {}):

@@ -39,9 +39,7 @@ def blocker_config(spec: WindowSpec) -> BlockerConfig:
 
     def pods(scope: PodBlockerScope) -> tuple[PodSelector, ...]:
         return tuple(
-            PodSelector.from_api(entry.model_dump(by_alias=True, exclude_none=True))
-            for entry in blockers.pods
-            if entry.scope is scope
+            PodSelector.from_spec(entry) for entry in blockers.pods if entry.scope is scope
         )
 
     return BlockerConfig(

@@ -20,7 +20,6 @@ from brain.integrations.blockers.pods import (
     PodSelector,
     check_pods,
     check_pods_per_node,
-    label_selector_text,
 )
 from brain.integrations.blockers.prometheus import PrometheusConfig, check_prometheus
 from brain.integrations.blockers.result import NOT_BLOCKED, BlockerResult, Reason
@@ -38,7 +37,6 @@ __all__ = [
     "check_pods_per_node",
     "check_prometheus",
     "first_blocker",
-    "label_selector_text",
 ]
 
 

@@ -15,7 +15,7 @@ A failed list blocks (reason PodCheckFailed): when we cannot tell, we do not reb
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from brain.core.window import PodBlocker
 from brain.integrations.blockers.result import NOT_BLOCKED, BlockerResult, Reason, name_a_few
 
 # Finished pods never block; everything else (Pending, Running, Unknown) does.
@@ -33,7 +34,8 @@ LIST_LIMIT = 100
 
 @dataclass(frozen=True)
 class PodSelector:
-    """One entry of `spec.blockers.pods`, as label-selector text (the form the API takes).
+    """One entry of `spec.blockers.pods`, as label-selector text (the form the API takes,
+    written by brain.core.selectors).
 
     `namespace_selector` None means every namespace; "" also matches every namespace.
     """
@@ -42,13 +44,13 @@ class PodSelector:
     namespace_selector: str | None = None
 
     @classmethod
-    def from_api(cls, entry: Mapping[str, Any]) -> PodSelector:
-        """From the API's form: {namespaceSelector: {matchLabels...}, labelSelector: {...}}."""
-        namespace_selector = entry.get("namespaceSelector")
+    def from_spec(cls, blocker: PodBlocker) -> PodSelector:
+        """From a window's `spec.blockers.pods` entry (its selectors written as API text)."""
+        namespace_selector = blocker.namespace_selector
         return cls(
-            label_selector=label_selector_text(entry.get("labelSelector") or {}),
+            label_selector=blocker.label_selector.selector.text(),
             namespace_selector=(
-                None if namespace_selector is None else label_selector_text(namespace_selector)
+                None if namespace_selector is None else namespace_selector.selector.text()
             ),
         )
 
@@ -59,25 +61,6 @@ class PodSelector:
             else f"namespaces matching {self.namespace_selector!r}"
         )
         return f"pods matching {self.label_selector or '(everything)'!r} in {where}"
-
-
-def label_selector_text(selector: Mapping[str, Any]) -> str:
-    """A structured label selector ({matchLabels, matchExpressions}) as the API's selector text."""
-    parts = [f"{key}={value}" for key, value in sorted((selector.get("matchLabels") or {}).items())]
-    for expression in selector.get("matchExpressions") or []:
-        key, operator = expression["key"], expression["operator"]
-        values = ",".join(expression.get("values") or [])
-        if operator == "In":
-            parts.append(f"{key} in ({values})")
-        elif operator == "NotIn":
-            parts.append(f"{key} notin ({values})")
-        elif operator == "Exists":
-            parts.append(key)
-        elif operator == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            raise ValueError(f"unknown label selector operator {operator!r}")
-    return ",".join(parts)
 
 
 def _matching_pods(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from brain.core.window import PodBlocker
 from brain.integrations.blockers import (
     NOT_BLOCKED,
     BlockerConfig,
@@ -20,7 +21,6 @@ from brain.integrations.blockers import (
     check_pods,
     check_prometheus,
     first_blocker,
-    label_selector_text,
 )
 from brain.integrations.blockers.prometheus import alerts_url
 from tests.brain.loopback import Reply, loopback_server, refused_port
@@ -179,7 +179,7 @@ def test_node_annotations_block_and_name_nodes() -> None:
     assert check_node_annotations([], nodes) == NOT_BLOCKED
 
 
-def test_label_selector_text_covers_every_operator() -> None:
+def test_a_pod_blocker_entry_becomes_the_apis_selector_text() -> None:
     selector = {
         "matchLabels": {"app": "backup"},
         "matchExpressions": [
@@ -189,12 +189,12 @@ def test_label_selector_text_covers_every_operator() -> None:
             {"key": "skip", "operator": "DoesNotExist"},
         ],
     }
-    assert label_selector_text(selector) == (
-        "app=backup,tier in (a,b),env notin (dev),critical,!skip"
-    )
     entry = {"namespaceSelector": {"matchLabels": {"team": "x"}}, "labelSelector": selector}
-    assert PodSelector.from_api(entry).namespace_selector == "team=x"
-    assert PodSelector.from_api({"labelSelector": {}}).namespace_selector is None
+    pod_selector = PodSelector.from_spec(PodBlocker.model_validate(entry))
+    assert pod_selector.label_selector == "app=backup,tier in (a,b),env notin (dev),critical,!skip"
+    assert pod_selector.namespace_selector == "team=x"
+    unscoped = PodSelector.from_spec(PodBlocker.model_validate({"labelSelector": {}}))
+    assert unscoped.label_selector == "" and unscoped.namespace_selector is None
 
 
 def test_combined_checks_cheapest_first_and_can_report_all() -> None:
