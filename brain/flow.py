@@ -36,7 +36,8 @@ from brain.core.node_view import NodeView, node_view_from_object
 from brain.core.phase import Phase
 from brain.core.selectors import EVERYTHING
 from brain.core.window import EmergencyDrain, OnTimeout, WindowSpec, format_duration
-from brain.drain import node_drain
+from brain.drain import budgets, evictions
+from brain.drain.classify import DrainOptions
 from brain.events import EventRecorder, node_reference, window_reference
 from brain.integrations.hooks import Hook, HookCaller, HookEndpoint, HookState
 from brain.kube import Kube
@@ -120,7 +121,7 @@ class NodeFlow:
     # host's wall clock, and none before the clock's first sample.
     clock: ClusterClock = field(default_factory=ClusterClock)
     # Every memory below is per lease (node, attempt, phase start): see lease_memory.
-    drains: LeaseMemory[asyncio.Task[node_drain.DrainResult]] = field(default_factory=LeaseMemory)
+    drains: LeaseMemory[asyncio.Task[evictions.DrainResult]] = field(default_factory=LeaseMemory)
     # uids make `kubectl describe` find our Events (it matches the object's uid)
     window_uids: dict[str, str] = field(default_factory=dict)
     node_uids: dict[str, str] = field(default_factory=dict)
@@ -260,7 +261,7 @@ class NodeFlow:
                 spec=spec,
             )
         elif deadline_passed:
-            deleted = await node_drain.force_delete(
+            deleted = await evictions.force_delete(
                 self.kube.api_client, result.remaining, spec.drain.grace_period_seconds
             )
             await self._to_rebooting(
@@ -321,7 +322,7 @@ class NodeFlow:
             await self._to_rebooting(name, lease, cordoned, now, pdbs=[], note="drain skipped")
             return
         deadline = lease.deadline or now + spec.drain.timeout
-        options = node_drain.DrainOptions(
+        options = DrainOptions(
             grace_period_seconds=spec.drain.grace_period_seconds,
             pod_selector=(
                 spec.drain.pod_selector.selector if spec.drain.pod_selector else EVERYTHING
@@ -331,7 +332,7 @@ class NodeFlow:
             keep_pods=self.own_pods,
         )
         task = asyncio.create_task(
-            node_drain.drain_node(
+            evictions.drain_node(
                 self.kube.api_client,
                 name,
                 options,
@@ -595,7 +596,7 @@ class NodeFlow:
         if not await self._control_plane_sees_ready(name, lease, node, now):
             return
         if spec.reboot.health_gate.pods_ready and lease.pdbs:
-            healthy, message = await node_drain.pdbs_healthy(self.kube.api_client, lease.pdbs)
+            healthy, message = await budgets.pdbs_healthy(self.kube.api_client, lease.pdbs)
             if not healthy:
                 if self.clock.past(lease.deadline, now):
                     await self._fail(

@@ -13,17 +13,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from brain.drain.node_drain import (
-    DrainOptions,
-    DrainResult,
-    PodRef,
-    RequestCounter,
-    cordon,
-    drain_node,
-    force_delete,
-    pdbs_healthy,
-    uncordon,
-)
+from brain.drain.budgets import pdbs_healthy
+from brain.drain.classify import DrainOptions, PodRef
+from brain.drain.cordon import cordon, uncordon
+from brain.drain.evictions import DrainResult, drain_node, force_delete
+from brain.drain.request_counter import RequestCounter
 from localcluster.nodes import (
     create_bare_pod,
     create_deployment,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from brain.drain.node_drain import cordon
+from brain.drain.cordon import cordon
 from brain.reboot.reboot_job import (
     JobPhase,
     RebootMethod,

@@ -1,0 +1,33 @@
+"""Cordon and uncordon a node: one PATCH of `spec.unschedulable` each (idempotent).
+
+The brain's flow cordons through brain/node_updates.py (with its marks in the same patch);
+these are the bare forms the drain's tests and the reboot Job's tests use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from kubernetes import client
+
+from brain.drain.request_counter import RequestCounter, count_request
+
+
+async def _set_unschedulable(
+    api: client.ApiClient, node: str, unschedulable: bool, counter: RequestCounter | None
+) -> None:
+    count_request(counter, "patch-node")
+    core = client.CoreV1Api(api)
+    await asyncio.to_thread(
+        core.patch_node, node, {"spec": {"unschedulable": unschedulable}}, _preload_content=False
+    )
+
+
+async def cordon(api: client.ApiClient, node: str, counter: RequestCounter | None = None) -> None:
+    """Mark the node unschedulable (one PATCH; cordoning a cordoned node changes nothing)."""
+    await _set_unschedulable(api, node, True, counter)
+
+
+async def uncordon(api: client.ApiClient, node: str, counter: RequestCounter | None = None) -> None:
+    """Make the node schedulable again (one PATCH; idempotent)."""
+    await _set_unschedulable(api, node, False, counter)

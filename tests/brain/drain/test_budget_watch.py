@@ -1,0 +1,86 @@
+"""The budget watch: opened at the first refusal, standing in for the list, failing safe."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from brain.drain.budget_watch import BudgetWatch
+from brain.drain.request_counter import RequestCounter
+from tests.brain.drain.fakes import FakePolicy, web_budget
+
+
+def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request() -> None:
+    async def scenario() -> tuple[bool, bool, RequestCounter]:
+        counter = RequestCounter()
+        policy = FakePolicy(web_budget(0))
+        watch = BudgetWatch(policy, counter)
+        mark = watch.mark()
+        opened_before = policy.opened.is_set()
+        waited = asyncio.create_task(watch.allowed_since("shop/web", mark, 2.0))
+        await asyncio.to_thread(policy.opened.wait, 1.0)
+        policy.streams[-1].send("DELETED", web_budget(0))  # gone: nothing refuses any more
+        allowed = await waited
+        await watch.stop()
+        return opened_before, allowed, counter
+
+    opened_before, allowed, counter = asyncio.run(scenario())
+    assert not opened_before and allowed
+    assert counter.counts == {"watch-pdbs": 1}
+
+
+def test_the_budget_watch_stands_in_for_the_list_once_its_initial_state_is_complete() -> None:
+    async def scenario() -> tuple[object, object, object, bool]:
+        policy = FakePolicy(web_budget(0))
+        watch = BudgetWatch(policy, None)
+        before = watch.budgets()  # not opened yet: the drain lists
+        waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.3))
+        await asyncio.to_thread(policy.opened.wait, 1.0)
+        await asyncio.sleep(0.1)
+        after = watch.budgets()
+        other = dict(web_budget(0), metadata={"namespace": "blog", "name": "db", "generation": 1})
+        policy.streams[-1].send("ADDED", other)
+        policy.streams[-1].send("DELETED", web_budget(0))
+        await asyncio.sleep(0.1)
+        later = watch.budgets()
+        allowed = await waited
+        await watch.stop()
+        return before, after, later, allowed
+
+    before, after, later, allowed = asyncio.run(scenario())
+    assert before is None
+    assert after == [web_budget(0)]
+    assert later == [
+        dict(web_budget(0), metadata={"namespace": "blog", "name": "db", "generation": 1})
+    ]
+    assert allowed, "a deleted budget refuses nothing"
+
+
+class FlakyPolicy(FakePolicy):
+    """The first watch fails; the next one (resumed) works."""
+
+    def list_pod_disruption_budget_for_all_namespaces(self, **arguments: Any) -> Any:
+        if not self.streams and not getattr(self, "failed", False):
+            self.failed = True
+            raise ApiException(status=500, reason="flaky")
+        return super().list_pod_disruption_budget_for_all_namespaces(**arguments)
+
+
+def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("brain.drain.budget_watch.BACKOFF_FIRST_SECONDS", 0.05)
+
+    async def scenario() -> object:
+        policy = FlakyPolicy(web_budget(0))
+        watch = BudgetWatch(policy, None)
+        waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.5))
+        await asyncio.to_thread(policy.opened.wait, 2.0)
+        await waited
+        await watch.stop()
+        return watch.budgets()
+
+    assert asyncio.run(scenario()) is None

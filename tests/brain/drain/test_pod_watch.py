@@ -1,0 +1,196 @@
+"""The node's pods watched: the tracker of gone and arriving pods, the watch thread on a fake
+API (watch-lists, expired versions, stopping)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from brain.drain.classify import PodRef
+from brain.drain.pod_watch import GoneTracker, NodePodWatch
+from brain.drain.request_counter import RequestCounter
+from tests.brain.drain.fakes import FakeStream, pod
+
+
+def test_the_tracker_counts_a_pod_gone_when_deleted_or_replaced() -> None:
+    async def scenario() -> list[tuple[str, str]]:
+        first, second, third = (
+            PodRef("n", "a", "ua"),
+            PodRef("n", "b", "ub"),
+            PodRef("n", "c", "uc"),
+        )
+        tracker = GoneTracker([first, second, third])
+        tracker.on_watch_event("MODIFIED", pod("a", namespace="n", uid="ua"))
+        assert not tracker.is_gone(first)
+        tracker.on_watch_event("DELETED", pod("a", namespace="n", uid="ua"))
+        tracker.on_watch_event("ADDED", pod("b", namespace="n", uid="ub-new"))
+        tracker.on_watch_event("DELETED", pod("unrelated", namespace="n"))
+        assert tracker.is_gone(first) and tracker.is_gone(second)
+        assert not tracker.all_gone.is_set()
+        assert await tracker.wait_gone(third, 0.01) is False
+        tracker.on_snapshot({("n", "c"): "uc"})
+        assert not tracker.is_gone(third)
+        remaining = tracker.remaining()
+        tracker.on_snapshot({})
+        assert tracker.all_gone.is_set()
+        return remaining
+
+    assert asyncio.run(scenario()) == [("n", "c")]
+
+
+def test_the_tracker_hands_arrivals_over_and_waits_for_those_it_is_given() -> None:
+    async def scenario() -> None:
+        known = PodRef("n", "a", "ua")
+        tracker = GoneTracker([known])
+        arrived: list[str] = []
+        tracker.on_arrival = lambda pod: arrived.append(pod["metadata"]["name"])
+        tracker.on_watch_event("ADDED", pod("late", namespace="n", uid="ul"))
+        tracker.on_watch_event("DELETED", pod("other", namespace="n", uid="uo"))
+        tracker.on_watch_event("MODIFIED", pod("a", namespace="n", uid="ua"))
+        assert arrived == ["late"]  # not the deleted pod, not a tracked one
+        tracker.on_watch_event("DELETED", pod("a", namespace="n", uid="ua"))
+        assert tracker.all_gone.is_set()
+        late = PodRef("n", "late", "ul")
+        tracker.track(late)
+        assert not tracker.all_gone.is_set() and tracker.remaining() == [("n", "late")]
+        tracker.on_watch_event("MODIFIED", pod("late", namespace="n", uid="ul"))
+        assert arrived == ["late"]  # tracked now: no second hand-over
+        tracker.on_watch_event("DELETED", pod("late", namespace="n", uid="ul"))
+        assert tracker.all_gone.is_set()
+
+    asyncio.run(scenario())
+
+
+class FakeWatchCore:
+    """First watch: an expired resourceVersion (410 event); then a re-list; then a quiet watch."""
+
+    def __init__(self, listed: list[dict[str, Any]]) -> None:
+        self.listed = listed
+        self.calls: list[dict[str, Any]] = []
+        self.streams: list[FakeStream] = []
+        self.second_watch = threading.Event()
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls.append(arguments)
+        if not arguments.get("watch"):
+            return SimpleNamespace(
+                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.listed})
+            )
+        if len(self.streams) == 0:
+            stream = FakeStream(
+                [
+                    {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                    {"type": "ERROR", "object": {"kind": "Status", "code": 410}},
+                ]
+            )
+        else:
+            stream = FakeStream([])
+            self.second_watch.set()
+        self.streams.append(stream)
+        return stream
+
+
+def test_the_watch_relists_when_its_version_expired_and_stops_at_once() -> None:
+    survivor = pod("b", namespace="n", uid="ub")
+    core = FakeWatchCore([survivor])
+    counter = RequestCounter()
+
+    async def scenario() -> tuple[bool, bool, float]:
+        gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
+        tracker = GoneTracker([gone, kept])
+        watch = NodePodWatch(core, "node-1", "10", tracker, counter)
+        watch.start()
+        await tracker.wait_gone(gone, 5)
+        assert await asyncio.to_thread(core.second_watch.wait, 5)
+        started = time.monotonic()
+        await watch.stop()
+        return tracker.is_gone(gone), tracker.is_gone(kept), time.monotonic() - started
+
+    gone, kept, stop_seconds = asyncio.run(scenario())
+    assert gone and not kept
+    assert stop_seconds < 2
+    watches = [call for call in core.calls if call.get("watch")]
+    assert [call["resource_version"] for call in watches] == ["10", "50"]
+    assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
+    assert counter.counts == {"watch-pods": 2, "list-pods": 1}
+    assert all(stream.closed for stream in core.streams)
+
+
+class FakeWatchListCore:
+    """A server with watch-lists (initial pods, the end bookmark, then a deletion), or without
+    (`sendInitialEvents` refused with 422: a list, then a watch from its resourceVersion)."""
+
+    def __init__(self, serves_watch_list: bool, pods: list[dict[str, Any]]) -> None:
+        self.serves_watch_list = serves_watch_list
+        self.pods = pods
+        self.calls: list[dict[str, Any]] = []
+        self.streams: list[FakeStream] = []
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls.append(arguments)
+        if not arguments.get("watch"):
+            return SimpleNamespace(
+                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.pods})
+            )
+        if arguments.get("send_initial_events") and not self.serves_watch_list:
+            raise ApiException(status=422, reason="sendInitialEvents is forbidden")
+        lines: list[dict[str, Any]] = []
+        if arguments.get("send_initial_events"):
+            lines += [{"type": "ADDED", "object": item} for item in self.pods]
+            end = {"k8s.io/initial-events-end": "true"}
+            lines.append(
+                {
+                    "type": "BOOKMARK",
+                    "object": {"metadata": {"resourceVersion": "20", "annotations": end}},
+                }
+            )
+        lines.append({"type": "DELETED", "object": self.pods[0]})
+        stream = FakeStream(lines)
+        self.streams.append(stream)
+        return stream
+
+
+@pytest.mark.parametrize("serves_watch_list", [True, False])
+def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
+    serves_watch_list: bool,
+) -> None:
+    first, second = pod("a", namespace="n", uid="ua"), pod("b", namespace="n", uid="ub")
+    core = FakeWatchListCore(serves_watch_list, [first, second])
+    counter = RequestCounter()
+
+    async def scenario() -> tuple[list[str], bool, bool]:
+        watch = NodePodWatch(core, "node-1", None, None, counter)
+        watch.start()
+        items = await asyncio.wait_for(watch.initial, 5)
+        # The deletion may already have arrived: it waits for the tracker, then reaches it.
+        await asyncio.sleep(0.1)
+        gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
+        tracker = GoneTracker([gone, kept])
+        watch.attach(tracker)
+        await tracker.wait_gone(gone, 5)
+        await watch.stop()
+        return (
+            [item["metadata"]["name"] for item in items],
+            tracker.is_gone(gone),
+            (tracker.is_gone(kept)),
+        )
+
+    names, gone, kept = asyncio.run(scenario())
+    assert names == ["a", "b"]
+    assert gone and not kept
+    watches = [call for call in core.calls if call.get("watch")]
+    if serves_watch_list:
+        assert counter.counts == {"watch-pods": 1}
+        assert watches[0]["resource_version_match"] == "NotOlderThan"
+    else:
+        assert counter.counts == {"watch-pods": 2, "list-pods": 1}
+        assert watches[-1]["resource_version"] == "50"
+    assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
+    assert all(stream.closed for stream in core.streams)
