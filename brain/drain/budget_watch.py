@@ -18,29 +18,16 @@ drain lists the budgets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from brain.drain.watch_stream import (
-    INITIAL_EVENTS_END_ANNOTATION,
-    close_response,
-    response_lines,
-    stop_watch_thread,
-)
+from brain.drain.request_counter import RequestCounter
+from brain.drain.watch_list import WatchList
 
 log = logging.getLogger(__name__)
-
-# A watch ends server-side after this long and is resumed from its last resourceVersion.
-WATCH_SECONDS = 300
-BACKOFF_FIRST_SECONDS = 1.0
-BACKOFF_MAX_SECONDS = 30.0
-# The bookmark that ends a watch-list's initial state (sendInitialEvents).
 
 
 class BudgetSignals(Protocol):
@@ -71,40 +58,41 @@ def allows_disruption(budget: Mapping[str, Any]) -> bool:
 
 
 class BudgetWatch:
-    """A watch on PodDisruptionBudgets, read in a thread, opened by the first wait.
+    """A watch on PodDisruptionBudgets (the drain's watch-list client), opened by the first wait.
 
-    Each event the watch delivers is a change with a sequence number; `allowed_since` wakes as
-    soon as the budget's latest change came after the caller's `mark` and allows a disruption.
-    A deleted budget allows everything. stop() shuts the socket so no thread is left behind.
+    Each change the watch delivers gets a sequence number; `allowed_since` wakes as soon as the
+    budget's latest change came after the caller's `mark` and allows a disruption. A deleted
+    budget allows everything. stop() shuts the socket so no thread is left behind.
     """
 
-    def __init__(self, policy: Any, counter: Any = None) -> None:
-        self._policy = policy  # a PolicyV1Api
-        self._counter = counter  # a drain.RequestCounter
+    def __init__(self, policy: Any, counter: RequestCounter | None = None) -> None:
         self._sequence = 0
         self._changed_at: dict[str, int] = {}  # budget -> sequence of its latest change
         self._allows: dict[str, bool] = {}
         self._objects: dict[str, dict[str, Any]] = {}  # budget -> its latest version
-        # The watch has delivered every budget and missed no change since (a watch-list that
-        # never failed): `budgets()` may stand in for a list.
-        self._complete = False
-        self._gapless = True
-        self._watch_list = True  # False once the server refused sendInitialEvents
+        self._complete = False  # the watch has delivered every budget
         self._pulse = asyncio.Event()  # set (and replaced) at every change
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._response: Any = None
-        self._resource_version = ""
+        self._watch = WatchList(
+            policy.list_pod_disruption_budget_for_all_namespaces,  # policy: a PolicyV1Api
+            self,
+            what="PodDisruptionBudgets",
+            counted_as="pdbs",
+            counter=counter,
+            thread_name="pitstop-drain-pdbs",
+        )
 
     def mark(self) -> int:
         return self._sequence
 
     def budgets(self) -> list[dict[str, Any]] | None:
-        return list(self._objects.values()) if self._complete and self._gapless else None
+        # Only a watch that never failed stands in for a list: one that failed may have missed
+        # a change.
+        if not self._complete or self._watch.interrupted:
+            return None
+        return list(self._objects.values())
 
     async def allowed_since(self, budget: str, mark: int, at_most_seconds: float) -> bool:
-        self._start()
+        self._watch.start()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + at_most_seconds
         while not (self._changed_at.get(budget, 0) > mark and self._allows.get(budget, False)):
@@ -117,101 +105,45 @@ class BudgetWatch:
                 return False
         return True
 
-    def _start(self) -> None:
-        if self._thread is not None or self._stopping.is_set():
-            return
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="pitstop-drain-pdbs", daemon=True)
-        self._thread.start()
+    def on_state(self, objects: list[dict[str, Any]]) -> None:
+        before, self._objects = (
+            self._objects,
+            {_name_of(budget): dict(budget) for budget in objects},
+        )
+        for name in before.keys() - self._objects.keys():  # deleted while the watch was away
+            self._changed(name, allows=True)
+        for name, budget in self._objects.items():
+            self._changed(name, allows_disruption(budget))
+        self._complete = True
+        self._wake()
 
-    def _seen(self, kind: str, budget: Mapping[str, Any]) -> None:  # on the event loop
-        metadata = budget.get("metadata") or {}
-        name = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
-        self._sequence += 1
-        self._changed_at[name] = self._sequence
-        self._allows[name] = kind == "DELETED" or allows_disruption(budget)
+    def on_change(self, kind: str, item: dict[str, Any]) -> None:
+        name = _name_of(item)
+        self._changed(name, kind == "DELETED" or allows_disruption(item))
         if kind == "DELETED":
             self._objects.pop(name, None)
         else:
-            self._objects[name] = dict(budget)
+            self._objects[name] = dict(item)
+        self._wake()
+
+    def on_failure(self, error: Exception, has_state: bool) -> None:
+        if isinstance(error, ApiException) and error.status == 403:
+            log.warning("may not watch PodDisruptionBudgets: refused pods wait the pace")
+            self._watch.give_up()
+
+    def _changed(self, name: str, allows: bool) -> None:
+        self._sequence += 1
+        self._changed_at[name] = self._sequence
+        self._allows[name] = allows
+
+    def _wake(self) -> None:
         pulse, self._pulse = self._pulse, asyncio.Event()
         pulse.set()
 
-    def _initial_state_ended(self) -> None:  # on the event loop
-        self._complete = True
-
-    def _deliver(self, handler: Callable[..., None], *arguments: Any) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-                self._loop.call_soon_threadsafe(handler, *arguments)
-
-    def _run(self) -> None:
-        backoff = BACKOFF_FIRST_SECONDS
-        while not self._stopping.is_set():
-            try:
-                self._watch_once()
-                backoff = BACKOFF_FIRST_SECONDS
-            except Exception as error:
-                if self._stopping.is_set():
-                    return
-                self._gapless = False  # changes may be missed until the watch resumes
-                if (
-                    isinstance(error, ApiException)
-                    and error.status in (400, 422)
-                    and not self._resource_version
-                    and self._watch_list
-                ):
-                    self._watch_list = False  # no watch-lists here: a plain watch will do
-                    continue
-                if isinstance(error, ApiException) and error.status == 403:
-                    log.warning("may not watch PodDisruptionBudgets: refused pods wait the pace")
-                    return
-                if isinstance(error, ApiException) and error.status == 410:
-                    self._resource_version = ""  # start anew from the current state
-                    continue
-                log.warning("watching PodDisruptionBudgets failed: %s", error)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
-
-    def _watch_once(self) -> None:
-        if self._counter is not None:
-            self._counter.add("watch-pdbs")
-        since: dict[str, Any] = {}
-        if self._resource_version:
-            since = {"resource_version": self._resource_version}
-        elif self._watch_list:
-            since = {"send_initial_events": True, "resource_version_match": "NotOlderThan"}
-        response = self._policy.list_pod_disruption_budget_for_all_namespaces(
-            watch=True,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            **since,
-        )
-        self._response = response
-        try:
-            if self._stopping.is_set():
-                return
-            for line in response_lines(response):
-                if not line:
-                    continue
-                event = json.loads(line)
-                kind, budget = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    code = budget.get("code")
-                    raise ApiException(status=code, reason=str(budget.get("message", budget)))
-                metadata = budget.get("metadata") or {}
-                if metadata.get("resourceVersion"):
-                    self._resource_version = metadata["resourceVersion"]
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._deliver(self._seen, kind, budget)
-                elif kind == "BOOKMARK" and INITIAL_EVENTS_END_ANNOTATION in (
-                    metadata.get("annotations") or {}
-                ):
-                    self._deliver(self._initial_state_ended)
-        finally:
-            self._response = None
-            close_response(response)
-
     async def stop(self) -> None:
-        await stop_watch_thread(self._stopping, self._response, self._thread)
+        await self._watch.stop()
+
+
+def _name_of(budget: Mapping[str, Any]) -> str:
+    metadata = budget.get("metadata") or {}
+    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"

@@ -1,15 +1,15 @@
-"""Cordon and drain a node through the Eviction API, with `kubectl drain`'s semantics.
+"""Drain a node through the Eviction API, with `kubectl drain`'s semantics (the caller cordons).
 
 Why not shell out to kubectl: the brain must stay cheap for the API server and cancellable. A
 drain here costs one list of the node's pods, one list of PodDisruptionBudgets (to name the
 budgets the health gate must wait for; a refused drain's budget watch stands in for it), one
-watch of the node's pods, and the evictions; with
-`watch_list` (the brain's choice) the watch also delivers the node's pods first, where the server
-serves watch-lists, and the list is not needed. A pod
-blocked by a budget (429) is retried as soon as that budget allows a disruption again (a watch
-of the budgets, opened at the drain's first refusal: see budget_watch), once per change of the
-budget, and every `eviction_retry_seconds` (kubectl's 5 s) at the latest, never in a tight
-loop; a pod counts as gone when the watch reports it deleted or replaced (new UID).
+watch of the node's pods (pod_watch), and the evictions; with `watch_list` (the brain's choice)
+the watch also delivers the node's pods first, where the server serves watch-lists, and the list
+is not needed. Which pods are evicted is classify's decision. A pod blocked by a budget (429)
+is retried as soon as that budget allows a disruption again (a watch of the budgets, opened at
+the drain's first refusal: see budget_watch), once per change of the budget, and every
+`eviction_retry_seconds` (kubectl's 5 s) at the latest, never in a tight loop; a pod counts as
+gone when the watch reports it deleted or replaced (new UID).
 
 Every blocking `kubernetes` call runs in a thread, so the brain's event loop never blocks. The
 drain is idempotent: cancelling it (the brain stops) and calling it again later re-lists the
@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from brain.drain.budget_watch import BudgetSignals, BudgetWatch
 from brain.drain.budgets import covering_budgets, list_budgets
 from brain.drain.classify import DrainOptions, DrainProblem, PodRef, classify_pods
-from brain.drain.pod_watch import GoneTracker, NodePodWatch, list_node_pods
+from brain.drain.pod_watch import GoneTracker, NodePodWatch
 from brain.drain.refusals import PodProgress, RefusalLog, plural, timeout_message
 from brain.drain.request_counter import RequestCounter, count_request
 
@@ -211,28 +211,16 @@ async def drain_node(
     so on a node left schedulable the drain would chase its workloads' replacements.
     Cancelling stops the evictions and the watch cleanly; calling again resumes.
     `watch_list`: read the node's pods through the watch itself (one request, not two) where
-    the server serves watch-lists.
+    the server serves watch-lists; without it, a list and a watch.
     """
     core = client.CoreV1Api(api)
-    watch: NodePodWatch | None = None
-    resource_version = ""
-    if watch_list:
-        watch = NodePodWatch(core, node, None, None, counter)
-        watch.start()
-        try:
-            items = await watch.initial
-        except BaseException:
-            await watch.stop()
-            raise
-    else:
-        items, resource_version = await asyncio.to_thread(list_node_pods, core, node, counter)
+    watch = NodePodWatch(core, node, counter, watch_lists=watch_list)
+    watch.start()
     try:
-        return await _drain_listed(
-            api, core, node, options, deadline, counter, items, resource_version, watch
-        )
+        items = await watch.initial
+        return await _drain_listed(api, core, node, options, deadline, counter, items, watch)
     finally:
-        if watch is not None:
-            await watch.stop()
+        await watch.stop()
 
 
 async def _drain_listed(
@@ -243,10 +231,9 @@ async def _drain_listed(
     deadline: datetime,
     counter: RequestCounter | None,
     items: list[dict[str, Any]],
-    resource_version: str,
-    watch: NodePodWatch | None,
+    watch: NodePodWatch,
 ) -> DrainResult:
-    """drain_node once the node's pods are known (and, with a watch-list, watched already)."""
+    """drain_node once the node's pods are known and watched (the caller stops the watch)."""
     to_evict, skipped, problems = classify_pods(items, options)
     if problems:
         listed = "; ".join(map(str, problems))
@@ -301,11 +288,7 @@ async def _drain_listed(
             problem_arrived.set()
 
     tracker.on_arrival = on_arrival
-    if watch is None:
-        watch = NodePodWatch(core, node, resource_version, tracker, counter)
-        watch.start()
-    else:
-        watch.attach(tracker)
+    watch.attach(tracker)
     for pod in to_evict:
         evict(pod)
     try:
@@ -315,7 +298,7 @@ async def _drain_listed(
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        await watch.stop()
+        await watch.stop()  # before the budgets are read: no pod event lands after this
         await budget_watch.stop()
 
     # The budgets covering the evicted pods: what the budget watch (a refused drain) has seen,

@@ -1,50 +1,21 @@
 """The pods of the node being drained, watched: which of those to evict are gone, and which
 arrive during the drain.
 
-One watch per drain (a watch-list where the server serves them: the node's pods first, then
-their changes, in one request). A pod counts as gone when the watch reports it deleted or
-replaced (new UID), or when a re-list no longer shows it.
+One watch per drain through the drain's watch-list client (watch_list.py): the node's pods
+first, then their changes, in one request where the server serves watch-lists. A pod counts as
+gone when the watch reports it deleted or replaced (new UID), or when a fresh state (after the
+watch's version expired) no longer shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from brain.drain.classify import PodRef
-from brain.drain.request_counter import RequestCounter, count_request
-from brain.drain.watch_stream import (
-    INITIAL_EVENTS_END_ANNOTATION,
-    close_response,
-    response_lines,
-    stop_watch_thread,
-)
-
-log = logging.getLogger(__name__)
-
-# A watch ends server-side after this long and is resumed from its last resourceVersion.
-WATCH_SECONDS = 300
-# Backoff for watch failures.
-ERROR_BACKOFF_FIRST_SECONDS = 1.0
-ERROR_BACKOFF_MAX_SECONDS = 30.0
-
-
-def list_node_pods(
-    core: Any, node: str, counter: RequestCounter | None
-) -> tuple[list[dict[str, Any]], str]:
-    count_request(counter, "list-pods")
-    response = core.list_pod_for_all_namespaces(
-        field_selector=f"spec.nodeName={node}", _preload_content=False
-    )
-    document = json.loads(response.data)
-    return list(document.get("items") or []), str(document["metadata"].get("resourceVersion", ""))
+from brain.drain.request_counter import RequestCounter
+from brain.drain.watch_list import WatchList
 
 
 class GoneTracker:
@@ -109,44 +80,41 @@ class GoneTracker:
 
 
 class NodePodWatch:
-    """A watch on the pods of one node, read in a thread and handed to the event loop.
+    """The watch on the pods of one node, handed to a GoneTracker once the drain has one.
 
-    The thread resumes the watch from its last resourceVersion when the server ends it, and
-    re-lists (reporting a snapshot) when that version has expired (410). stop() shuts the
-    socket down so a blocked read returns at once: cancelling a drain leaves no thread behind.
-
-    Without a resourceVersion to start from, the watch itself fetches the node's pods first
-    (a watch-list: `sendInitialEvents`, up to the bookmark that ends the initial state), so a
-    drain costs one request instead of a list and a watch; a server without watch-lists gets
-    the list and the watch. `initial` then resolves to the pods; events that follow wait for
-    `attach(tracker)`.
+    `initial` resolves to the node's pods (the first state), or to the error that kept the
+    watch from fetching them (the drain then fails and is retried by its caller). What the
+    watch sees after that waits for `attach(tracker)`; a later state (the watch's version
+    expired) reaches the tracker as a snapshot.
     """
 
     def __init__(
-        self,
-        core: Any,
-        node: str,
-        resource_version: str | None,
-        tracker: GoneTracker | None,
-        counter: RequestCounter | None,
+        self, core: Any, node: str, counter: RequestCounter | None, watch_lists: bool = True
     ) -> None:
-        self._core = core
-        self._node = node
-        self._resource_version = resource_version
-        self._tracker = tracker
+        self._tracker: GoneTracker | None = None
         self._backlog: list[tuple[str, tuple[Any, ...]]] = []
-        self._counter = counter
-        self._loop = asyncio.get_running_loop()
-        self.initial: asyncio.Future[list[dict[str, Any]]] = self._loop.create_future()
-        self._initial_items: list[dict[str, Any]] | None = None
-        self._stopping = threading.Event()
-        self._response: Any = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"pitstop-drain-watch-{node}", daemon=True
+        self.initial: asyncio.Future[list[dict[str, Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._watch = WatchList(
+            core.list_pod_for_all_namespaces,
+            self,
+            what=f"pods of node {node}",
+            counted_as="pods",
+            counter=counter,
+            arguments={"field_selector": f"spec.nodeName={node}"},
+            thread_name=f"pitstop-drain-watch-{node}",
+            watch_lists=watch_lists,
         )
 
-    def start(self) -> None:
-        self._thread.start()
+    def start(self, resource_version: str | None = None) -> None:
+        """Watch from a fresh state (`initial`), or from `resource_version` (pods known)."""
+        if resource_version is not None:
+            self.initial.set_result([])  # the caller has the pods: nothing to wait for
+        self._watch.start(resource_version)
+
+    async def stop(self) -> None:
+        await self._watch.stop()
 
     def attach(self, tracker: GoneTracker) -> None:
         """Hand what the watch saw after its initial state, and all that follows, to `tracker`."""
@@ -155,150 +123,24 @@ class NodePodWatch:
         for kind, arguments in backlog:
             self._handle(kind, *arguments)
 
-    def _handle(self, kind: str, *arguments: Any) -> None:  # on the event loop
+    def on_state(self, objects: list[dict[str, Any]]) -> None:
+        if not self.initial.done():
+            self.initial.set_result(objects)
+            return
+        present = {ref.key: ref.uid for ref in map(PodRef.from_pod, objects)}
+        self._handle("snapshot", present)
+
+    def on_change(self, kind: str, item: dict[str, Any]) -> None:
+        self._handle("event", kind, item)
+
+    def on_failure(self, error: Exception, has_state: bool) -> None:
+        if not has_state and not self.initial.done():  # no pods to drain from: the drain fails
+            self.initial.set_exception(error)
+
+    def _handle(self, kind: str, *arguments: Any) -> None:
         if self._tracker is None:
             self._backlog.append((kind, arguments))
         elif kind == "snapshot":
             self._tracker.on_snapshot(*arguments)
         else:
             self._tracker.on_watch_event(*arguments)
-
-    def _resolve(self, items: list[dict[str, Any]] | BaseException) -> None:  # on the event loop
-        if self.initial.done():
-            return
-        if isinstance(items, BaseException):
-            self.initial.set_exception(items)
-        else:
-            self.initial.set_result(items)
-
-    def _deliver(self, handler: Callable[..., None], *arguments: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-            self._loop.call_soon_threadsafe(handler, *arguments)
-
-    def _relist(self) -> None:
-        items, self._resource_version = list_node_pods(self._core, self._node, self._counter)
-        present = {PodRef.from_pod(pod).key: PodRef.from_pod(pod).uid for pod in items}
-        self._deliver(self._handle, "snapshot", present)
-
-    def _start_from_a_list(self) -> None:
-        items, self._resource_version = list_node_pods(self._core, self._node, self._counter)
-        self._deliver(self._resolve, items)
-
-    def _run(self) -> None:
-        backoff = ERROR_BACKOFF_FIRST_SECONDS
-        while not self._stopping.is_set():
-            try:
-                if self._resource_version is None:
-                    self._watch_list()
-                else:
-                    self._watch_once()
-                backoff = ERROR_BACKOFF_FIRST_SECONDS
-            except _NoWatchListError:
-                try:
-                    self._start_from_a_list()
-                except Exception as error:  # the drain fails (and is retried by its caller)
-                    self._deliver(self._resolve, error)
-                    return
-            except _WatchExpiredError:
-                try:
-                    if self._resource_version is None:  # expired before its initial state
-                        self._start_from_a_list()
-                    else:
-                        self._relist()
-                except Exception as error:  # retried below
-                    log.warning("re-listing pods of node %s failed: %s", self._node, error)
-                    self._stopping.wait(backoff)
-            except Exception as error:  # any watch failure: resume after a pause
-                if self._stopping.is_set():
-                    return
-                if self._resource_version is None:  # no initial state: the drain fails
-                    self._deliver(self._resolve, error)
-                    return
-                log.warning("watching pods of node %s failed: %s", self._node, error)
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, ERROR_BACKOFF_MAX_SECONDS)
-
-    def _watch_list(self) -> None:
-        """The initial state and then the changes, in one request."""
-        count_request(self._counter, "watch-pods")
-        try:
-            response = self._core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={self._node}",
-                watch=True,
-                allow_watch_bookmarks=True,
-                send_initial_events=True,
-                resource_version_match="NotOlderThan",
-                timeout_seconds=WATCH_SECONDS,
-                _preload_content=False,
-            )
-        except ApiException as error:
-            # 400/422: the server does not serve watch-lists (its WatchList feature is off).
-            if error.status in (400, 422):
-                raise _NoWatchListError from error
-            raise
-        self._initial_items = []
-        self._read(response)
-
-    def _watch_once(self) -> None:
-        self._initial_items = None
-        count_request(self._counter, "watch-pods")
-        try:
-            response = self._core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={self._node}",
-                watch=True,
-                allow_watch_bookmarks=True,
-                resource_version=self._resource_version,
-                timeout_seconds=WATCH_SECONDS,
-                _preload_content=False,
-            )
-        except ApiException as error:
-            if error.status == 410:
-                raise _WatchExpiredError from error
-            raise
-        self._read(response)
-
-    def _read(self, response: Any) -> None:
-        self._response = response
-        try:
-            if self._stopping.is_set():
-                return
-            for line in response_lines(response):
-                if not line:
-                    continue
-                event = json.loads(line)
-                kind = event.get("type")
-                pod = event.get("object") or {}
-                if kind == "ERROR":
-                    if pod.get("code") == 410:
-                        raise _WatchExpiredError
-                    raise RuntimeError(f"watch error: {pod.get('message', pod)}")
-                metadata = pod.get("metadata") or {}
-                version = metadata.get("resourceVersion")
-                if self._initial_items is not None:  # still reading a watch-list's initial state
-                    if kind == "ADDED":
-                        self._initial_items.append(pod)
-                    elif kind == "BOOKMARK" and (metadata.get("annotations") or {}).get(
-                        INITIAL_EVENTS_END_ANNOTATION
-                    ):
-                        items, self._initial_items = self._initial_items, None
-                        self._resource_version = version or ""
-                        self._deliver(self._resolve, items)
-                    continue
-                if version:
-                    self._resource_version = version
-                if kind != "BOOKMARK":
-                    self._deliver(self._handle, "event", kind, pod)
-        finally:
-            self._response = None
-            close_response(response)
-
-    async def stop(self) -> None:
-        await stop_watch_thread(self._stopping, self._response, self._thread)
-
-
-class _WatchExpiredError(Exception):
-    """The watch's resourceVersion is too old (410 Gone): re-list."""
-
-
-class _NoWatchListError(Exception):
-    """The server refused `sendInitialEvents`: list, then watch."""

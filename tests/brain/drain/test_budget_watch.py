@@ -72,7 +72,7 @@ class FlakyPolicy(FakePolicy):
 def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("brain.drain.budget_watch.BACKOFF_FIRST_SECONDS", 0.05)
+    monkeypatch.setattr("brain.drain.watch_list.BACKOFF_FIRST_SECONDS", 0.05)
 
     async def scenario() -> object:
         policy = FlakyPolicy(web_budget(0))

@@ -14,7 +14,8 @@ import pytest
 
 from brain.drain.budget_watch import BudgetWatch
 from brain.drain.classify import DrainOptions, PodRef
-from brain.drain.evictions import _drain_listed, blocking_budget, evict_once
+from brain.drain.evictions import DrainResult, _drain_listed, blocking_budget, evict_once
+from brain.drain.pod_watch import NodePodWatch
 from tests.brain.drain.fakes import (
     FakeCore,
     FakePolicy,
@@ -25,6 +26,18 @@ from tests.brain.drain.fakes import (
 )
 
 DEFAULTS = DrainOptions()
+
+
+async def drain_listed(
+    core: Any, options: DrainOptions, deadline: datetime, pods: list[dict[str, Any]]
+) -> DrainResult:
+    """Drain node-1 of `pods`, listed at resourceVersion 10 and watched from there on `core`."""
+    watch = NodePodWatch(core, "node-1", None)
+    watch.start("10")
+    try:
+        return await _drain_listed(None, core, "node-1", options, deadline, None, pods, watch)
+    finally:
+        await watch.stop()
 
 
 def test_the_blocking_budget_is_read_from_the_429_cause() -> None:
@@ -101,11 +114,7 @@ def test_a_refused_pod_that_arrives_stops_the_drain_and_is_reported_once(
     held = pod("held", namespace="n", uid="uh")
     deadline = datetime.now(UTC) + timedelta(seconds=10)
 
-    result = asyncio.run(
-        _drain_listed(
-            None, FakeArrivalCore(), "node-1", DEFAULTS, deadline, None, [held], "10", None
-        )
-    )
+    result = asyncio.run(drain_listed(FakeArrivalCore(), DEFAULTS, deadline, [held]))
     assert not result.completed
     assert [str(problem) for problem in result.problems] == [
         "n/late: has no controller (set force to delete it)"
@@ -142,9 +151,7 @@ def test_a_drain_logs_its_blocking_budget_once_however_often_it_retries(
     deadline = datetime.now(UTC) + timedelta(seconds=1)
     held = [pod("web-1", namespace="shop", uid="u1"), pod("web-2", namespace="shop", uid="u3")]
     with caplog.at_level("INFO", logger="brain.drain.evictions"):
-        result = asyncio.run(
-            _drain_listed(None, core, "node-1", options, deadline, None, held, "10", None)
-        )
+        result = asyncio.run(drain_listed(core, options, deadline, held))
     assert not result.completed and result.blocking_pdbs == ("shop/web",)
     assert len(core.calls) >= 10, "the evictions were not retried: nothing to rate-limit"
     blocked = [record.getMessage() for record in caplog.records if "blocked" in record.getMessage()]
@@ -191,7 +198,7 @@ def drain_refused_by_web(
     deadline = datetime.now(UTC) + timedelta(seconds=seconds)
     held = [pod("web-1", namespace="shop", uid="u1")]
     player.start()
-    asyncio.run(_drain_listed(None, core, "node-1", options, deadline, None, held, "10", None))
+    asyncio.run(drain_listed(core, options, deadline, held))
     player.join()
     return core
 

@@ -68,14 +68,17 @@ def test_the_tracker_hands_arrivals_over_and_waits_for_those_it_is_given() -> No
     asyncio.run(scenario())
 
 
-class FakeWatchCore:
-    """First watch: an expired resourceVersion (410 event); then a re-list; then a quiet watch."""
+class FakeExpiringCore:
+    """First watch: an expired resourceVersion (410 event); then the node's pods again (a
+    watch-list, or on a server without them a refused watch-list, a list and a watch); then
+    quiet."""
 
-    def __init__(self, listed: list[dict[str, Any]]) -> None:
+    def __init__(self, serves_watch_list: bool, listed: list[dict[str, Any]]) -> None:
+        self.serves_watch_list = serves_watch_list
         self.listed = listed
         self.calls: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
-        self.second_watch = threading.Event()
+        self.quiet_watch = threading.Event()
 
     def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
         self.calls.append(arguments)
@@ -83,6 +86,8 @@ class FakeWatchCore:
             return SimpleNamespace(
                 data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.listed})
             )
+        if arguments.get("send_initial_events") and not self.serves_watch_list:
+            raise ApiException(status=422, reason="sendInitialEvents is forbidden")
         if len(self.streams) == 0:
             stream = FakeStream(
                 [
@@ -90,25 +95,37 @@ class FakeWatchCore:
                     {"type": "ERROR", "object": {"kind": "Status", "code": 410}},
                 ]
             )
+        elif arguments.get("send_initial_events"):
+            end = {"metadata": {"resourceVersion": "50", "annotations": INITIAL_EVENTS_END}}
+            initial = [{"type": "ADDED", "object": item} for item in self.listed]
+            stream = FakeStream([*initial, {"type": "BOOKMARK", "object": end}])
+            self.quiet_watch.set()
         else:
             stream = FakeStream([])
-            self.second_watch.set()
+            self.quiet_watch.set()
         self.streams.append(stream)
         return stream
 
 
-def test_the_watch_relists_when_its_version_expired_and_stops_at_once() -> None:
+INITIAL_EVENTS_END = {"k8s.io/initial-events-end": "true"}
+
+
+@pytest.mark.parametrize("serves_watch_list", [True, False])
+def test_the_watch_fetches_the_pods_again_when_its_version_expired_and_stops_at_once(
+    serves_watch_list: bool,
+) -> None:
     survivor = pod("b", namespace="n", uid="ub")
-    core = FakeWatchCore([survivor])
+    core = FakeExpiringCore(serves_watch_list, [survivor])
     counter = RequestCounter()
 
     async def scenario() -> tuple[bool, bool, float]:
         gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
         tracker = GoneTracker([gone, kept])
-        watch = NodePodWatch(core, "node-1", "10", tracker, counter)
-        watch.start()
+        watch = NodePodWatch(core, "node-1", counter)
+        watch.attach(tracker)
+        watch.start("10")
         await tracker.wait_gone(gone, 5)
-        assert await asyncio.to_thread(core.second_watch.wait, 5)
+        assert await asyncio.to_thread(core.quiet_watch.wait, 5)
         started = time.monotonic()
         await watch.stop()
         return tracker.is_gone(gone), tracker.is_gone(kept), time.monotonic() - started
@@ -117,10 +134,48 @@ def test_the_watch_relists_when_its_version_expired_and_stops_at_once() -> None:
     assert gone and not kept
     assert stop_seconds < 2
     watches = [call for call in core.calls if call.get("watch")]
-    assert [call["resource_version"] for call in watches] == ["10", "50"]
     assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
-    assert counter.counts == {"watch-pods": 2, "list-pods": 1}
+    if serves_watch_list:
+        assert [call.get("resource_version") for call in watches] == ["10", None]
+        assert watches[1]["send_initial_events"] is True
+        assert counter.counts == {"watch-pods": 2}
+    else:
+        assert [call.get("resource_version") for call in watches] == ["10", None, "50"]
+        assert counter.counts == {"watch-pods": 3, "list-pods": 1}
     assert all(stream.closed for stream in core.streams)
+
+
+class FailingCore:
+    """Every request refused (the brain may not list pods, say)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls += 1
+        raise ApiException(status=403, reason="Forbidden")
+
+
+@pytest.mark.parametrize("watch_lists", [True, False])
+def test_a_watch_that_cannot_fetch_the_pods_fails_the_drain_and_stops(watch_lists: bool) -> None:
+    core = FailingCore()
+
+    async def scenario() -> tuple[BaseException | None, float]:
+        watch = NodePodWatch(core, "node-1", None, watch_lists=watch_lists)
+        watch.start()
+        try:
+            await asyncio.wait_for(watch.initial, 5)
+        except ApiException as error:
+            failure: BaseException | None = error
+        else:
+            failure = None
+        started = time.monotonic()
+        await watch.stop()
+        return failure, time.monotonic() - started
+
+    failure, stop_seconds = asyncio.run(scenario())
+    assert isinstance(failure, ApiException) and failure.status == 403
+    assert stop_seconds < 2 and core.calls == 1, "stopped during its pause: no second request"
 
 
 class FakeWatchListCore:
@@ -166,7 +221,7 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
     counter = RequestCounter()
 
     async def scenario() -> tuple[list[str], bool, bool]:
-        watch = NodePodWatch(core, "node-1", None, None, counter)
+        watch = NodePodWatch(core, "node-1", counter)
         watch.start()
         items = await asyncio.wait_for(watch.initial, 5)
         # The deletion may already have arrived: it waits for the tracker, then reaches it.
