@@ -84,3 +84,34 @@ def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
         return watch.budgets()
 
     assert asyncio.run(scenario()) is None
+
+
+class ForbiddingPolicy(FakePolicy):
+    """The brain may not watch budgets (RBAC)."""
+
+    def __init__(self) -> None:
+        super().__init__(web_budget(1))
+        self.calls = 0
+
+    def list_pod_disruption_budget_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls += 1
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def test_a_budget_watch_it_may_not_open_gives_up_and_refusals_wait_the_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("brain.drain.watch_list.BACKOFF_FIRST_SECONDS", 0.05)
+
+    async def scenario() -> tuple[bool, float, object]:
+        policy = ForbiddingPolicy()
+        watch = BudgetWatch(policy, None)
+        started = asyncio.get_running_loop().time()
+        allowed = await watch.allowed_since("shop/web", watch.mark(), 0.5)
+        waited = asyncio.get_running_loop().time() - started
+        await watch.stop()
+        assert policy.calls == 1, "asked again after a 403"
+        return allowed, waited, watch.budgets()
+
+    allowed, waited, budgets = asyncio.run(scenario())
+    assert not allowed and waited >= 0.45 and budgets is None
