@@ -68,43 +68,55 @@ def test_the_tracker_hands_arrivals_over_and_waits_for_those_it_is_given() -> No
     asyncio.run(scenario())
 
 
-class FakeExpiringCore:
-    """First watch: an expired resourceVersion (410 event); then the node's pods again (a
-    watch-list, or on a server without them a refused watch-list, a list and a watch); then
-    quiet."""
+class FakePodServer:
+    """The node's pods at resourceVersion 50, listed, or watched (`watch`, per test); a server
+    without watch-lists refuses `sendInitialEvents` (422)."""
 
-    def __init__(self, serves_watch_list: bool, listed: list[dict[str, Any]]) -> None:
+    def __init__(self, serves_watch_list: bool, pods: list[dict[str, Any]]) -> None:
         self.serves_watch_list = serves_watch_list
-        self.listed = listed
+        self.pods = pods
         self.calls: list[dict[str, Any]] = []
         self.streams: list[FakeStream] = []
-        self.quiet_watch = threading.Event()
 
     def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
         self.calls.append(arguments)
         if not arguments.get("watch"):
             return SimpleNamespace(
-                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.listed})
+                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.pods})
             )
         if arguments.get("send_initial_events") and not self.serves_watch_list:
             raise ApiException(status=422, reason="sendInitialEvents is forbidden")
+        stream = self.watch(arguments)
+        self.streams.append(stream)
+        return stream
+
+    def watch(self, arguments: dict[str, Any]) -> FakeStream:
+        raise NotImplementedError
+
+
+class FakeExpiringCore(FakePodServer):
+    """First watch: an expired resourceVersion (410 event); then the node's pods again (a
+    watch-list, or on a server without them a refused watch-list, a list and a watch); then
+    quiet."""
+
+    def __init__(self, serves_watch_list: bool, pods: list[dict[str, Any]]) -> None:
+        super().__init__(serves_watch_list, pods)
+        self.quiet_watch = threading.Event()
+
+    def watch(self, arguments: dict[str, Any]) -> FakeStream:
         if len(self.streams) == 0:
-            stream = FakeStream(
+            return FakeStream(
                 [
                     {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
                     {"type": "ERROR", "object": {"kind": "Status", "code": 410}},
                 ]
             )
-        elif arguments.get("send_initial_events"):
+        self.quiet_watch.set()
+        if arguments.get("send_initial_events"):
             end = {"metadata": {"resourceVersion": "50", "annotations": INITIAL_EVENTS_END}}
-            initial = [{"type": "ADDED", "object": item} for item in self.listed]
-            stream = FakeStream([*initial, {"type": "BOOKMARK", "object": end}])
-            self.quiet_watch.set()
-        else:
-            stream = FakeStream([])
-            self.quiet_watch.set()
-        self.streams.append(stream)
-        return stream
+            initial = [{"type": "ADDED", "object": item} for item in self.pods]
+            return FakeStream([*initial, {"type": "BOOKMARK", "object": end}])
+        return FakeStream([])
 
 
 INITIAL_EVENTS_END = {"k8s.io/initial-events-end": "true"}
@@ -178,38 +190,18 @@ def test_a_watch_that_cannot_fetch_the_pods_fails_the_drain_and_stops(watch_list
     assert stop_seconds < 2 and core.calls == 1, "stopped during its pause: no second request"
 
 
-class FakeWatchListCore:
+class FakeWatchListCore(FakePodServer):
     """A server with watch-lists (initial pods, the end bookmark, then a deletion), or without
     (`sendInitialEvents` refused with 422: a list, then a watch from its resourceVersion)."""
 
-    def __init__(self, serves_watch_list: bool, pods: list[dict[str, Any]]) -> None:
-        self.serves_watch_list = serves_watch_list
-        self.pods = pods
-        self.calls: list[dict[str, Any]] = []
-        self.streams: list[FakeStream] = []
-
-    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
-        self.calls.append(arguments)
-        if not arguments.get("watch"):
-            return SimpleNamespace(
-                data=json.dumps({"metadata": {"resourceVersion": "50"}, "items": self.pods})
-            )
-        if arguments.get("send_initial_events") and not self.serves_watch_list:
-            raise ApiException(status=422, reason="sendInitialEvents is forbidden")
+    def watch(self, arguments: dict[str, Any]) -> FakeStream:
         lines: list[dict[str, Any]] = []
         if arguments.get("send_initial_events"):
             lines += [{"type": "ADDED", "object": item} for item in self.pods]
-            end = {"k8s.io/initial-events-end": "true"}
-            lines.append(
-                {
-                    "type": "BOOKMARK",
-                    "object": {"metadata": {"resourceVersion": "20", "annotations": end}},
-                }
-            )
+            end = {"metadata": {"resourceVersion": "20", "annotations": INITIAL_EVENTS_END}}
+            lines.append({"type": "BOOKMARK", "object": end})
         lines.append({"type": "DELETED", "object": self.pods[0]})
-        stream = FakeStream(lines)
-        self.streams.append(stream)
-        return stream
+        return FakeStream(lines)
 
 
 @pytest.mark.parametrize("serves_watch_list", [True, False])
