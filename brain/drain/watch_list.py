@@ -99,10 +99,6 @@ class WatchList:
         # between the state delivered and the one after.
         self.interrupted = False
 
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
     def start(self, resource_version: str | None = None) -> None:
         """Start the thread (on the event loop): from a fresh state, or resuming the watch from
         `resource_version` (the caller listed already and holds that state)."""

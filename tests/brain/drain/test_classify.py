@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from brain.core.selectors import parse_selector
+from brain.drain import classify
 from brain.drain.classify import DrainOptions, PodRef, classify_pods
 from tests.brain.drain.fakes import pod
 
@@ -142,3 +146,15 @@ def test_the_brains_own_pod_is_never_evicted_but_its_namesakes_are() -> None:
         ("pitstop-system", "the brain's own pod (it restarts with the node)")
     ]
     assert problems == []
+
+
+def test_classification_is_pure_it_imports_no_kubernetes_client_nor_io() -> None:
+    tree = ast.parse(Path(classify.__file__).read_text())
+    imported = {
+        alias.name if isinstance(node, ast.Import) else str(node.module)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    allowed = {"__future__", "collections.abc", "dataclasses", "typing", "brain.core.selectors"}
+    assert imported <= allowed, imported - allowed
