@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from brain.core.api import NO_ANSWER, ApiRequest, describe_request
+import pytest
+import yaml
+
+from brain.core.api import (
+    CRD_NAME,
+    DEFAULT_LOCK_NAME,
+    GROUP,
+    KIND,
+    NO_ANSWER,
+    PLURAL,
+    SHORT_NAME,
+    VERSION,
+    ApiRequest,
+    describe_request,
+)
+
+REPOSITORY = Path(__file__).resolve().parents[3]
 
 HOST = "https://10.0.0.1:6443"
 
@@ -81,3 +97,15 @@ def test_requests_are_named_as_the_api_server_names_them(
 )
 def test_which_answers_are_api_errors(code: str, resource: str, failed: bool) -> None:
     assert ApiRequest("get", resource, code, 0.01).failed is failed
+
+
+def test_the_constants_are_the_crds_and_the_charts() -> None:
+    """The CRD and the chart are YAML and cannot import the constants: they are compared."""
+    crd = yaml.safe_load((REPOSITORY / "crds" / f"{GROUP}_{PLURAL}.yaml").read_text())
+    names = crd["spec"]["names"]
+    assert crd["metadata"]["name"] == CRD_NAME
+    assert (crd["spec"]["group"], names["kind"], names["plural"]) == (GROUP, KIND, PLURAL)
+    assert names["shortNames"] == [SHORT_NAME]
+    assert [v["name"] for v in crd["spec"]["versions"] if v["storage"]] == [VERSION]
+    values = yaml.safe_load((REPOSITORY / "charts" / "pitstop" / "values.yaml").read_text())
+    assert values["brain"]["lockName"] == DEFAULT_LOCK_NAME
