@@ -161,3 +161,4 @@ def test_the_dry_run_is_asked_once_per_job_shape_and_again_later(env: PitstopEnv
     now[0] = 61.0
     assert asyncio.run(check("w", valid)) is None and asked() == 3
     assert env.jobs() == []  # dry runs create nothing
+    kube.api_client.close()
