@@ -31,6 +31,7 @@ lint: setup
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
+	$(RUN) lint-imports --no-logo
 
 test: lint binaries
 	$(RUN) pytest -p no:cacheprovider
@@ -71,4 +72,4 @@ release: setup
 	$(RUN) python -m localcluster.release --registry "$(REGISTRY)" $(if $(VERSION),--version "$(VERSION)") $(if $(INSECURE),--insecure)
 
 clean: cluster-down
-	rm -rf .venv .mypy_cache .ruff_cache
+	rm -rf .venv .mypy_cache .ruff_cache .import_linter_cache

@@ -33,6 +33,7 @@ from kubernetes import client
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
+from brain.core.api import DEFAULT_LOCK_NAME  # noqa: E402
 from localcluster.controlplane import ControlPlane  # noqa: E402
 from localcluster.hosts import HostBehaviour, HostSimulator, flag_node  # noqa: E402
 from localcluster.nodes import (  # noqa: E402
@@ -64,7 +65,7 @@ def pod_events(core: client.CoreV1Api, namespace: str) -> dict[str, int]:
 
 def lock_nodes(core: client.CoreV1Api) -> dict[str, object]:
     try:
-        config_map = core.read_namespaced_config_map("pitstop-lock", NAMESPACE)
+        config_map = core.read_namespaced_config_map(DEFAULT_LOCK_NAME, NAMESPACE)
     except client.exceptions.ApiException:
         return {}
     return dict(json.loads((config_map.data or {}).get("state.json") or "{}").get("nodes") or {})

@@ -1,51 +1,108 @@
 """The brain's access to the Kubernetes API: the `kubernetes` client, run in threads.
 
-The client is blocking; every call goes through `call()` so that the operator's event loop
-never blocks, and every failed call is counted for the `pitstop_api_errors_total` metric.
+Every request of the brain goes through one ApiClient, and `ApiRequests` wraps that client's
+transport (its rest client's `request`) once: every request, whichever module makes it (the
+flow, the drain's evictions and watches, the reboot Job, the blockers, the health gate), is
+counted by verb, resource and code, timed, counted as an API error when it failed, and its
+`Date` header tells the cluster clock the API server's time. `Kube.call()` runs blocking
+client calls in a thread so that the operator's event loop never blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from brain.core.api import NO_ANSWER, ApiRequest, describe_request
 from brain.core.clock import ClusterClock
 
 T = TypeVar("T")
+# Where an ApiClient's rest client keeps the ApiRequests that wraps it (installed once).
+_INSTALLED = "_pitstop_api_requests"
 
 
-def make_api_client() -> client.ApiClient:
-    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+class ApiRequests:
+    """The one wrapper around an ApiClient's transport: counts, times and observes requests.
+
+    A streamed response (a watch) returns from the transport when its headers arrive, so a
+    watch is counted once, when it opens, and timed to then.
+    """
+
+    def __init__(
+        self,
+        clock: ClusterClock | None = None,
+        observe: Callable[[ApiRequest], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._observe = observe
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def of(api_client: client.ApiClient) -> ApiRequests | None:
+        """The wrapper installed on `api_client`, if any."""
+        installed = getattr(api_client.rest_client, _INSTALLED, None)
+        return installed if isinstance(installed, ApiRequests) else None
+
+    def install(self, api_client: client.ApiClient) -> None:
+        """Wrap `api_client`'s transport; a second wrapper would count every request twice."""
+        rest = api_client.rest_client
+        if ApiRequests.of(api_client) is not None:
+            raise RuntimeError("this ApiClient's requests are already counted")
+        request = rest.request
+
+        def counted_request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            sent = time.monotonic()
+            try:
+                response = request(method, url, *args, **kwargs)
+            except ApiException as error:  # the transport's own: a Retry-After, an SSL error
+                self._record(method, url, str(error.status or NO_ANSWER), sent, error.headers)
+                raise
+            except Exception:
+                self._record(method, url, NO_ANSWER, sent, None)
+                raise
+            self._record(method, url, str(response.status), sent, response.headers)
+            return response
+
+        rest.request = counted_request
+        setattr(rest, _INSTALLED, self)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Requests so far by "verb resource" (e.g. "create pods/eviction"): the API cost."""
+        with self._lock:
+            return dict(self._counts)
+
+    def _record(self, method: str, url: str, code: str, sent: float, headers: Any) -> None:
+        received = time.monotonic()
+        verb, resource = describe_request(method, url)
+        with self._lock:
+            self._counts[f"{verb} {resource}"] += 1
+        if self._clock is not None and code != NO_ANSWER:
+            self._clock.observe_date_header(sent, received, _date_header(headers))
+        if self._observe is not None:
+            self._observe(ApiRequest(verb, resource, code, received - sent))
+
+
+def make_api_client(requests: ApiRequests | None = None) -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config. With
+    `requests`, every request of the client goes through it."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
-
-
-def sample_server_clock(api_client: client.ApiClient, clock: ClusterClock) -> None:
-    """Every response through this client (errors, watches and drains included) tells `clock`
-    the API server's time: its `Date` header, with when we sent and received it."""
-    rest = api_client.rest_client
-    request = rest.request
-
-    def timed_request(*args: Any, **kwargs: Any) -> Any:
-        sent = time.monotonic()
-        try:
-            response = request(*args, **kwargs)
-        except ApiException as error:
-            clock.observe_date_header(sent, time.monotonic(), _date_header(error.headers))
-            raise
-        clock.observe_date_header(sent, time.monotonic(), _date_header(response.headers))
-        return response
-
-    rest.request = timed_request
+    api_client = client.ApiClient(configuration)
+    if requests is not None:
+        requests.install(api_client)
+    return api_client
 
 
 def _date_header(headers: Any) -> str | None:
@@ -59,29 +116,29 @@ def _date_header(headers: Any) -> str | None:
 class Kube:
     """Typed, thread-offloaded access to the API groups the brain uses."""
 
-    def __init__(
-        self, api_client: client.ApiClient, on_error: Callable[[ApiException], None] | None = None
-    ) -> None:
+    def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
+        # Every request is counted at the transport (ApiRequests), installed here if not yet.
+        installed = ApiRequests.of(api_client)
+        if installed is None:
+            installed = ApiRequests()
+            installed.install(api_client)
+        self._requests = installed
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
-        self._on_error = on_error
-        # Requests made through call(), by client method: the API cost, seen from our side.
-        self.requests: dict[str, int] = {}
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Every request of the client so far, by "verb resource": the API cost, seen from
+        our side (the drain's and the Job's included)."""
+        return self._requests.counts
 
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        name = getattr(function, "__name__", "call")
-        self.requests[name] = self.requests.get(name, 0) + 1
-        try:
-            return await asyncio.to_thread(function, *args, **kwargs)
-        except ApiException as error:
-            # 404 and 409 are answers the flow expects, not API errors.
-            if self._on_error is not None and error.status not in (404, 409):
-                self._on_error(error)
-            raise
+        """Run a blocking client call in a thread (its request is counted at the transport)."""
+        return await asyncio.to_thread(function, *args, **kwargs)
 
 
 def is_status(error: BaseException, *statuses: int) -> bool:

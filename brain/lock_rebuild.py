@@ -32,15 +32,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from brain import node_updates
+from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.clock import plus
 from brain.core.lock_state import LockState, NodeLease, WindowRecord
 from brain.core.node_view import NodeView, node_view_from_object
 from brain.core.phase import Phase
 from brain.core.planner import NamedWindow, assign_windows
 from brain.core.window import (
-    GROUP,
-    PLURAL,
-    VERSION,
     WindowSpec,
     WindowSpecError,
     parse_window_spec,

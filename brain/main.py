@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 
 from brain.cluster_failures import run_command
+from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.clock import ClusterClock
 from brain.core.node_view import NodeView, node_view_from_object
 from brain.events import EventRecorder
@@ -30,12 +31,12 @@ from brain.flow import NodeFlow
 from brain.integrations.metrics import BrainMetrics, MetricsServer, start_metrics_server
 from brain.integrations.observer import BrainObserver
 from brain.integrations.window_blockers import BlockerChecker
-from brain.kube import Kube, make_api_client, sample_server_clock
+from brain.kube import ApiRequests, Kube, make_api_client
 from brain.lock import LockStore
 from brain.lock_rebuild import LockRebuilder
 from brain.preflight import check_cluster
 from brain.reboot.job_check import RebootJobCheck
-from brain.reconciler import GROUP, PLURAL, VERSION, WindowEntry, WindowReconciler
+from brain.reconciler import WindowEntry, WindowReconciler
 from brain.settings import BrainSettings, SettingsError, load_settings
 from brain.status_writer import StatusWriter
 from pitstop import logs
@@ -50,10 +51,11 @@ class Brain:
     def __init__(self, settings: BrainSettings) -> None:
         self.settings = settings
         self.metrics = BrainMetrics()
-        self.kube = Kube(make_api_client(), on_error=lambda _: self.metrics.api_errors.inc())
-        # Every response of the brain's client sets the clock to the API server's time.
+        # Every request of the brain's one client is counted and timed in the metrics, and its
+        # response sets the clock to the API server's time.
         self.clock = ClusterClock(settings.clock_skew_warning_seconds)
-        sample_server_clock(self.kube.api_client, self.clock)
+        requests = ApiRequests(self.clock, observe=self.metrics.observe_api_request)
+        self.kube = Kube(make_api_client(requests))
         self.events = EventRecorder(
             self.kube, host=socket.gethostname(), clock_ns=self.clock.time_ns
         )
@@ -174,7 +176,7 @@ class Brain:
 
     async def close(self) -> None:
         log.info(
-            "API requests made through the brain's client, by call: %s",
+            "API requests of the brain's client, by verb and resource: %s",
             dict(sorted(self.kube.requests.items())),
         )
         if self.housekeeping is not None:

@@ -15,8 +15,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.cluster_failures import CRD_MISSING, CommandError, describe
+from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.lock_state import LOCK_DATA_KEY, LockState
-from brain.core.window import GROUP, PLURAL, VERSION
 from brain.kube import make_api_client
 from brain.settings import BrainSettings
 

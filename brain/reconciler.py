@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from brain import node_updates
+from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.clock import ClusterClock, plus
 from brain.core.lock_state import LockState, LockUnreadableError, NodeLease, WindowRecord
 from brain.core.node_view import NodeView, Taint
@@ -38,7 +39,6 @@ from brain.lock import LockStore
 from brain.status_writer import StatusWriter
 
 log = logging.getLogger("pitstop.reconciler")
-GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
 # Why the window's reboot Job would be refused (brain/reboot/job_check.py), or None.

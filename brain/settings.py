@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from brain.core.api import DEFAULT_JOB_NAMESPACE, DEFAULT_LOCK_NAME, DEFAULT_NAMESPACE
 from pitstop.version import version_line
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -19,9 +20,9 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 class BrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    namespace: str = Field(default="pitstop-system", pattern=DNS_LABEL, max_length=63)
-    lock_name: str = Field(default="pitstop-lock", pattern=DNS_LABEL, max_length=253)
-    job_namespace: str = Field(default="pitstop-reboot", pattern=DNS_LABEL, max_length=63)
+    namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=DNS_LABEL, max_length=63)
+    lock_name: str = Field(default=DEFAULT_LOCK_NAME, pattern=DNS_LABEL, max_length=253)
+    job_namespace: str = Field(default=DEFAULT_JOB_NAMESPACE, pattern=DNS_LABEL, max_length=63)
     job_image: str = Field(default="ghcr.io/pitstop-dev/pitstop:0.1.0", min_length=1)
     host_agent_directory: str = Field(default="/var/lib/pitstop/approvals", pattern=r"^/")
     metrics_port: int = Field(default=8080, ge=0, le=65535)

@@ -35,6 +35,14 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from brain.core.api import (
+    DEFAULT_JOB_NAMESPACE,
+    DEFAULT_LOCK_NAME,
+    DEFAULT_NAMESPACE,
+    GROUP,
+    PLURAL,
+    VERSION,
+)
 from localcluster.controlplane import ControlPlane
 from localcluster.hosts import HostBehaviour, HostSimulator, RebootRecord
 from localcluster.nodes import (
@@ -50,13 +58,13 @@ from localcluster.pitstop_processes import BrainProcess, DetectorProcess, instal
 from localcluster.processes import Component, ComponentError
 from pitstop import contract
 
-NAMESPACE = "pitstop-system"
-JOB_NAMESPACE = "pitstop-reboot"
-LOCK_NAME = "pitstop-lock"
+NAMESPACE = DEFAULT_NAMESPACE
+JOB_NAMESPACE = DEFAULT_JOB_NAMESPACE
+LOCK_NAME = DEFAULT_LOCK_NAME
 WINDOW = "demo-rollout"
 APPS_NAMESPACE = "shop"
 SENTINEL_NAME = "reboot-required"
-WINDOW_API = ("pitstop.dev", "v1alpha1", "nodesmaintenancewindows")
+WINDOW_API = (GROUP, VERSION, PLURAL)
 
 
 @dataclass

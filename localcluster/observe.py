@@ -19,6 +19,7 @@ from typing import Any, Self
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from brain.core.api import DEFAULT_LOCK_NAME
 from pitstop import contract
 
 IN_MAINTENANCE = {"Draining", "Rebooting", "WaitingForNode", "HealthCheck", "Failed"}
@@ -69,7 +70,7 @@ class BackgroundWatch:
 class LockObserver(BackgroundWatch):
     api_client: client.ApiClient
     namespace: str
-    name: str = "pitstop-lock"
+    name: str = DEFAULT_LOCK_NAME
     zones: dict[str, str] = field(default_factory=dict)  # node -> zone, for per-zone peaks
     snapshots: list[LockSnapshot] = field(default_factory=list)
 

@@ -10,11 +10,19 @@ import shutil
 import sys
 from pathlib import Path
 
+from brain.core.api import (
+    CRD_NAME,
+    DEFAULT_JOB_NAMESPACE,
+    DEFAULT_LOCK_NAME,
+    DEFAULT_NAMESPACE,
+    GROUP,
+    PLURAL,
+)
 from localcluster.controlplane import ControlPlane
 from localcluster.processes import Component, free_port
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-CRD_FILE = REPOSITORY / "crds" / "pitstop.dev_nodesmaintenancewindows.yaml"
+CRD_FILE = REPOSITORY / "crds" / f"{GROUP}_{PLURAL}.yaml"
 
 
 def _script(name: str) -> list[str]:
@@ -32,7 +40,7 @@ def _script(name: str) -> list[str]:
 def install_window_crd(plane: ControlPlane) -> None:
     """The CRD applied (idempotent, server-side) and served: discovery knows `nmw`."""
     plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    plane.wait_for_crd("nodesmaintenancewindows.pitstop.dev")
+    plane.wait_for_crd(CRD_NAME)
 
 
 def install_pitstop_api(plane: ControlPlane, namespace: str, job_namespace: str) -> None:
@@ -48,9 +56,9 @@ class BrainProcess(Component):
         self,
         plane: ControlPlane,
         log_path: Path,
-        namespace: str = "pitstop-system",
-        job_namespace: str = "pitstop-reboot",
-        lock_name: str = "pitstop-lock",
+        namespace: str = DEFAULT_NAMESPACE,
+        job_namespace: str = DEFAULT_JOB_NAMESPACE,
+        lock_name: str = DEFAULT_LOCK_NAME,
         resync_seconds: float = 10.0,
         extra_env: dict[str, str] | None = None,
     ) -> None:

@@ -11,12 +11,9 @@ import os
 from typing import Any
 
 from brain.cluster_failures import CRD_MISSING, CommandError
+from brain.core.api import DEFAULT_LOCK_NAME, DEFAULT_NAMESPACE, GROUP, PLURAL, VERSION
 from brain.core.lock_state import LOCK_DATA_KEY, LockState, LockUnreadableError, parse_lock_data
-from brain.core.window import GROUP, PLURAL, VERSION
 from pitstopctl.plan_report import ClusterSnapshot, PlanPreview
-
-DEFAULT_NAMESPACE = "pitstop-system"
-DEFAULT_LOCK_NAME = "pitstop-lock"
 
 
 def cluster_options() -> argparse.ArgumentParser:

@@ -25,14 +25,13 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
+from brain.core.api import API_VERSION, DEFAULT_NAMESPACE, KIND
 from brain.core.window import MAX_DELAY_BETWEEN_NODES, MAX_DRAIN_TIMEOUT
 from pitstop import contract
 
-API_VERSION = "pitstop.dev/v1alpha1"
 PENDING_TAINT = f"{contract.PENDING_TAINT_KEY}:{contract.PENDING_TAINT_EFFECT}"
-# The brain's namespace in the install instructions: the notify Secret must be in it.
-DEFAULT_NAMESPACE = "pitstop-system"
-KIND = "NodesMaintenanceWindow"
+# The brain's namespace in the install instructions (DEFAULT_NAMESPACE): the notify Secret
+# must be in it.
 # The URL key of the notify Secret (the window's `notify.secretRef.key` default).
 SECRET_KEY = "urls"
 # kured's flags that take a list: repeated flags accumulate, joined with a newline.

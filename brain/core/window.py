@@ -40,16 +40,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from brain.core.api import GROUP, KIND
 from brain.core.phase import Phase
 from brain.core.selectors import Operator, Selector, selector_from_object
 from brain.core.time_zones import KNOWN_TIME_ZONES, MESSAGE_UNKNOWN_TIME_ZONE
-
-GROUP: Final = "pitstop.dev"
-VERSION: Final = "v1alpha1"
-KIND: Final = "NodesMaintenanceWindow"
-PLURAL: Final = "nodesmaintenancewindows"
-SHORT_NAME: Final = "nmw"
-API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 # The messages of the CEL rules in the CRD; pydantic raises the same text.
 MESSAGE_END_AFTER_START: Final = "end must be after start"

@@ -22,12 +22,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, expo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from brain.core.api import ApiRequest
 from pitstop.version import python_version, version
 
 # From a quick drain to a slow node return: seconds up to an hour (longer lands in +Inf).
 PHASE_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600)
 # Hand-off is event-driven (the write that frees a slot admits the next node): well under 1 s.
 HANDOFF_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# An API request: milliseconds when all is well, seconds when the API server is loaded.
+API_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class RebootResult:
@@ -138,8 +141,26 @@ class BrainMetrics:
             "Writes to the lock that lost a race (409 Conflict) and were decided again.",
             registry=self.registry,
         )
+        # Every request of the brain's client (brain/kube.py ApiRequests): drains, Jobs, watches.
+        self.api_requests = Counter(
+            "pitstop_api_requests",
+            "Kubernetes API requests of the brain, by verb, resource and HTTP code"
+            " (<error>: no answer); a watch counts once, when it opens.",
+            ["verb", "resource", "code"],
+            registry=self.registry,
+        )
+        self.api_request_duration = Histogram(
+            "pitstop_api_request_duration_seconds",
+            "Time from sending a Kubernetes API request to its response's headers.",
+            ["verb", "resource"],
+            buckets=API_REQUEST_BUCKETS,
+            registry=self.registry,
+        )
         self.api_errors = Counter(
-            "pitstop_api_errors", "Kubernetes API calls that failed.", registry=self.registry
+            "pitstop_api_errors",
+            "Kubernetes API requests that failed: no answer, or an error the brain does not"
+            " expect (not 404, 409, 410, nor an eviction's 429).",
+            registry=self.registry,
         )
         self.notifications_failed = Counter(
             "pitstop_notifications_failed",
@@ -197,6 +218,13 @@ class BrainMetrics:
         with self._lock:
             self._windows_seen.add(window)
         self.handoff.labels(window=window).observe(seconds)
+
+    def observe_api_request(self, request: ApiRequest) -> None:
+        """Fits `ApiRequests(observe=...)`: count, time and, if it failed, count the error."""
+        self.api_requests.labels(request.verb, request.resource, request.code).inc()
+        self.api_request_duration.labels(request.verb, request.resource).observe(request.seconds)
+        if request.failed:
+            self.api_errors.inc()
 
     def count_notification_failure(self, *_: Any) -> None:
         """Fits `Notifier(on_failure=...)`: whatever the failure, one more in the counter."""
@@ -275,6 +303,7 @@ def _healthy(health_check: HealthCheck | None) -> bool:
 
 
 __all__ = [
+    "API_REQUEST_BUCKETS",
     "PHASE_DURATION_BUCKETS",
     "BrainMetrics",
     "MetricsServer",

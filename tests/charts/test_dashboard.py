@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from brain.core.api import ApiRequest
 from brain.integrations.metrics import BrainMetrics, NodeSample, RebootResult, WindowSample
 from detector.metrics import Status, exposition
 from localcluster.binaries import resolve
@@ -33,6 +34,7 @@ def exposed_metrics() -> set[str]:
     metrics.count_reboot("w", RebootResult.SUCCEEDED)
     metrics.observe_phase("drain", 3)
     metrics.observe_handoff("w", 0.2)
+    metrics.observe_api_request(ApiRequest("create", "pods/eviction", "201", 0.01))
     status = Status(300)
     status.set_reboot_required(True)
     texts = [metrics.render().decode(), exposition(status)]

@@ -5,6 +5,11 @@ its requests (`apiserver_flowcontrol_dispatched_requests_total{flow_schema}`), w
 included. Evictions are counted apart (`apiserver_request_total{subresource="eviction"}`), and
 so are the status writer election's Lease requests (a FlowSchema of their own, matched first):
 they are periodic (one every 5 s), not per reboot.
+
+The brain counts its own requests too (`pitstop_api_requests_total`, one wrapper around its
+client's transport): its evictions must match the API server's count exactly (the drain's
+requests reach the brain's metrics), and the rest can only be fewer than the server's (the
+server also counts kopf's own watches, which go through kopf's client).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from kubernetes import client
 
 from localcluster.controlplane import ControlPlane
 from tests.integration.pitstop_env import PitstopEnv
+from tests.integration.test_brain_integrations import scrape
 
 
 def _brain_flow_schema(name: str, precedence: int, rules: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +123,19 @@ def counters(plane: ControlPlane) -> tuple[float, float, float]:
     return dispatched("pitstop-brain-requests"), evictions, dispatched("pitstop-brain-leases")
 
 
+def own_counts(port: int) -> tuple[float, float]:
+    """The brain's own count of its requests (Leases aside), and of its evictions."""
+    requests = evictions = 0.0
+    for (name, labels), value in scrape(port).items():
+        resource = dict(labels).get("resource")
+        if name != "pitstop_api_requests_total" or resource == "leases":
+            continue
+        requests += value
+        if resource == "pods/eviction":
+            evictions += value
+    return requests, evictions
+
+
 def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
     env.plane.kubectl("apply", "-f", "-", input=json.dumps(FLOW_SCHEMA))
     env.plane.kubectl("apply", "-f", "-", input=json.dumps(LEASE_FLOW_SCHEMA))
@@ -124,11 +143,12 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
     workload = env.web_workload(NODES)
     window = env.window("cost", {"maxUnavailable": 2, "drain": {"timeout": "60s"}})
     with env.hosts() as hosts:
-        env.start_brain()
+        brain = env.start_brain()
         # Warm up: the brain starts, lists and watches, writes the window's status.
         env.wait(lambda: env.condition(window, "Ready").get("status") == "True", "Ready", 60)
         time.sleep(3)
         brain_before, evictions_before, leases_before = counters(env.plane)
+        own_before, own_evictions_before = own_counts(brain.metrics_port)
         started = time.monotonic()
         env.flag(nodes)
         env.wait(
@@ -143,19 +163,26 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
         )
         time.sleep(2)
         brain_after, evictions_after, leases_after = counters(env.plane)
+        own_after, own_evictions_after = own_counts(brain.metrics_port)
         elapsed = time.monotonic() - started
     requests = brain_after - brain_before
     evictions = evictions_after - evictions_before
     leases = leases_after - leases_before
     per_node = (requests - evictions) / NODES
+    own = own_after - own_before
+    own_evictions = own_evictions_after - own_evictions_before
     print(
         f"\nbrain requests for {NODES} node reboots in {elapsed:.0f} s: {requests:.0f} "
         f"({evictions:.0f} evictions); {per_node:.1f} per node besides evictions; and "
-        f"{leases:.0f} Lease requests of the status writer election (periodic, apart)"
+        f"{leases:.0f} Lease requests of the status writer election (periodic, apart); the "
+        f"brain's own count: {own:.0f} ({own_evictions:.0f} evictions)"
     )
     assert evictions >= NODES, "the drain did not go through the Eviction API"
     assert requests > 0, "the flow schema counted nothing: the measurement is broken"
     assert per_node <= BUDGET_PER_NODE
+    # Every eviction went through the brain's one client wrapper and reached its metrics.
+    assert own_evictions == evictions
+    assert 0 < own <= requests
     # One renewal every 5 s (the holder renews on its own write, without a read), whatever
     # the number of reboots; and counted: the schema of its own matched them.
     assert 0 < leases <= elapsed / 5 + 2

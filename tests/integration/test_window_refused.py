@@ -12,6 +12,7 @@ import json
 import time
 
 import pytest
+from kubernetes import client
 
 from brain.core.window import parse_window_spec
 from brain.kube import Kube
@@ -143,11 +144,11 @@ def test_the_dry_run_is_asked_once_per_job_shape_and_again_later(env: PitstopEnv
     is asked again (a policy may have changed meanwhile)."""
     now = [0.0]
     settings = BrainSettings(job_namespace=env.job_namespace, job_image="busybox")
-    kube = Kube(env.api)
+    kube = Kube(client.ApiClient(env.api.configuration))  # its own client: only its requests
     check = RebootJobCheck(kube, settings, recheck_seconds=60, clock=lambda: now[0])
 
     def asked() -> int:
-        return kube.requests.get("create_namespaced_job", 0)
+        return kube.requests.get("create jobs", 0)
 
     valid = parse_window_spec({})
     refused = parse_window_spec({"reboot": {"jobTemplate": REFUSED_TEMPLATE}})
@@ -160,3 +161,4 @@ def test_the_dry_run_is_asked_once_per_job_shape_and_again_later(env: PitstopEnv
     now[0] = 61.0
     assert asyncio.run(check("w", valid)) is None and asked() == 3
     assert env.jobs() == []  # dry runs create nothing
+    kube.api_client.close()

@@ -1,0 +1,145 @@
+"""The one wrapper around the brain's API client, through a real ApiClient and real HTTP: each
+request counted by verb, resource and code, timed, failures in the error counter, the server's
+Date header read by the cluster clock, whichever API class made the request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from brain.core.api import NO_ANSWER, ApiRequest
+from brain.core.clock import ClusterClock
+from brain.integrations.metrics import BrainMetrics
+from brain.kube import ApiRequests, Kube
+from tests.brain.loopback import Reply, loopback_server, refused_port
+
+
+def api_client(url: str) -> client.ApiClient:
+    configuration = client.Configuration()
+    configuration.host = url
+    configuration.retries = False  # a refused connection fails at once
+    return client.ApiClient(configuration)
+
+
+def samples(metrics: BrainMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for sample in family.samples
+    }
+
+
+def test_every_request_is_counted_timed_and_failures_are_errors() -> None:
+    metrics = BrainMetrics()
+    clock = ClusterClock(30.0)
+    seen: list[ApiRequest] = []
+
+    def observe(request: ApiRequest) -> None:
+        seen.append(request)
+        metrics.observe_api_request(request)
+
+    requests = ApiRequests(clock, observe=observe)
+    with loopback_server() as server:
+        api = api_client(server.url)
+        requests.install(api)
+        kube = Kube(api)  # finds the wrapper installed: counts once
+        server.replies = [
+            Reply.json({"kind": "NodeList", "items": []}),
+            Reply.json({"kind": "Status", "code": 404}, status=404),
+            Reply.json({"kind": "Status", "code": 429}, status=429),
+            Reply.json({"kind": "Status", "code": 500}, status=500),
+        ]
+        asyncio.run(kube.call(kube.core.list_node))
+        with pytest.raises(ApiException):
+            asyncio.run(kube.call(kube.core.read_node, "gone"))
+        # The drain's way: a raw API class on the same ApiClient, not through Kube.call.
+        eviction = client.V1Eviction(metadata=client.V1ObjectMeta(name="web", namespace="ns"))
+        with pytest.raises(ApiException) as refused:
+            client.CoreV1Api(api).create_namespaced_pod_eviction(
+                "web", "ns", eviction, _preload_content=False
+            )
+        assert refused.value.status == 429
+        with pytest.raises(ApiException):
+            client.BatchV1Api(api).create_namespaced_job("ns", {"metadata": {"name": "j"}})
+        api.close()
+    assert [(r.verb, r.resource, r.code) for r in seen] == [
+        ("list", "nodes", "200"),
+        ("get", "nodes", "404"),
+        ("create", "pods/eviction", "429"),
+        ("create", "jobs", "500"),
+    ]
+    assert all(0 <= r.seconds < 5 for r in seen)
+    assert kube.requests == {
+        "list nodes": 1,
+        "get nodes": 1,
+        "create pods/eviction": 1,
+        "create jobs": 1,
+    }
+    scraped = samples(metrics)
+    counted = {
+        labels: value
+        for (name, labels), value in scraped.items()
+        if name == "pitstop_api_requests_total"
+    }
+    assert counted == {
+        (("code", "200"), ("resource", "nodes"), ("verb", "list")): 1,
+        (("code", "404"), ("resource", "nodes"), ("verb", "get")): 1,
+        (("code", "429"), ("resource", "pods/eviction"), ("verb", "create")): 1,
+        (("code", "500"), ("resource", "jobs"), ("verb", "create")): 1,
+    }
+    # Only the 500 is an API error: 404 and an eviction's 429 are answers the brain expects.
+    assert scraped[("pitstop_api_errors_total", ())] == 1
+    timed = (
+        "pitstop_api_request_duration_seconds_count",
+        (("resource", "nodes"), ("verb", "list")),
+    )
+    assert scraped[timed] == 1
+    # The loopback server's Date header told the clock the server's time.
+    assert clock.synchronised
+
+
+def test_a_request_without_an_answer_is_an_error() -> None:
+    metrics = BrainMetrics()
+    api = api_client(f"http://127.0.0.1:{refused_port()}")
+    ApiRequests(observe=metrics.observe_api_request).install(api)
+    kube = Kube(api)
+    with pytest.raises(Exception, match=r"Connection refused|Max retries"):
+        kube.core.list_node(_request_timeout=2)
+    api.close()
+    assert kube.requests == {"list nodes": 1}
+    scraped = samples(metrics)
+    labels = (("code", NO_ANSWER), ("resource", "nodes"), ("verb", "list"))
+    assert scraped[("pitstop_api_requests_total", labels)] == 1
+    assert scraped[("pitstop_api_errors_total", ())] == 1
+
+
+def test_a_watch_is_counted_once_when_it_opens() -> None:
+    """A streamed watch returns from the transport at its headers: one request, however long
+    the stream runs afterwards."""
+    body = b'{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a"}}}\n'
+    with loopback_server(Reply(body=body)) as server:
+        api = api_client(server.url)
+        kube = Kube(api)
+        started = time.monotonic()
+        response = kube.core.list_pod_for_all_namespaces(watch=True, _preload_content=False)
+        lines = list(response.stream())
+        response.release_conn()
+        api.close()
+    assert time.monotonic() - started < 5
+    assert lines and kube.requests == {"watch pods": 1}
+
+
+def test_a_client_is_wrapped_once() -> None:
+    api = api_client("http://127.0.0.1:1")
+    first = Kube(api)
+    second = Kube(api)  # the same ApiClient: the same counts, not a second wrapper
+    assert ApiRequests.of(api) is not None
+    with pytest.raises(RuntimeError, match="already counted"):
+        ApiRequests().install(api)
+    assert first.requests == second.requests == {}
+    api.close()
