@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from brain.core.api import EVICTION, ApiRequest
 from brain.drain.budgets import pdbs_healthy
 from brain.drain.classify import DrainOptions, PodRef
 from brain.drain.cordon import cordon, uncordon
 from brain.drain.evictions import DrainResult, drain_node, force_delete
-from brain.drain.request_counter import RequestCounter
+from brain.kube import ApiRequests
+from localcluster.controlplane import ControlPlane
 from localcluster.nodes import (
     create_bare_pod,
     create_deployment,
@@ -28,6 +30,7 @@ from localcluster.nodes import (
     running_pods,
     wait_for,
 )
+from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.cluster
 
@@ -57,6 +60,38 @@ class Nodes:
     @property
     def selector(self) -> dict[str, str]:
         return {"drain-group": self.group}
+
+
+class Counted:
+    """An ApiClient of its own for the code under test, its requests counted by the brain's one
+    wrapper (brain/kube.py), as the brain counts all of its own: the test's other requests (set
+    up, checks, samplers) go through the shared client and are not counted."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.api_client = api_client_for(plane)
+        self.evictions_sent: list[float] = []  # monotonic, when each eviction was sent
+        self._requests = ApiRequests(observe=self._observe)
+        self._requests.install(self.api_client)
+
+    def _observe(self, request: ApiRequest) -> None:
+        if request.resource == EVICTION:
+            self.evictions_sent.append(time.monotonic() - request.seconds)
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Requests so far by "verb resource" ("create pods/eviction", "watch pods")."""
+        return self._requests.counts
+
+    @property
+    def evictions(self) -> int:
+        return self.requests.get(f"create {EVICTION}", 0)
+
+
+@pytest.fixture
+def counted(cluster: ControlPlane) -> Iterator[Counted]:
+    made = Counted(cluster)
+    yield made
+    made.api_client.close()
 
 
 @pytest.fixture
@@ -116,25 +151,26 @@ def create_daemonset_on(
     )
 
 
-def test_cordon_and_uncordon_are_idempotent(api_client: client.ApiClient, nodes: Nodes) -> None:
+def test_cordon_and_uncordon_are_idempotent(
+    api_client: client.ApiClient, nodes: Nodes, counted: Counted
+) -> None:
     node = nodes.add()
     core = client.CoreV1Api(api_client)
-    counter = RequestCounter()
 
     async def scenario() -> None:
-        await cordon(api_client, node, counter)
-        await cordon(api_client, node, counter)
+        await cordon(counted.api_client, node)
+        await cordon(counted.api_client, node)
         assert core.read_node(node).spec.unschedulable is True
-        await uncordon(api_client, node, counter)
-        await uncordon(api_client, node, counter)
+        await uncordon(counted.api_client, node)
+        await uncordon(counted.api_client, node)
         assert not core.read_node(node).spec.unschedulable
 
     asyncio.run(scenario())
-    assert counter.counts == {"patch-node": 4}
+    assert counted.requests == {"patch nodes": 4}
 
 
 def test_drain_evicts_deployment_pods_and_skips_the_daemonset(
-    api_client: client.ApiClient, namespace: str, nodes: Nodes
+    api_client: client.ApiClient, namespace: str, nodes: Nodes, counted: Counted
 ) -> None:
     first = nodes.add()
     create_deployment(api_client, namespace, "web", replicas=3, node_selector=nodes.selector)
@@ -143,11 +179,10 @@ def test_drain_evicts_deployment_pods_and_skips_the_daemonset(
     wait_running(api_client, namespace, "agent", 1)
     second = nodes.add()
     wait_running(api_client, namespace, "agent", 2)
-    counter = RequestCounter()
 
     async def scenario() -> Any:
         await cordon(api_client, first)
-        return await drain_node(api_client, first, DrainOptions(), deadline_in(60), counter)
+        return await drain_node(counted.api_client, first, DrainOptions(), deadline_in(60))
 
     result = asyncio.run(scenario())
     assert result.completed, result.message
@@ -155,7 +190,12 @@ def test_drain_evicts_deployment_pods_and_skips_the_daemonset(
     assert result.remaining == () and result.problems == ()
     assert "3 pods evicted" in result.message
     # One list of the node's pods, one of the budgets, one watch, one eviction per pod.
-    assert counter.counts == {"list-pods": 1, "list-pdbs": 1, "watch-pods": 1, "evict": 3}
+    assert counted.requests == {
+        "list pods": 1,
+        "list poddisruptionbudgets": 1,
+        "watch pods": 1,
+        "create pods/eviction": 3,
+    }
     assert pods_on(api_client, namespace, first, "web") == []
     assert len(pods_on(api_client, namespace, first, "agent")) == 1
     # The ReplicaSet recreated the pods on the other node.
@@ -210,14 +250,13 @@ def web_behind_a_budget_that_allows_nothing(
 
 
 def test_a_budget_that_allows_nothing_is_retried_at_a_steady_pace_until_the_deadline(
-    api_client: client.ApiClient, namespace: str, nodes: Nodes
+    api_client: client.ApiClient, namespace: str, nodes: Nodes, counted: Counted
 ) -> None:
     node = nodes.add()
     web_behind_a_budget_that_allows_nothing(api_client, namespace, nodes)
-    counter = RequestCounter()
     options = DrainOptions(eviction_retry_seconds=0.5)
     started = time.monotonic()
-    result = asyncio.run(drain_node(api_client, node, options, deadline_in(3), counter))
+    result = asyncio.run(drain_node(counted.api_client, node, options, deadline_in(3)))
     elapsed = time.monotonic() - started
 
     assert not result.completed
@@ -229,7 +268,7 @@ def test_a_budget_that_allows_nothing_is_retried_at_a_steady_pace_until_the_dead
     assert result.evicted == 0
     assert 2.5 < elapsed < 6
     # Each of the 2 pods tried about once per 0.5 s over 3 s: ~7 attempts each, never a tight loop.
-    attempts = counter.counts["evict"]
+    attempts = counted.evictions
     assert attempts == result.eviction_attempts
     assert 2 * 5 <= attempts <= 2 * 9, attempts
 
@@ -250,7 +289,7 @@ def test_a_budget_that_allows_nothing_is_retried_at_a_steady_pace_until_the_dead
 
 
 def test_a_budget_that_allows_one_lets_pods_go_one_at_a_time(
-    api_client: client.ApiClient, namespace: str, nodes: Nodes
+    api_client: client.ApiClient, namespace: str, nodes: Nodes, counted: Counted
 ) -> None:
     first = nodes.add()
     create_deployment(
@@ -284,15 +323,10 @@ def test_a_budget_that_allows_one_lets_pods_go_one_at_a_time(
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    counter = RequestCounter()
     try:
         result = asyncio.run(
             drain_node(
-                api_client,
-                first,
-                DrainOptions(eviction_retry_seconds=0.5),
-                deadline_in(90),
-                counter,
+                counted.api_client, first, DrainOptions(eviction_retry_seconds=0.5), deadline_in(90)
             )
         )
     finally:
@@ -304,7 +338,7 @@ def test_a_budget_that_allows_one_lets_pods_go_one_at_a_time(
     # The pods went one at a time as the budget allowed: never fewer than 2 of 3 alive. (Whether
     # the budget had to refuse an eviction on the way depends on how fast the replacement pods
     # came up, so the number of attempts is only bounded below.)
-    assert counter.counts["evict"] >= 3
+    assert counted.evictions >= 3
     assert low_water[0] >= 2, f"{low_water[0]} web pods alive at one point"
     assert pods_on(api_client, namespace, first, "web") == []
 
@@ -375,7 +409,7 @@ def test_a_cancelled_drain_stops_cleanly_and_a_later_one_resumes(
 
 @pytest.mark.parametrize("force", [True, False])
 def test_a_pod_that_arrives_during_the_drain_is_evicted_too_or_stops_it(
-    api_client: client.ApiClient, namespace: str, nodes: Nodes, force: bool
+    api_client: client.ApiClient, namespace: str, nodes: Nodes, counted: Counted, force: bool
 ) -> None:
     """For a moment after the cordon the scheduler can still bind a pod to the node (its cache
     has not seen the cordon): the drain treats such a pod like those it found, so nothing is
@@ -387,15 +421,14 @@ def test_a_pod_that_arrives_during_the_drain_is_evicted_too_or_stops_it(
     wait_running(api_client, namespace, "held", 1)
     wait_budget_observed(api_client, namespace, "held")
     asyncio.run(cordon(api_client, node))
-    counter = RequestCounter()
     options = DrainOptions(force=force, eviction_retry_seconds=0.5)
 
     async def scenario() -> Any:
         drain = asyncio.create_task(
-            drain_node(api_client, node, options, deadline_in(60), counter, watch_list=True)
+            drain_node(counted.api_client, node, options, deadline_in(60), watch_list=True)
         )
         # The drain has listed the node's pods and is evicting them (held by the budget).
-        await asyncio.to_thread(wait_for, lambda: counter.counts["evict"], "the first eviction")
+        await asyncio.to_thread(wait_for, lambda: counted.evictions, "the first eviction")
         await asyncio.to_thread(create_bare_pod, api_client, namespace, "late", node)
         if force:
             core = client.CoreV1Api(api_client)
@@ -435,21 +468,8 @@ def test_force_delete_ignores_a_pod_that_is_already_gone(
     assert asyncio.run(force_delete(api_client, [PodRef(namespace, "never-was", "x")])) == 0
 
 
-class TimedCounter(RequestCounter):
-    """A RequestCounter that also notes when each eviction was sent."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.evictions: list[float] = []
-
-    def add(self, kind: str) -> None:
-        if kind == "evict":
-            self.evictions.append(time.monotonic())
-        super().add(kind)
-
-
 def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_pace(
-    api_client: client.ApiClient, namespace: str, nodes: Nodes
+    api_client: client.ApiClient, namespace: str, nodes: Nodes, counted: Counted
 ) -> None:
     first = nodes.add()
     web_behind_a_budget_that_allows_nothing(api_client, namespace, nodes)
@@ -460,7 +480,6 @@ def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_p
     # the previous node's replacement pods turn ready): the disruption controller lets it allow
     # one disruption within a moment.
     policy = client.PolicyV1Api(api_client)
-    counter = TimedCounter()
     started = time.monotonic()
 
     def relax() -> float:
@@ -473,7 +492,7 @@ def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_p
     async def drain_and_relax() -> tuple[DrainResult, float]:
         relaxing = asyncio.create_task(asyncio.to_thread(relax))
         result = await drain_node(
-            api_client, first, DrainOptions(), deadline_in(60), counter, watch_list=True
+            counted.api_client, first, DrainOptions(), deadline_in(60), watch_list=True
         )
         return result, await relaxing
 
@@ -483,12 +502,15 @@ def test_a_refused_eviction_is_retried_when_its_budget_allows_again_not_at_the_p
     assert result.completed, result.message
     assert result.evicted == 2
     # Both pods were refused at once; the first retry follows the budget's change, not the pace.
-    first_tries, retries = counter.evictions[:2], counter.evictions[2:]
-    assert max(first_tries) - started < 0.5 and retries, counter.evictions
+    first_tries, retries = counted.evictions_sent[:2], counted.evictions_sent[2:]
+    assert max(first_tries) - started < 0.5 and retries, counted.evictions_sent
     retried_after_relax = retries[0] - relaxed_at
     assert retried_after_relax < 1.5, f"retried {retried_after_relax:.2f} s after the budget"
     # The second pod waits for the first one's replacement to run: also well under the 5 s pace.
     assert elapsed < 4.5, f"drained in {elapsed:.2f} s"
     # The budget watch costs one request, and stands in for the list of budgets.
-    assert counter.counts["watch-pdbs"] == 1 and "list-pdbs" not in counter.counts, counter.counts
+    budget_requests = {
+        name: count for name, count in counted.requests.items() if "poddisruptionbudgets" in name
+    }
+    assert budget_requests == {"watch poddisruptionbudgets": 1}, counted.requests
     assert result.pdbs == (f"{namespace}/web",)
