@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from brain.drain.request_counter import RequestCounter
 from brain.drain.watch_list import WatchList
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ class BudgetWatch:
     budget allows everything. stop() shuts the socket so no thread is left behind.
     """
 
-    def __init__(self, policy: Any, counter: RequestCounter | None = None) -> None:
+    def __init__(self, policy: Any) -> None:
         self._sequence = 0
         self._changed_at: dict[str, int] = {}  # budget -> sequence of its latest change
         self._allows: dict[str, bool] = {}
@@ -76,8 +75,6 @@ class BudgetWatch:
             policy.list_pod_disruption_budget_for_all_namespaces,  # policy: a PolicyV1Api
             self,
             what="PodDisruptionBudgets",
-            counted_as="pdbs",
-            counter=counter,
             thread_name="pitstop-drain-pdbs",
         )
 

@@ -15,7 +15,6 @@ from kubernetes.client.exceptions import ApiException
 
 from brain.core.selectors import selector_from_object
 from brain.drain.classify import PodRef
-from brain.drain.request_counter import RequestCounter, count_request
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,7 @@ def covering_budgets(
     return covering
 
 
-def list_budgets(api: client.ApiClient, counter: RequestCounter | None) -> list[dict[str, Any]]:
-    count_request(counter, "list-pdbs")
+def list_budgets(api: client.ApiClient) -> list[dict[str, Any]]:
     policy: Any = client.PolicyV1Api(api)
     try:
         response = policy.list_pod_disruption_budget_for_all_namespaces(_preload_content=False)
@@ -50,9 +48,7 @@ def list_budgets(api: client.ApiClient, counter: RequestCounter | None) -> list[
     return list(json.loads(response.data).get("items") or [])
 
 
-async def pdbs_healthy(
-    api: client.ApiClient, pdbs: Iterable[str], counter: RequestCounter | None = None
-) -> tuple[bool, str]:
+async def pdbs_healthy(api: client.ApiClient, pdbs: Iterable[str]) -> tuple[bool, str]:
     """Are these budgets (namespace/name) whole again? For the health gate after a reboot.
 
     Healthy means the disruption controller has seen the budget's current generation and counts
@@ -62,7 +58,6 @@ async def pdbs_healthy(
     waiting: list[str] = []
     for full_name in pdbs:
         namespace, _, name = full_name.partition("/")
-        count_request(counter, "get-pdb")
         try:
             response = await asyncio.to_thread(
                 policy.read_namespaced_pod_disruption_budget,

@@ -10,24 +10,19 @@ import asyncio
 
 from kubernetes import client
 
-from brain.drain.request_counter import RequestCounter, count_request
 
-
-async def _set_unschedulable(
-    api: client.ApiClient, node: str, unschedulable: bool, counter: RequestCounter | None
-) -> None:
-    count_request(counter, "patch-node")
+async def _set_unschedulable(api: client.ApiClient, node: str, unschedulable: bool) -> None:
     core = client.CoreV1Api(api)
     await asyncio.to_thread(
         core.patch_node, node, {"spec": {"unschedulable": unschedulable}}, _preload_content=False
     )
 
 
-async def cordon(api: client.ApiClient, node: str, counter: RequestCounter | None = None) -> None:
+async def cordon(api: client.ApiClient, node: str) -> None:
     """Mark the node unschedulable (one PATCH; cordoning a cordoned node changes nothing)."""
-    await _set_unschedulable(api, node, True, counter)
+    await _set_unschedulable(api, node, True)
 
 
-async def uncordon(api: client.ApiClient, node: str, counter: RequestCounter | None = None) -> None:
+async def uncordon(api: client.ApiClient, node: str) -> None:
     """Make the node schedulable again (one PATCH; idempotent)."""
-    await _set_unschedulable(api, node, False, counter)
+    await _set_unschedulable(api, node, False)

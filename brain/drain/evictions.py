@@ -36,7 +36,6 @@ from brain.drain.budgets import covering_budgets, list_budgets
 from brain.drain.classify import DrainOptions, DrainProblem, PodRef, classify_pods
 from brain.drain.pod_watch import GoneTracker, NodePodWatch
 from brain.drain.refusals import PodProgress, RefusalLog, plural, timeout_message
-from brain.drain.request_counter import RequestCounter, count_request
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +102,7 @@ def blocking_budget(namespace: str, status: Mapping[str, Any]) -> str | None:
     return None
 
 
-def evict_once(
-    core: Any, pod: PodRef, grace_period_seconds: int | None, counter: RequestCounter | None
-) -> _EvictionAnswer:
+def evict_once(core: Any, pod: PodRef, grace_period_seconds: int | None) -> _EvictionAnswer:
     """One Eviction, guarded by the pod's UID so a replacement with the same name is untouched."""
     delete_options: dict[str, Any] = {"preconditions": {"uid": pod.uid}} if pod.uid else {}
     if grace_period_seconds is not None:
@@ -116,7 +113,6 @@ def evict_once(
         "metadata": {"name": pod.name, "namespace": pod.namespace},
         "deleteOptions": delete_options,
     }
-    count_request(counter, "evict")
     try:
         core.create_namespaced_pod_eviction(pod.name, pod.namespace, body, _preload_content=False)
     except ApiException as error:
@@ -145,7 +141,6 @@ async def _evict_until_gone(
     progress: PodProgress,
     tracker: GoneTracker,
     options: DrainOptions,
-    counter: RequestCounter | None,
     refusals: RefusalLog,
     budgets: BudgetSignals,
 ) -> None:
@@ -156,9 +151,7 @@ async def _evict_until_gone(
     while not tracker.is_gone(pod):
         mark = budgets.mark()  # before the request: a change while it is answered counts
         progress.attempts += 1  # counted when made: the answer may come after the drain ended
-        answer = await asyncio.to_thread(
-            evict_once, core, pod, options.grace_period_seconds, counter
-        )
+        answer = await asyncio.to_thread(evict_once, core, pod, options.grace_period_seconds)
         if answer.outcome is _Outcome.GONE:
             tracker.mark_gone(pod.key)
             return
@@ -201,7 +194,6 @@ async def drain_node(
     node: str,
     options: DrainOptions,
     deadline: datetime,
-    counter: RequestCounter | None = None,
     watch_list: bool = False,
 ) -> DrainResult:
     """Evict the node's pods (as `kubectl drain` would) until they are gone or the deadline.
@@ -214,11 +206,11 @@ async def drain_node(
     the server serves watch-lists; without it, a list and a watch.
     """
     core = client.CoreV1Api(api)
-    watch = NodePodWatch(core, node, counter, watch_lists=watch_list)
+    watch = NodePodWatch(core, node, watch_lists=watch_list)
     watch.start()
     try:
         items = await watch.initial
-        return await _drain_listed(api, core, node, options, deadline, counter, items, watch)
+        return await _drain_listed(api, core, node, options, deadline, items, watch)
     finally:
         await watch.stop()
 
@@ -229,7 +221,6 @@ async def _drain_listed(
     node: str,
     options: DrainOptions,
     deadline: datetime,
-    counter: RequestCounter | None,
     items: list[dict[str, Any]],
     watch: NodePodWatch,
 ) -> DrainResult:
@@ -260,15 +251,13 @@ async def _drain_listed(
     problem_arrived = asyncio.Event()
     ending = False
     refusals = RefusalLog(node)
-    budget_watch: BudgetSignals = BudgetWatch(client.PolicyV1Api(api), counter)
+    budget_watch: BudgetSignals = BudgetWatch(client.PolicyV1Api(api))
 
     def evict(pod: PodRef) -> None:
         progress[pod] = PodProgress(pod)
         workers.append(
             asyncio.create_task(
-                _evict_until_gone(
-                    core, progress[pod], tracker, options, counter, refusals, budget_watch
-                )
+                _evict_until_gone(core, progress[pod], tracker, options, refusals, budget_watch)
             )
         )
 
@@ -305,7 +294,7 @@ async def _drain_listed(
     # else a list.
     budgets = budget_watch.budgets()
     if budgets is None:
-        budgets = await asyncio.to_thread(list_budgets, api, counter)
+        budgets = await asyncio.to_thread(list_budgets, api)
     remaining_keys = set(tracker.remaining())
     stuck = [item for pod, item in progress.items() if pod.key in remaining_keys]
     removed = [pod for pod in progress if pod.key not in remaining_keys]
@@ -349,7 +338,6 @@ async def force_delete(
     api: client.ApiClient,
     pods: Iterable[PodRef],
     grace_period_seconds: int | None = None,
-    counter: RequestCounter | None = None,
 ) -> int:
     """onTimeout=Force: delete pods directly, ignoring their budgets; returns how many deleted.
 
@@ -361,7 +349,6 @@ async def force_delete(
         body: dict[str, Any] = {"preconditions": {"uid": pod.uid}} if pod.uid else {}
         if grace_period_seconds is not None:
             body["gracePeriodSeconds"] = grace_period_seconds
-        count_request(counter, "delete-pod")
         try:
             await asyncio.to_thread(
                 core.delete_namespaced_pod,

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from brain.drain.classify import PodRef
-from brain.drain.request_counter import RequestCounter
 from brain.drain.watch_list import WatchList
 
 
@@ -88,9 +87,7 @@ class NodePodWatch:
     expired) reaches the tracker as a snapshot.
     """
 
-    def __init__(
-        self, core: Any, node: str, counter: RequestCounter | None, watch_lists: bool = True
-    ) -> None:
+    def __init__(self, core: Any, node: str, watch_lists: bool = True) -> None:
         self._tracker: GoneTracker | None = None
         self._backlog: list[tuple[str, tuple[Any, ...]]] = []
         self.initial: asyncio.Future[list[dict[str, Any]]] = (
@@ -100,8 +97,6 @@ class NodePodWatch:
             core.list_pod_for_all_namespaces,
             self,
             what=f"pods of node {node}",
-            counted_as="pods",
-            counter=counter,
             arguments={"field_selector": f"spec.nodeName={node}"},
             thread_name=f"pitstop-drain-watch-{node}",
             watch_lists=watch_lists,

@@ -26,8 +26,6 @@ from typing import Any, Protocol, cast
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import watch as kubernetes_watch
 
-from brain.drain.request_counter import RequestCounter, count_request
-
 log = logging.getLogger(__name__)
 
 # The bookmark annotation that ends a watch-list's initial state (sendInitialEvents).
@@ -64,8 +62,8 @@ class WatchList:
     """A watch-list on one kind of object (narrowed by `arguments`, e.g. a field selector).
 
     `list_call` is the client's list method (`CoreV1Api.list_pod_for_all_namespaces`, say): it
-    lists, and with `watch=True` watches. Requests are counted as `watch-<counted_as>` and
-    `list-<counted_as>`. `watch_lists=False` lists and watches from the start.
+    lists, and with `watch=True` watches (each request counted where the brain's ApiClient
+    counts them all: brain/kube.py). `watch_lists=False` lists and watches from the start.
     """
 
     def __init__(
@@ -74,8 +72,6 @@ class WatchList:
         handler: WatchHandler,
         *,
         what: str,
-        counted_as: str,
-        counter: RequestCounter | None = None,
         arguments: Mapping[str, Any] | None = None,
         thread_name: str = "pitstop-drain-watch",
         watch_lists: bool = True,
@@ -83,8 +79,6 @@ class WatchList:
         self._list_call = list_call
         self._handler = handler
         self._what = what
-        self._counted_as = counted_as
-        self._counter = counter
         self._arguments = dict(arguments or {})
         self._thread_name = thread_name
         self._watch_lists = watch_lists
@@ -164,7 +158,6 @@ class WatchList:
             self._initial = []
             self._read(response)
             return
-        count_request(self._counter, f"list-{self._counted_as}")
         listed = self._list_call(_preload_content=False, **self._arguments)
         document = json.loads(listed.data)
         self._resource_version = str((document.get("metadata") or {}).get("resourceVersion", ""))
@@ -176,7 +169,6 @@ class WatchList:
         self._deliver(self._handler.on_state, objects)
 
     def _open(self, **since: Any) -> Any:
-        count_request(self._counter, f"watch-{self._counted_as}")
         try:
             return self._list_call(
                 watch=True,

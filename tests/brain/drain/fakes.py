@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -35,6 +36,15 @@ def pod(
             {"kind": owner, "name": f"{name}-owner", "controller": True, "uid": "x"}
         ]
     return {"metadata": metadata, "spec": {"volumes": volumes or []}, "status": {"phase": phase}}
+
+
+def requests_of(calls: Iterable[Mapping[str, Any]], resource: str) -> dict[str, int]:
+    """The requests a fake list method received, named as the brain's ApiClient counts them
+    ("watch pods", "list pods": brain/kube.py). These tests' API classes are fakes, with no
+    ApiClient whose transport the brain's one counter could wrap: what the fake received is the
+    cost (tests/brain/test_kube.py checks the wrapper counts the same, a watch once)."""
+    named = (f"{'watch' if call.get('watch') else 'list'} {resource}" for call in calls)
+    return dict(Counter(named))
 
 
 class FakeCore:
@@ -113,9 +123,11 @@ class FakePolicy:
     def __init__(self, current: dict[str, Any]) -> None:
         self.current = current
         self.streams: list[ScriptedStream] = []
+        self.calls: list[dict[str, Any]] = []
         self.opened = threading.Event()
 
     def list_pod_disruption_budget_for_all_namespaces(self, **arguments: Any) -> Any:
+        self.calls.append(arguments)
         assert arguments["watch"] is True
         stream = ScriptedStream()
         stream.send("ADDED", self.current)

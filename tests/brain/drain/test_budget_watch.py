@@ -9,15 +9,14 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.budget_watch import BudgetWatch
-from brain.drain.request_counter import RequestCounter
-from tests.brain.drain.fakes import FakePolicy, web_budget
+from tests.brain.drain.fakes import FakePolicy, requests_of, web_budget
 
 
 def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request() -> None:
-    async def scenario() -> tuple[bool, bool, RequestCounter]:
-        counter = RequestCounter()
-        policy = FakePolicy(web_budget(0))
-        watch = BudgetWatch(policy, counter)
+    policy = FakePolicy(web_budget(0))
+
+    async def scenario() -> tuple[bool, bool]:
+        watch = BudgetWatch(policy)
         mark = watch.mark()
         opened_before = policy.opened.is_set()
         waited = asyncio.create_task(watch.allowed_since("shop/web", mark, 2.0))
@@ -25,17 +24,17 @@ def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request()
         policy.streams[-1].send("DELETED", web_budget(0))  # gone: nothing refuses any more
         allowed = await waited
         await watch.stop()
-        return opened_before, allowed, counter
+        return opened_before, allowed
 
-    opened_before, allowed, counter = asyncio.run(scenario())
+    opened_before, allowed = asyncio.run(scenario())
     assert not opened_before and allowed
-    assert counter.counts == {"watch-pdbs": 1}
+    assert requests_of(policy.calls, "poddisruptionbudgets") == {"watch poddisruptionbudgets": 1}
 
 
 def test_the_budget_watch_stands_in_for_the_list_once_its_initial_state_is_complete() -> None:
     async def scenario() -> tuple[object, object, object, bool]:
         policy = FakePolicy(web_budget(0))
-        watch = BudgetWatch(policy, None)
+        watch = BudgetWatch(policy)
         before = watch.budgets()  # not opened yet: the drain lists
         waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.3))
         await asyncio.to_thread(policy.opened.wait, 1.0)
@@ -76,7 +75,7 @@ def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
 
     async def scenario() -> object:
         policy = FlakyPolicy(web_budget(0))
-        watch = BudgetWatch(policy, None)
+        watch = BudgetWatch(policy)
         waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.5))
         await asyncio.to_thread(policy.opened.wait, 2.0)
         await waited
@@ -105,7 +104,7 @@ def test_a_budget_watch_it_may_not_open_gives_up_and_refusals_wait_the_pace(
 
     async def scenario() -> tuple[bool, float, object]:
         policy = ForbiddingPolicy()
-        watch = BudgetWatch(policy, None)
+        watch = BudgetWatch(policy)
         started = asyncio.get_running_loop().time()
         allowed = await watch.allowed_since("shop/web", watch.mark(), 0.5)
         waited = asyncio.get_running_loop().time() - started

@@ -32,10 +32,10 @@ async def drain_listed(
     core: Any, options: DrainOptions, deadline: datetime, pods: list[dict[str, Any]]
 ) -> DrainResult:
     """Drain node-1 of `pods`, listed at resourceVersion 10 and watched from there on `core`."""
-    watch = NodePodWatch(core, "node-1", None)
+    watch = NodePodWatch(core, "node-1")
     watch.start("10")
     try:
-        return await _drain_listed(None, core, "node-1", options, deadline, None, pods, watch)
+        return await _drain_listed(None, core, "node-1", options, deadline, pods, watch)
     finally:
         await watch.stop()
 
@@ -65,7 +65,7 @@ def test_the_blocking_budget_is_read_from_the_429_cause() -> None:
 
 def test_an_eviction_carries_the_uid_precondition_and_grace_period() -> None:
     core = FakeCore(None)
-    answer = evict_once(core, PodRef("shop", "web-1", "u1"), 7, None)
+    answer = evict_once(core, PodRef("shop", "web-1", "u1"), 7)
     assert answer.outcome.value == "evicted"
     ((name, namespace, body),) = core.calls
     assert (name, namespace) == ("web-1", "shop")
@@ -84,7 +84,7 @@ def test_an_eviction_carries_the_uid_precondition_and_grace_period() -> None:
     ],
 )
 def test_eviction_answers(status: int, body: dict[str, Any], outcome: str) -> None:
-    answer = evict_once(FakeCore(status, body), PodRef("shop", "web-1", "u1"), None, None)
+    answer = evict_once(FakeCore(status, body), PodRef("shop", "web-1", "u1"), None)
     assert answer.outcome.value == outcome
     if outcome == "error":
         assert str(status) in answer.error and body["message"] in answer.error
@@ -110,7 +110,7 @@ class FakeArrivalCore(FakeCore):
 def test_a_refused_pod_that_arrives_stops_the_drain_and_is_reported_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api, counter: [])
+    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api: [])
     held = pod("held", namespace="n", uid="uh")
     deadline = datetime.now(UTC) + timedelta(seconds=10)
 
@@ -140,10 +140,10 @@ class FakeBlockedCore(FakeCore):
 def test_a_drain_logs_its_blocking_budget_once_however_often_it_retries(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api, counter: [])
+    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api: [])
     monkeypatch.setattr(
         "brain.drain.evictions.BudgetWatch",
-        lambda _policy, counter: BudgetWatch(FakePolicy(web_budget(0)), counter),
+        lambda _policy: BudgetWatch(FakePolicy(web_budget(0))),
         raising=False,
     )
     core = FakeBlockedCore()
@@ -181,10 +181,10 @@ def drain_refused_by_web(
     seconds: float = 1.5,
 ) -> TimedBlockedCore:
     """Drain one pod that `web` refuses for `seconds`, while `script` plays the PDB's changes."""
-    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api, counter: [])
+    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api: [])
     monkeypatch.setattr(
         "brain.drain.evictions.BudgetWatch",
-        lambda _policy, counter: BudgetWatch(policy, counter),
+        lambda _policy: BudgetWatch(policy),
         raising=False,  # the code before budget watches had none: the test fails, not errors
     )
 

@@ -15,8 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from brain.drain.classify import PodRef
 from brain.drain.pod_watch import GoneTracker, NodePodWatch
-from brain.drain.request_counter import RequestCounter
-from tests.brain.drain.fakes import FakeStream, pod
+from tests.brain.drain.fakes import FakeStream, pod, requests_of
 
 
 def test_the_tracker_counts_a_pod_gone_when_deleted_or_replaced() -> None:
@@ -128,12 +127,11 @@ def test_the_watch_fetches_the_pods_again_when_its_version_expired_and_stops_at_
 ) -> None:
     survivor = pod("b", namespace="n", uid="ub")
     core = FakeExpiringCore(serves_watch_list, [survivor])
-    counter = RequestCounter()
 
     async def scenario() -> tuple[bool, bool, float]:
         gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
         tracker = GoneTracker([gone, kept])
-        watch = NodePodWatch(core, "node-1", counter)
+        watch = NodePodWatch(core, "node-1")
         watch.attach(tracker)
         watch.start("10")
         await tracker.wait_gone(gone, 5)
@@ -150,10 +148,10 @@ def test_the_watch_fetches_the_pods_again_when_its_version_expired_and_stops_at_
     if serves_watch_list:
         assert [call.get("resource_version") for call in watches] == ["10", None]
         assert watches[1]["send_initial_events"] is True
-        assert counter.counts == {"watch-pods": 2}
+        assert requests_of(core.calls, "pods") == {"watch pods": 2}
     else:
         assert [call.get("resource_version") for call in watches] == ["10", None, "50"]
-        assert counter.counts == {"watch-pods": 3, "list-pods": 1}
+        assert requests_of(core.calls, "pods") == {"watch pods": 3, "list pods": 1}
     assert all(stream.closed for stream in core.streams)
 
 
@@ -173,7 +171,7 @@ def test_a_watch_that_cannot_fetch_the_pods_fails_the_drain_and_stops(watch_list
     core = FailingCore()
 
     async def scenario() -> tuple[BaseException | None, float]:
-        watch = NodePodWatch(core, "node-1", None, watch_lists=watch_lists)
+        watch = NodePodWatch(core, "node-1", watch_lists=watch_lists)
         watch.start()
         try:
             await asyncio.wait_for(watch.initial, 5)
@@ -210,10 +208,9 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
 ) -> None:
     first, second = pod("a", namespace="n", uid="ua"), pod("b", namespace="n", uid="ub")
     core = FakeWatchListCore(serves_watch_list, [first, second])
-    counter = RequestCounter()
 
     async def scenario() -> tuple[list[str], bool, bool]:
-        watch = NodePodWatch(core, "node-1", counter)
+        watch = NodePodWatch(core, "node-1")
         watch.start()
         items = await asyncio.wait_for(watch.initial, 5)
         # The deletion may already have arrived: it waits for the tracker, then reaches it.
@@ -234,10 +231,10 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
     assert gone and not kept
     watches = [call for call in core.calls if call.get("watch")]
     if serves_watch_list:
-        assert counter.counts == {"watch-pods": 1}
+        assert requests_of(core.calls, "pods") == {"watch pods": 1}
         assert watches[0]["resource_version_match"] == "NotOlderThan"
     else:
-        assert counter.counts == {"watch-pods": 2, "list-pods": 1}
+        assert requests_of(core.calls, "pods") == {"watch pods": 2, "list pods": 1}
         assert watches[-1]["resource_version"] == "50"
     assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
     assert all(stream.closed for stream in core.streams)

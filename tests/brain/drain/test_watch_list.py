@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from brain.drain.request_counter import RequestCounter
 from brain.drain.watch_list import WatchList
-from tests.brain.drain.fakes import FakeStream, pod
+from tests.brain.drain.fakes import FakeStream, pod, requests_of
 
 END = {"metadata": {"resourceVersion": "20", "annotations": {"k8s.io/initial-events-end": "1"}}}
 
@@ -63,7 +62,7 @@ class ScriptedServer:
         return EndingStream(answer)
 
 
-def run(server: ScriptedServer, counter: RequestCounter | None = None) -> Recorder:
+def run(server: ScriptedServer) -> Recorder:
     recorder = Recorder()
 
     async def scenario() -> None:
@@ -71,8 +70,6 @@ def run(server: ScriptedServer, counter: RequestCounter | None = None) -> Record
             server.list_things,
             recorder,
             what="things",
-            counted_as="things",
-            counter=counter,
             arguments={"field_selector": "x=y"},
         )
         watch.start()
@@ -98,14 +95,13 @@ def test_a_watch_the_server_ends_resumes_from_its_last_version(
             ],
         ]
     )
-    counter = RequestCounter()
-    recorder = run(server, counter)
+    recorder = run(server)
     assert recorder.heard == [("state", ["a"]), ("MODIFIED", "a")]
     assert recorder.loop_threads == {threading.get_ident()}, "heard on the event loop's thread"
     assert server.calls[0]["send_initial_events"] is True
     assert [call.get("resource_version") for call in server.calls[1:]] == ["20", "35"]
     assert all(call["field_selector"] == "x=y" and call["watch"] for call in server.calls)
-    assert counter.counts == {"watch-things": 3}
+    assert requests_of(server.calls, "things") == {"watch things": 3}
 
 
 def test_a_watch_list_ended_before_its_state_starts_anew_and_delivers_one_state() -> None:
