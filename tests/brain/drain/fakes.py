@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from brain.kube import ApiRequests
 
 
 def pod(
@@ -38,13 +43,39 @@ def pod(
     return {"metadata": metadata, "spec": {"volumes": volumes or []}, "status": {"phase": phase}}
 
 
-def requests_of(calls: Iterable[Mapping[str, Any]], resource: str) -> dict[str, int]:
-    """The requests a fake list method received, named as the brain's ApiClient counts them
-    ("watch pods", "list pods": brain/kube.py). These tests' API classes are fakes, with no
-    ApiClient whose transport the brain's one counter could wrap: what the fake received is the
-    cost (tests/brain/test_kube.py checks the wrapper counts the same, a watch once)."""
-    named = (f"{'watch' if call.get('watch') else 'list'} {resource}" for call in calls)
-    return dict(Counter(named))
+class WiredApi:
+    """A real ApiClient whose transport a fake API method plays, the brain's one wrapper
+    (ApiRequests, brain/kube.py) installed around it as in the brain.
+
+    The real API classes on `api_client` build each request's URL; the wrapper counts it as it
+    counts the brain's own ("watch pods", "list pods"); the fake gets the request's query back
+    as the keywords the API class was called with (`field_selector`, `watch=True`) and answers
+    as before. Raw answers (`_preload_content=False`) are handed back as they are.
+    """
+
+    def __init__(self, answer: Callable[..., Any]) -> None:
+        configuration = client.Configuration()
+        configuration.host = "http://fake-api.invalid"
+        self.api_client = client.ApiClient(configuration)
+        self._answer = answer
+        self.api_client.rest_client.request = self._transport
+        self._requests = ApiRequests()
+        self._requests.install(self.api_client)
+
+    @property
+    def requests(self) -> dict[str, int]:
+        return self._requests.counts
+
+    def _transport(self, method: str, url: str, *_: Any, **__: Any) -> Any:
+        arguments = {
+            _snake_case(name): {"true": True, "false": False}.get(value, value)
+            for name, value in parse_qsl(urlsplit(url).query)
+        }
+        return SimpleNamespace(status=200, headers={}, response=self._answer(**arguments))
+
+
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 class FakeCore:
@@ -123,11 +154,9 @@ class FakePolicy:
     def __init__(self, current: dict[str, Any]) -> None:
         self.current = current
         self.streams: list[ScriptedStream] = []
-        self.calls: list[dict[str, Any]] = []
         self.opened = threading.Event()
 
     def list_pod_disruption_budget_for_all_namespaces(self, **arguments: Any) -> Any:
-        self.calls.append(arguments)
         assert arguments["watch"] is True
         stream = ScriptedStream()
         stream.send("ADDED", self.current)

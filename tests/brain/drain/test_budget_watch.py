@@ -6,17 +6,19 @@ import asyncio
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.budget_watch import BudgetWatch
-from tests.brain.drain.fakes import FakePolicy, requests_of, web_budget
+from tests.brain.drain.fakes import FakePolicy, WiredApi, web_budget
 
 
 def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request() -> None:
     policy = FakePolicy(web_budget(0))
+    api = WiredApi(policy.list_pod_disruption_budget_for_all_namespaces)
 
     async def scenario() -> tuple[bool, bool]:
-        watch = BudgetWatch(policy)
+        watch = BudgetWatch(client.PolicyV1Api(api.api_client))
         mark = watch.mark()
         opened_before = policy.opened.is_set()
         waited = asyncio.create_task(watch.allowed_since("shop/web", mark, 2.0))
@@ -28,7 +30,7 @@ def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request()
 
     opened_before, allowed = asyncio.run(scenario())
     assert not opened_before and allowed
-    assert requests_of(policy.calls, "poddisruptionbudgets") == {"watch poddisruptionbudgets": 1}
+    assert api.requests == {"watch poddisruptionbudgets": 1}
 
 
 def test_the_budget_watch_stands_in_for_the_list_once_its_initial_state_is_complete() -> None:

@@ -11,11 +11,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.classify import PodRef
 from brain.drain.pod_watch import GoneTracker, NodePodWatch
-from tests.brain.drain.fakes import FakeStream, pod, requests_of
+from tests.brain.drain.fakes import FakeStream, WiredApi, pod
 
 
 def test_the_tracker_counts_a_pod_gone_when_deleted_or_replaced() -> None:
@@ -127,11 +128,12 @@ def test_the_watch_fetches_the_pods_again_when_its_version_expired_and_stops_at_
 ) -> None:
     survivor = pod("b", namespace="n", uid="ub")
     core = FakeExpiringCore(serves_watch_list, [survivor])
+    api = WiredApi(core.list_pod_for_all_namespaces)
 
     async def scenario() -> tuple[bool, bool, float]:
         gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
         tracker = GoneTracker([gone, kept])
-        watch = NodePodWatch(core, "node-1")
+        watch = NodePodWatch(client.CoreV1Api(api.api_client), "node-1")
         watch.attach(tracker)
         watch.start("10")
         await tracker.wait_gone(gone, 5)
@@ -148,10 +150,10 @@ def test_the_watch_fetches_the_pods_again_when_its_version_expired_and_stops_at_
     if serves_watch_list:
         assert [call.get("resource_version") for call in watches] == ["10", None]
         assert watches[1]["send_initial_events"] is True
-        assert requests_of(core.calls, "pods") == {"watch pods": 2}
+        assert api.requests == {"watch pods": 2}
     else:
         assert [call.get("resource_version") for call in watches] == ["10", None, "50"]
-        assert requests_of(core.calls, "pods") == {"watch pods": 3, "list pods": 1}
+        assert api.requests == {"watch pods": 3, "list pods": 1}
     assert all(stream.closed for stream in core.streams)
 
 
@@ -208,9 +210,10 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
 ) -> None:
     first, second = pod("a", namespace="n", uid="ua"), pod("b", namespace="n", uid="ub")
     core = FakeWatchListCore(serves_watch_list, [first, second])
+    api = WiredApi(core.list_pod_for_all_namespaces)
 
     async def scenario() -> tuple[list[str], bool, bool]:
-        watch = NodePodWatch(core, "node-1")
+        watch = NodePodWatch(client.CoreV1Api(api.api_client), "node-1")
         watch.start()
         items = await asyncio.wait_for(watch.initial, 5)
         # The deletion may already have arrived: it waits for the tracker, then reaches it.
@@ -231,10 +234,10 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
     assert gone and not kept
     watches = [call for call in core.calls if call.get("watch")]
     if serves_watch_list:
-        assert requests_of(core.calls, "pods") == {"watch pods": 1}
+        assert api.requests == {"watch pods": 1}
         assert watches[0]["resource_version_match"] == "NotOlderThan"
     else:
-        assert requests_of(core.calls, "pods") == {"watch pods": 2, "list pods": 1}
+        assert api.requests == {"watch pods": 2, "list pods": 1}
         assert watches[-1]["resource_version"] == "50"
     assert all(call["field_selector"] == "spec.nodeName=node-1" for call in core.calls)
     assert all(stream.closed for stream in core.streams)

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.watch_list import WatchList
-from tests.brain.drain.fakes import FakeStream, pod, requests_of
+from tests.brain.drain.fakes import FakeStream, WiredApi, pod
 
 END = {"metadata": {"resourceVersion": "20", "annotations": {"k8s.io/initial-events-end": "1"}}}
 
@@ -62,12 +63,14 @@ class ScriptedServer:
         return EndingStream(answer)
 
 
-def run(server: ScriptedServer) -> Recorder:
+def run(server: ScriptedServer) -> tuple[Recorder, dict[str, int]]:
+    """The watch-list on pods, `server` answering; what the handler heard, the requests made."""
     recorder = Recorder()
+    api = WiredApi(server.list_things)
 
     async def scenario() -> None:
         watch = WatchList(
-            server.list_things,
+            client.CoreV1Api(api.api_client).list_pod_for_all_namespaces,
             recorder,
             what="things",
             arguments={"field_selector": "x=y"},
@@ -77,7 +80,7 @@ def run(server: ScriptedServer) -> Recorder:
         await watch.stop()
 
     asyncio.run(scenario())
-    return recorder
+    return recorder, api.requests
 
 
 def test_a_watch_the_server_ends_resumes_from_its_last_version(
@@ -95,13 +98,13 @@ def test_a_watch_the_server_ends_resumes_from_its_last_version(
             ],
         ]
     )
-    recorder = run(server)
+    recorder, requests = run(server)
     assert recorder.heard == [("state", ["a"]), ("MODIFIED", "a")]
     assert recorder.loop_threads == {threading.get_ident()}, "heard on the event loop's thread"
     assert server.calls[0]["send_initial_events"] is True
     assert [call.get("resource_version") for call in server.calls[1:]] == ["20", "35"]
     assert all(call["field_selector"] == "x=y" and call["watch"] for call in server.calls)
-    assert requests_of(server.calls, "things") == {"watch things": 3}
+    assert requests == {"watch pods": 3}
 
 
 def test_a_watch_list_ended_before_its_state_starts_anew_and_delivers_one_state() -> None:
@@ -115,7 +118,7 @@ def test_a_watch_list_ended_before_its_state_starts_anew_and_delivers_one_state(
             ],
         ]
     )
-    recorder = run(server)
+    recorder, _ = run(server)
     assert recorder.heard == [("state", ["a", "b"])]
     assert [call.get("send_initial_events") for call in server.calls] == [True, True, None]
 
@@ -129,6 +132,6 @@ def test_failures_are_told_and_retried_after_a_pause(monkeypatch: pytest.MonkeyP
             [{"type": "ERROR", "object": {"code": 500, "message": "etcd trouble"}}],
         ]
     )
-    recorder = run(server)
+    recorder, _ = run(server)
     assert recorder.heard == [("failure", False), ("state", []), ("failure", True)]
     assert server.calls[-1]["resource_version"] == "20", "resumed after the failure"
