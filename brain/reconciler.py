@@ -18,7 +18,13 @@ from typing import Any
 
 from brain import node_updates
 from brain.core.clock import ClusterClock, plus
-from brain.core.lock_state import LockState, LockUnreadableError, NodeLease, WindowRecord
+from brain.core.lock_state import (
+    LockState,
+    LockUnreadableError,
+    NodeLease,
+    WindowRecord,
+    continues_rollout,
+)
 from brain.core.node_view import NodeView, Taint
 from brain.core.phase import Phase
 from brain.core.planner import NamedWindow, Plan, WindowPlan, make_plan
@@ -348,6 +354,10 @@ class WindowReconciler:
             if name in fresh_plan.errors:
                 return []
             fresh = fresh_plan.window(name)
+            # Decided before the new leases go in: the rollout goes on, or this starts one.
+            continuing = bool(fresh.starts) and continues_rollout(
+                state, name, (pending.since for pending in fresh.pending), now
+            )
             for start in fresh.starts:
                 node = by_name[start.node]
                 state.nodes[start.node] = NodeLease(
@@ -362,7 +372,9 @@ class WindowReconciler:
                     message="admitted: cordoning and draining",
                 )
             if fresh.starts:
-                state.windows.setdefault(name, WindowRecord()).spec = dict(entry.spec)
+                record = state.windows.setdefault(name, WindowRecord())
+                record.spec = dict(entry.spec)
+                record.admitted(now, continuing)
             return [start.node for start in fresh.starts]
 
         return admit
