@@ -1,5 +1,6 @@
 """Which nodes need a pending-taint write, and the JSON patches that make it (pure parts; the
-writes themselves are tested on the real API server: tests/integration/test_pending_taints_on_cluster.py)."""
+writes themselves are tested on the real API server:
+tests/integration/test_pending_taints_on_cluster.py)."""
 
 from __future__ import annotations
 
