@@ -79,7 +79,10 @@ def degraded_status(
     try:
         shown = WindowStatus.model_validate(previous)
     except ValueError:
-        shown = WindowStatus()
+        try:  # say, an older brain's unbounded node list: the counts are still worth keeping
+            shown = WindowStatus.model_validate({**previous, "nodes": []})
+        except ValueError:
+            shown = WindowStatus()
     conditions = set_condition(
         shown.conditions, ConditionType.DEGRADED, TRUE, reason, message, now, generation
     )

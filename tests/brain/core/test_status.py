@@ -239,3 +239,12 @@ def test_condition_messages_stay_bounded_with_many_conflicts() -> None:
     plan = make_plan([first, second], nodes, LockState(), NOW).window("w")
     message = condition(window_status(plan, LockState(), [], 1, NOW), ConditionType.CONFLICT)[2]
     assert message.endswith("and 1995 more") and len(message) < 1000
+
+
+def test_degraded_status_keeps_the_counts_of_an_older_unbounded_status() -> None:
+    before = {
+        "counts": {"pending": 5000, "inMaintenance": 3},
+        "nodes": [{"name": f"n{index}", "phase": "Pending"} for index in range(5000)],
+    }
+    status = degraded_status(before, 2, "LockUnreadable", "lock x does not parse", NOW)
+    assert status.counts.pending == 5000 and status.nodes == []
