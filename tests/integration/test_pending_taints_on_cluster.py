@@ -22,6 +22,7 @@ import pytest
 from kubernetes import client, watch
 
 from brain.core.node_view import node_view_from_object
+from brain.core.status import PENDING_NODES_SHOWN
 from brain.kube import Kube
 from brain.node_updates import PENDING_TAINT, change_taints, read_node_raw
 from brain.pending_taints import CONCURRENT_WRITES, PendingTaintWriter, TaintChange
@@ -209,7 +210,7 @@ def test_two_hundred_flagged_nodes_get_their_taint_after_the_first_admission(
 ) -> None:
     names = add_nodes_at_once(env, 220)
     env.flag(names)
-    env.window("taints", {"maxUnavailable": 1, "countUnhealthy": False})
+    window = env.window("taints", {"maxUnavailable": 1, "countUnhealthy": False})
     with recorder(env, set(names)) as seen:
         started = time.monotonic()
         brain = env.start_brain()
@@ -223,6 +224,16 @@ def test_two_hundred_flagged_nodes_get_their_taint_after_the_first_admission(
             explain=lambda: f"{len(waiting - set(seen['taints']))} without it",
         )
         elapsed = time.monotonic() - started
+        # The status counts every waiting node and lists only the next ones (issue 18).
+        status = env.wait(
+            lambda: (
+                (found := env.get_window(window).get("status", {})).get("counts", {}).get("pending")
+                == len(waiting)
+                and found
+            ),
+            "the status to count every waiting node",
+            60,
+        )
         brain.stop()
     print(
         f"\n220 flagged nodes: brain start to first admission {seen['lock_at'] - started:.1f} s,"
@@ -232,6 +243,11 @@ def test_two_hundred_flagged_nodes_get_their_taint_after_the_first_admission(
     # Admission first: the lock's write comes before every taint write.
     assert seen["lock"] < min(seen["taints"][name] for name in waiting), seen["lock"]
     assert admitted not in seen["taints"]
+    listed = [entry for entry in status["nodes"] if entry["phase"] == "Pending"]
+    assert len(listed) == PENDING_NODES_SHOWN, status["nodes"]
+    assert status["nodesNotListed"] == len(waiting) - PENDING_NODES_SHOWN
+    assert status["counts"]["inMaintenance"] == 1 and status["counts"]["done"] == 0
+    assert "rolloutStart" in status
     # One PATCH per waiting node (besides the admitted node's cordon): no 422 and retry.
     requests = brain_requests(brain.log_path.read_text())
     assert requests.get("read_node", 0) <= 3, requests
