@@ -126,11 +126,6 @@ class PendingTaintWriter:
             started += 1
         return started
 
-    @property
-    def busy(self) -> int:
-        """Writes queued or in flight."""
-        return len(self._in_flight)
-
     async def wait(self) -> None:
         """Until every write started so far has ended (tests, shutdown)."""
         while self._tasks:
@@ -152,11 +147,9 @@ class PendingTaintWriter:
                     add = None
                     if not change.remove:
                         return
-                written = await node_updates.change_taints(
-                    self.kube, change.node, add, change.remove
-                )
-                if written:
-                    self._written[name] = (change.node.taints, self.clock())
+                await node_updates.change_taints(self.kube, change.node, add, change.remove)
+                # Written, or found right on a re-read: either way this view is out of date.
+                self._written[name] = (change.node.taints, self.clock())
         except ApiException as error:
             if error.status != 404:  # a node deleted meanwhile needs no taint
                 self._failed(name, f"{error.status} {error.reason}")
