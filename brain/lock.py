@@ -160,6 +160,10 @@ class LockStore:
         self.synced_at = time.monotonic()
         return self._state.model_copy(deep=True)
 
+    def holds(self, node: str) -> bool:
+        """Whether the lock, as last read or written, has a lease for `node` (no request)."""
+        return node in self._state.nodes
+
     async def read(self) -> LockState:
         """The last state read or written (reads the ConfigMap the first time, and again
         while it is unreadable or was found missing)."""

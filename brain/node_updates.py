@@ -2,8 +2,13 @@
 and the final clean-up.
 
 Taints are a list that a merge patch replaces whole, so taint changes are JSON patches that
-first `test` the list they were computed from: a concurrent change by someone else makes the
-patch fail (422) instead of being overwritten, and the next pass decides again.
+touch only our own entries: a taint is appended (`add /spec/taints/-`), and one is removed at
+its index after a `test` that the index still holds its key. Others' taints are never
+rewritten, and a change to them meanwhile does not fail the patch: the control plane adds and
+removes its own taints all the time (`node.kubernetes.io/not-ready` on every new or rebooting
+node), and a `test` of the whole list made 4,127 of 9,027 pending-taint PATCHes fail with 422
+on 5,000 new nodes (issue 18). A patch that does fail (our entry moved, the list appeared or
+went away, the taint is already there: 422) is made once more from a fresh read.
 """
 
 from __future__ import annotations
@@ -31,24 +36,29 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def taint_patch(
-    node: NodeView, add: Taint | None = None, remove: str | None = None
+def taint_operations(
+    node: NodeView, add: Taint | None = None, remove: Collection[str] = ()
 ) -> list[dict[str, Any]]:
-    """A JSON patch that changes the node's taints only if they are still what we saw."""
-    current = [taint.as_dict() for taint in node.taints]
-    wanted = [taint for taint in node.taints if taint.key not in {remove, add and add.key}]
-    if add is not None:
-        wanted.append(add)
+    """A JSON patch removing the taints with keys `remove` and appending `add`, from what `node`
+    shows, touching no other taint (see the module's docstring)."""
     operations: list[dict[str, Any]] = []
-    if current:
-        operations.append({"op": "test", "path": "/spec/taints", "value": current})
-        operations.append(
-            {"op": "replace", "path": "/spec/taints", "value": [t.as_dict() for t in wanted]}
-        )
-    else:
-        operations.append(
-            {"op": "add", "path": "/spec/taints", "value": [t.as_dict() for t in wanted]}
-        )
+    for index in reversed(range(len(node.taints))):
+        key = node.taints[index].key
+        if key in remove:
+            operations += [
+                {"op": "test", "path": f"/spec/taints/{index}/key", "value": key},
+                {"op": "remove", "path": f"/spec/taints/{index}"},
+            ]
+    if add is not None:
+        if node.taints:
+            operations.append({"op": "add", "path": "/spec/taints/-", "value": add.as_dict()})
+        else:
+            # No list yet: made only if there still is none (a null `test` passes on a missing
+            # member); one made meanwhile fails the test instead of being overwritten.
+            operations += [
+                {"op": "test", "path": "/spec/taints", "value": None},
+                {"op": "add", "path": "/spec/taints", "value": [add.as_dict()]},
+            ]
     return operations
 
 
@@ -64,30 +74,36 @@ def pending_taint_keys(spec: WindowSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys([spec.reboot.pending_taint.key, PENDING_TAINT.key]))
 
 
-async def set_pending_taint(
-    kube: Kube, node: NodeView, present: bool, taint: Taint = PENDING_TAINT
+async def change_taints(
+    kube: Kube, node: NodeView, add: Taint | None = None, remove: Collection[str] = ()
 ) -> bool:
-    """Add or remove a pending taint (by key); False if there was nothing to do.
-
-    `node` may be a moment old (the node controller adds its own taint on cordon): when the
-    patch's test fails (422), the node is read again and the patch made once more from that.
-    """
-    for attempt in range(3):
-        if node.has_taint(taint.key) == present:
+    """Make the node carry `add` (by key) and none of the keys `remove`; False if it already
+    did. `node` may be a moment old: on a 422 the node is read once more and the patch made
+    again from that."""
+    for attempt in range(2):
+        needed_add = add if add is not None and not node.has_taint(add.key) else None
+        needed_remove = [key for key in remove if node.has_taint(key)]
+        if needed_add is None and not needed_remove:
             return False
-        patch = taint_patch(
-            node,
-            add=taint if present else None,
-            remove=None if present else taint.key,
-        )
         try:
-            await kube.call(kube.core.patch_node, node.name, patch)
+            await kube.call(
+                kube.core.patch_node, node.name, taint_operations(node, needed_add, needed_remove)
+            )
             return True
         except ApiException as error:
-            if error.status != 422 or attempt == 2:
+            if error.status != 422 or attempt == 1:
                 raise
             node = node_view_from_object(await read_node_raw(kube, node.name))
     return False
+
+
+async def set_pending_taint(
+    kube: Kube, node: NodeView, present: bool, taint: Taint = PENDING_TAINT
+) -> bool:
+    """Add or remove a pending taint (by key); False if there was nothing to do."""
+    if present:
+        return await change_taints(kube, node, add=taint)
+    return await change_taints(kube, node, remove=(taint.key,))
 
 
 async def read_node_raw(kube: Kube, name: str) -> dict[str, Any]:
@@ -113,12 +129,7 @@ def cordon_operations(
 ) -> list[dict[str, Any]]:
     """One JSON patch: cordon, say which window holds the node, drop the pending taint, and
     set (a value) or remove (None) the window's `nodeLabels` as `labels_on_admission` says."""
-    operations: list[dict[str, Any]] = []
-    if any(node.has_taint(key) for key in pending_keys):
-        remaining = [taint.as_dict() for taint in node.taints if taint.key not in pending_keys]
-        current = [taint.as_dict() for taint in node.taints]
-        operations.append({"op": "test", "path": "/spec/taints", "value": current})
-        operations.append({"op": "replace", "path": "/spec/taints", "value": remaining})
+    operations = taint_operations(node, remove=pending_keys)
     operations.append({"op": "add", "path": "/spec/unschedulable", "value": True})
     operations += label_operations(node, labels or {})
     annotations = mark_patch(window, kured_compatibility)["metadata"]["annotations"]
@@ -201,8 +212,7 @@ async def cordon_and_mark(
 
 
 async def remove_pending_taints(kube: Kube, node: NodeView, spec: WindowSpec) -> None:
-    for key in pending_taint_keys(spec):
-        await set_pending_taint(kube, node, present=False, taint=Taint(key))
+    await change_taints(kube, node, remove=pending_taint_keys(spec))
 
 
 def release_patch(

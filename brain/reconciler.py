@@ -1,9 +1,10 @@
 """One reconcile pass for a window, level-triggered: re-read everything, decide, apply.
 
 A pass reads the windows and Nodes (kopf indexes, kept current by watches) and the lock, asks
-the planner what may happen, and applies it: the pending taint, admissions (a lock write that
-re-plans on the freshest lock, so a budget can never be exceeded), one step per node in
-maintenance, and the window's status. No pass depends on an earlier one having run.
+the planner what may happen, and applies it: admissions (a lock write that re-plans on the
+freshest lock, so a budget can never be exceeded), then the pending taints (written in the
+background: admission never waits for them), one step per node in maintenance, and the
+window's status. No pass depends on an earlier one having run.
 """
 
 from __future__ import annotations
@@ -14,15 +15,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from brain import node_updates
 from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.clock import ClusterClock, plus
-from brain.core.lock_state import LockState, LockUnreadableError, NodeLease, WindowRecord
-from brain.core.node_view import NodeView, Taint
+from brain.core.lock_state import (
+    LockState,
+    LockUnreadableError,
+    NodeLease,
+    WindowRecord,
+    continues_rollout,
+)
+from brain.core.node_view import NodeView
 from brain.core.phase import Phase
-from brain.core.planner import NamedWindow, Plan, WindowPlan, make_plan
+from brain.core.planner import NamedWindow, Plan, make_plan
 from brain.core.status import degraded_status, invalid_status, window_status
 from brain.core.window import (
     Condition,
@@ -36,13 +42,26 @@ from brain.events import EventRecorder, window_reference
 from brain.flow import HandOff, NodeFlow
 from brain.kube import Kube
 from brain.lock import LockStore
+from brain.pending_taints import PendingTaintWriter, taint_changes
 from brain.status_writer import StatusWriter
 
 log = logging.getLogger("pitstop.reconciler")
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
-# Why the window's reboot Job would be refused (brain/reboot/job_check.py), or None.
-JobCheck = Callable[[str, WindowSpec], Awaitable[str | None]]
+
+
+class JobCheck(Protocol):
+    """Why the window's reboot Job would be refused (brain/reboot/job_check.py), or None;
+    `admitting`: a node is about to be admitted (an old verdict is asked again)."""
+
+    def __call__(
+        self, window: str, spec: WindowSpec, admitting: bool = False
+    ) -> Awaitable[str | None]: ...
+
+
+def _admit_nothing(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
+    """The hand-off's admission for a window whose reboot Job is refused: nobody."""
+    return []
 
 
 @dataclass(frozen=True)
@@ -112,10 +131,22 @@ class WindowReconciler:
     clock: ClusterClock = field(default_factory=ClusterClock)
     # Only the elected brain writes window status and its condition Events (None: this one).
     status_writer: StatusWriter | None = None
+    # Pending taints, written in the background of passes (None: one made on this kube).
+    taint_writer: PendingTaintWriter | None = None
+    _taints: PendingTaintWriter = field(init=False)
     _skew_told: set[str] = field(default_factory=set)
     _written_status: dict[str, dict[str, Any]] = field(default_factory=dict)
     _status_written_at: dict[str, float] = field(default_factory=dict)
     _plan_errors: dict[str, str] = field(default_factory=dict)  # logged once per error
+
+    def __post_init__(self) -> None:
+        self._taints = self.taint_writer or PendingTaintWriter(
+            self.kube, in_maintenance=self.lock.holds
+        )
+
+    async def close(self) -> None:
+        """Stop the taint writes still queued (the next brain's passes decide them again)."""
+        await self._taints.close()
 
     async def reconcile(
         self, name: str, windows: Mapping[str, WindowEntry], nodes: Iterable[NodeView]
@@ -151,17 +182,19 @@ class WindowReconciler:
         if entry is None:
             return
         await self._tell_clock_skew(entry)
-        if name in valid and self.check_reboot_job is not None:
+        if name in valid:
             # A window whose reboot Job would be refused is invalid before a node is touched.
-            refusal = await self.check_reboot_job(name, valid[name].spec)
+            # Known from an earlier dry run (asked only for a Job shape not seen yet); a refusal
+            # is asked again, once old, while a flagged node waits for it.
+            refusal = await self._job_refusal(name, valid[name].spec, admitting=False)
+            if refusal and any(
+                node.reboot_required and node.name not in lock.nodes for node in node_list
+            ):
+                refusal = await self._job_refusal(name, valid[name].spec, admitting=True)
             if refusal:
-                invalid[name] = f"NodesMaintenanceWindow {name!r} cannot be carried out: {refusal}"
+                invalid[name] = refusal
         if name in invalid:
-            await self._write_status(
-                entry,
-                invalid_status(_conditions(entry.status), entry.generation, invalid[name], now),
-            )
-            await self._advance_leases(name, lock, node_list, None, now)
+            await self._invalid(entry, invalid[name], lock, node_list, now)
             return
         spec = valid[name].spec
         if self.prepare_window is not None:
@@ -187,17 +220,25 @@ class WindowReconciler:
             if blockers[name] or held_nodes:
                 plan = make_plan(list(valid.values()), node_list, lock, now, blockers, held_nodes)
                 window_plan = plan.window(name)
-        await self._sync_pending_taints(plan, window_plan, node_list, lock, spec)
         if window_plan.starts:
+            # A node is about to be admitted: the dry run is asked again if its verdict is old.
+            refusal = await self._job_refusal(name, spec, admitting=True)
+            if refusal:
+                await self._invalid(entry, refusal, lock, node_list, now)
+                return
             lock = await self._admit(name, entry, valid, node_list, now, blockers, held_nodes)
+        # After admission, never before it: written in the background while the pass goes on.
+        self._taints.submit(taint_changes(plan, window_plan, node_list, lock, spec))
 
         async def hand_off() -> HandOff:
             # A node is about to free a slot: the blockers are asked now if this pass has not.
             if self.check_blockers is not None and name not in blockers:
                 await ask_blockers()
+            admission = self._admission(name, entry, valid, node_list, blockers, held_nodes)
+            if await self._job_refusal(name, spec, admitting=True):
+                admission = _admit_nothing  # the next pass shows the window invalid
             return HandOff(
-                self._admission(name, entry, valid, node_list, blockers, held_nodes),
-                lambda state, admitted: self._announce_started(name, state, admitted),
+                admission, lambda state, admitted: self._announce_started(name, state, admitted)
             )
 
         self.flow.hand_offs[name] = hand_off
@@ -232,6 +273,32 @@ class WindowReconciler:
             window_plan, lock, _conditions(entry.status), entry.generation, self.clock.now()
         )
         await self._write_status(entry, status)
+
+    async def _job_refusal(self, name: str, spec: WindowSpec, admitting: bool) -> str | None:
+        """Why the window cannot be carried out because the API server refuses its reboot Job
+        (brain/reboot/job_check.py), or None. Asked for a Job shape not seen yet and, when
+        `admitting`, again once the verdict is old: an idle brain asks nothing."""
+        if self.check_reboot_job is None:
+            return None
+        refusal = await self.check_reboot_job(name, spec, admitting)
+        if not refusal:
+            return None
+        return f"NodesMaintenanceWindow {name!r} cannot be carried out: {refusal}"
+
+    async def _invalid(
+        self,
+        entry: WindowEntry,
+        why: str,
+        lock: LockState,
+        nodes: list[NodeView],
+        now: datetime,
+    ) -> None:
+        """Ready False with `why`; nothing starts, and nodes in maintenance finish with the spec
+        recorded at their admission."""
+        await self._write_status(
+            entry, invalid_status(_conditions(entry.status), entry.generation, why, now)
+        )
+        await self._advance_leases(entry.name, lock, nodes, None, now)
 
     async def _plan_failed(
         self,
@@ -287,36 +354,6 @@ class WindowReconciler:
                 invalid[window_name] = str(error)
         return valid, invalid
 
-    async def _sync_pending_taints(
-        self,
-        plan: Plan,
-        window_plan: WindowPlan,
-        nodes: list[NodeView],
-        lock: LockState,
-        spec: WindowSpec,
-    ) -> None:
-        pending_anywhere = {item.name for wp in plan.windows for item in wp.pending}
-        by_name = {node.name: node for node in nodes}
-        # A node about to be admitted is not tainted first: its cordon comes a moment later.
-        starting = {start.node for start in window_plan.starts}
-        taint = node_updates.pending_taint(spec)  # None: switched off (reboot.pendingTaint)
-        for item in window_plan.pending:
-            node = by_name.get(item.name)
-            if node is not None and item.name not in starting and taint is not None:
-                await node_updates.set_pending_taint(self.kube, node, present=True, taint=taint)
-        keys = node_updates.pending_taint_keys(spec)
-        for node in nodes:
-            waiting = node.name in pending_anywhere or node.name in lock.nodes
-            if not waiting and plan.governing.get(node.name) in (window_plan.name, None):
-                for key in keys:
-                    if node.has_taint(key):
-                        await node_updates.set_pending_taint(self.kube, node, False, Taint(key))
-            elif node.name in pending_anywhere and node.name in window_plan.governed:
-                # A waiting node keeps only the taint its window asks for now.
-                for key in keys:
-                    if node.has_taint(key) and (taint is None or key != taint.key):
-                        await node_updates.set_pending_taint(self.kube, node, False, Taint(key))
-
     def _admission(
         self,
         name: str,
@@ -348,6 +385,10 @@ class WindowReconciler:
             if name in fresh_plan.errors:
                 return []
             fresh = fresh_plan.window(name)
+            # Decided before the new leases go in: the rollout goes on, or this starts one.
+            continuing = bool(fresh.starts) and continues_rollout(
+                state, name, (pending.since for pending in fresh.pending), now
+            )
             for start in fresh.starts:
                 node = by_name[start.node]
                 state.nodes[start.node] = NodeLease(
@@ -362,7 +403,9 @@ class WindowReconciler:
                     message="admitted: cordoning and draining",
                 )
             if fresh.starts:
-                state.windows.setdefault(name, WindowRecord()).spec = dict(entry.spec)
+                record = state.windows.setdefault(name, WindowRecord())
+                record.spec = dict(entry.spec)
+                record.admitted(now, continuing)
             return [start.node for start in fresh.starts]
 
         return admit

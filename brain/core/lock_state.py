@@ -7,6 +7,7 @@ taking it, so a restarted brain resumes from it. This module is its content mode
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from brain.core.phase import IN_MAINTENANCE, Phase
 LOCK_DATA_KEY = "state.json"
 LOCK_FORMAT_VERSION = 1
 COMPLETED_HISTORY_PER_WINDOW = 50
+REBOOTED = "Rebooted"  # the result of a completed reboot (the others end without one)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -69,7 +71,13 @@ class CompletedReboot(_LockModel):
 
 class WindowRecord(_LockModel):
     last_finished: Moment | None = Field(default=None, alias="lastFinished")
+    # The last COMPLETED_HISTORY_PER_WINDOW outcomes (a bounded history, not a count).
     completed: list[CompletedReboot] = Field(default_factory=list)
+    # The current rollout: when its first node was admitted, and how many reboots it has made.
+    # A rollout runs until the window has nothing left to do (see `continues_rollout`); kept in
+    # the lock, so a restarted brain counts on where the last one stopped.
+    rollout_start: Moment | None = Field(default=None, alias="rolloutStart")
+    rollout_done: int = Field(default=0, alias="rolloutDone")
     # The window's spec when its last node was admitted: nodes in flight finish with it even
     # if the window is deleted meanwhile.
     spec: dict[str, Any] | None = None
@@ -79,6 +87,15 @@ class WindowRecord(_LockModel):
     def record(self, completed: CompletedReboot) -> None:
         self.completed.append(completed)
         del self.completed[:-COMPLETED_HISTORY_PER_WINDOW]
+        if completed.result == REBOOTED:
+            self.rollout_done += 1
+
+    def admitted(self, now: datetime, continuing: bool) -> None:
+        """Nodes of this window were just admitted: a new rollout starts (its count from zero)
+        unless the current one `continuing` (see `continues_rollout`)."""
+        if self.rollout_start is None or not continuing:
+            self.rollout_start = now
+            self.rollout_done = 0
 
 
 class LockState(_LockModel):
@@ -102,6 +119,34 @@ class LockState(_LockModel):
         if not text:
             return cls()
         return cls.model_validate_json(text)
+
+
+def continues_rollout(
+    state: LockState,
+    window: str,
+    waiting_since: Iterable[datetime | None],
+    now: datetime,
+) -> bool:
+    """Whether an admission into `state` continues the window's current rollout.
+
+    A rollout ends when the window goes idle: no node of it in the lock, none resting before a
+    retry, no flagged node waiting since before its last finish. So it continues while the
+    window holds a lease, while a node rests until a retry, or while a node admitted now or
+    still waiting (`waiting_since`: their flag times, None when unknown) was flagged at or
+    before the window's last finish (it waited through that finish: the window was never idle,
+    say between openings or through delayBetweenNodes).
+    """
+    record = state.windows.get(window)
+    if record is None or record.rollout_start is None:
+        return False
+    if any(lease.window == window for lease in state.nodes.values()):
+        return True
+    if any(_as_utc(until) > now for until in record.retry_after.values()):
+        return True
+    finished = record.last_finished
+    if finished is None:
+        return True  # admitted, but nothing finished yet: the same rollout
+    return any(since is not None and _as_utc(since) <= finished for since in waiting_since)
 
 
 class LockUnreadableError(RuntimeError):

@@ -10,10 +10,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from brain.core.lock_state import LockState
+from brain.core.lock_state import REBOOTED, LockState
 from brain.core.phase import Phase
 from brain.core.planner import HoldReason, WindowPlan
 from brain.core.window import (
+    MAX_CONDITION_MESSAGE_LENGTH,
+    MAX_NODE_MESSAGE_LENGTH,
+    MAX_STATUS_NODES,
     Condition,
     ConditionStatus,
     ConditionType,
@@ -23,7 +26,17 @@ from brain.core.window import (
     set_condition,
 )
 
+# What status.nodes lists at most (see listed_nodes); far below the CRD's MAX_STATUS_NODES.
+MAINTENANCE_NODES_SHOWN = 200
+PENDING_NODES_SHOWN = 20
+RESTING_NODES_SHOWN = 10
 DONE_ENTRIES_SHOWN = 20
+# Nodes named in a condition's message at most (failed ones, conflicts).
+FAILED_MESSAGES_SHOWN = 5
+assert (
+    MAINTENANCE_NODES_SHOWN + PENDING_NODES_SHOWN + RESTING_NODES_SHOWN + DONE_ENTRIES_SHOWN
+    <= MAX_STATUS_NODES
+)
 TRUE, FALSE = ConditionStatus.TRUE, ConditionStatus.FALSE
 
 
@@ -66,7 +79,10 @@ def degraded_status(
     try:
         shown = WindowStatus.model_validate(previous)
     except ValueError:
-        shown = WindowStatus()
+        try:  # say, an older brain's unbounded node list: the counts are still worth keeping
+            shown = WindowStatus.model_validate({**previous, "nodes": []})
+        except ValueError:
+            shown = WindowStatus()
     conditions = set_condition(
         shown.conditions, ConditionType.DEGRADED, TRUE, reason, message, now, generation
     )
@@ -142,13 +158,23 @@ def window_status(
         put(ConditionType.BLOCKED, FALSE, "NotBlocked", "no blocker is active")
 
     if failed:
-        messages = [f"{name}: {lock.nodes[name].message}" for name in failed if name in lock.nodes]
+        messages = [
+            f"{name}: {_short(lock.nodes[name].message)}"
+            for name in failed[:FAILED_MESSAGES_SHOWN]
+            if name in lock.nodes
+        ]
+        more = len(failed) - FAILED_MESSAGES_SHOWN
+        if more > 0:
+            messages.append(f"and {more} more (pitstop plan lists them)")
         put(
             ConditionType.DEGRADED,
             TRUE,
             "NodeFailed",
-            "rollout paused until a person acts (pitstop retry|release NODE): "
-            + "; ".join(messages),
+            _short(
+                "rollout paused until a person acts (pitstop retry|release NODE): "
+                + "; ".join(messages),
+                MAX_CONDITION_MESSAGE_LENGTH,
+            ),
         )
     else:
         put(ConditionType.DEGRADED, FALSE, "AsExpected", "no node failed")
@@ -156,8 +182,10 @@ def window_status(
     if plan.conflicts:
         described = ", ".join(
             f"{conflict.node} (also {', '.join(w for w in conflict.windows if w != plan.name)})"
-            for conflict in plan.conflicts
+            for conflict in plan.conflicts[:FAILED_MESSAGES_SHOWN]
         )
+        if len(plan.conflicts) > FAILED_MESSAGES_SHOWN:
+            described += f" and {len(plan.conflicts) - FAILED_MESSAGES_SHOWN} more"
         put(
             ConditionType.CONFLICT,
             TRUE,
@@ -167,48 +195,94 @@ def window_status(
     else:
         put(ConditionType.CONFLICT, FALSE, "NoConflict", "no node is claimed at equal priority")
 
+    nodes, not_listed = listed_nodes(plan, lock, retrying)
+    record = lock.windows.get(plan.name)
+    return WindowStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        next_window_start=plan.next_open,
+        next_window_end=plan.next_close,
+        nodes=nodes,
+        nodes_not_listed=not_listed,
+        rollout_start=record.rollout_start if record is not None else None,
+        counts=Counts(
+            governed=len(plan.governed),
+            pending=pending_count,
+            in_maintenance=len(plan.in_maintenance),
+            done=record.rollout_done if record is not None else 0,
+            failed=len(failed),
+        ),
+    )
+
+
+def _short(message: str, limit: int = MAX_NODE_MESSAGE_LENGTH) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def listed_nodes(
+    plan: WindowPlan, lock: LockState, retrying: Mapping[str, datetime]
+) -> tuple[list[NodeStatus], int]:
+    """The nodes `status.nodes` shows, and how many waiting or in maintenance it leaves out.
+
+    Bounded whatever the cluster's size (the window object must stay far below etcd's object
+    limit): the failed nodes and the others in maintenance (at most MAINTENANCE_NODES_SHOWN),
+    the next PENDING_NODES_SHOWN pending ones in start order, at most RESTING_NODES_SHOWN
+    resting before a retry, and the last DONE_ENTRIES_SHOWN outcomes. `pitstop plan` lists
+    every node.
+    """
+    failed = set(plan.failed)
+    maintenance = sorted(plan.in_maintenance, key=lambda name: (name not in failed, name))
+    shown_maintenance = [name for name in maintenance if name in lock.nodes]
+    not_listed = len(shown_maintenance[MAINTENANCE_NODES_SHOWN:])
     nodes: list[NodeStatus] = []
-    for name in plan.in_maintenance:
-        lease = lock.nodes.get(name)
-        if lease is not None:
-            nodes.append(
-                NodeStatus(
-                    name=name,
-                    phase=lease.phase,
-                    since=lease.since,
-                    message=lease.message,
-                    boot_id_before=lease.boot_id_before,
-                )
+    for name in shown_maintenance[:MAINTENANCE_NODES_SHOWN]:
+        lease = lock.nodes[name]
+        nodes.append(
+            NodeStatus(
+                name=name,
+                phase=lease.phase,
+                since=lease.since,
+                message=_short(lease.message),
+                boot_id_before=lease.boot_id_before,
             )
+        )
     held = {item.node: item.message for item in plan.held_back}
-    for pending in plan.pending:
+    for pending in plan.pending[:PENDING_NODES_SHOWN]:
         message = held.get(pending.name, f"batch {pending.batch}")
         nodes.append(
-            NodeStatus(name=pending.name, phase=Phase.PENDING, since=pending.since, message=message)
+            NodeStatus(
+                name=pending.name,
+                phase=Phase.PENDING,
+                since=pending.since,
+                message=_short(message),
+            )
         )
+    not_listed += len(plan.pending[PENDING_NODES_SHOWN:])
     outcomes = sorted(
         (entry for record in lock.windows.values() for entry in record.completed),
         key=lambda entry: entry.finished,
     )
     last_outcome = {entry.node: entry for entry in outcomes}
-    for name in sorted(retrying):
+    resting = sorted(retrying)
+    for name in resting[:RESTING_NODES_SHOWN]:
         outcome = last_outcome.get(name)
         why = f"{outcome.result}: {outcome.message}; " if outcome is not None else ""
         since = outcome.finished if outcome is not None else None
         nodes.append(
-            NodeStatus(name=name, phase=Phase.PENDING, since=since, message=why + held[name])
+            NodeStatus(
+                name=name, phase=Phase.PENDING, since=since, message=_short(why + held[name])
+            )
         )
+    not_listed += len(resting[RESTING_NODES_SHOWN:])
     record = lock.windows.get(plan.name)
-    done = 0
     if record is not None:
-        listed = {entry.name for entry in nodes}
-        succeeded = [entry for entry in record.completed if entry.result == "Rebooted"]
-        done = len({entry.node for entry in succeeded})
+        listed = {entry.name for entry in nodes} | set(maintenance) | set(retrying)
+        listed |= {pending.name for pending in plan.pending}
         for entry in reversed(record.completed[-DONE_ENTRIES_SHOWN:]):
             if entry.node in listed:
                 continue
             listed.add(entry.node)
-            phase = Phase.DONE if entry.result == "Rebooted" else Phase.PENDING
+            phase = Phase.DONE if entry.result == REBOOTED else Phase.PENDING
             if phase == Phase.PENDING and entry.node not in plan.governed:
                 continue
             nodes.append(
@@ -216,21 +290,8 @@ def window_status(
                     name=entry.node,
                     phase=phase,
                     since=entry.finished,
-                    message=f"{entry.result}: {entry.message}",
+                    message=_short(f"{entry.result}: {entry.message}"),
                 )
             )
     nodes.sort(key=lambda entry: entry.name)
-    return WindowStatus(
-        observed_generation=generation,
-        conditions=conditions,
-        next_window_start=plan.next_open,
-        next_window_end=plan.next_close,
-        nodes=nodes,
-        counts=Counts(
-            governed=len(plan.governed),
-            pending=pending_count,
-            in_maintenance=len(plan.in_maintenance),
-            done=done,
-            failed=len(failed),
-        ),
-    )
+    return nodes, not_listed

@@ -734,20 +734,29 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
+# status.nodes is bounded so the window object stays far below etcd's object limit (1.5 MB) at
+# any scale: the CRD has the same limits. The brain's own caps (brain/core/status.py) stay
+# below these, and `pitstop plan` lists every node.
+MAX_STATUS_NODES: Final = 400
+MAX_NODE_MESSAGE_LENGTH: Final = 1024
+MAX_NODE_NAME_LENGTH: Final = 253  # a Node's name is a DNS subdomain
+MAX_CONDITION_MESSAGE_LENGTH: Final = 32_768
+
+
 class Condition(_ApiModel):
     type: str = Field(min_length=1, max_length=316)
     status: ConditionStatus
     reason: str = Field(default="", max_length=1024)
-    message: str = Field(default="", max_length=32_768)
+    message: str = Field(default="", max_length=MAX_CONDITION_MESSAGE_LENGTH)
     last_transition_time: Timestamp
     observed_generation: int = Field(default=0, ge=0)
 
 
 class NodeStatus(_ApiModel):
-    name: str
+    name: str = Field(min_length=1, max_length=MAX_NODE_NAME_LENGTH)
     phase: Phase
     since: Timestamp | None = None
-    message: str = ""
+    message: str = Field(default="", max_length=MAX_NODE_MESSAGE_LENGTH)
     # validation_alias/serialization_alias (not alias) keep the Python name in the constructor's
     # signature, so type checkers accept NodeStatus(boot_id_before=...).
     boot_id_before: str = Field(
@@ -770,8 +779,20 @@ class WindowStatus(_ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     next_window_start: Timestamp | None = None
     next_window_end: Timestamp | None = None
-    nodes: list[NodeStatus] = Field(default_factory=list)
+    nodes: list[NodeStatus] = Field(default_factory=list, max_length=MAX_STATUS_NODES)
+    # Nodes waiting, in maintenance or failed that `nodes` leaves out (`pitstop plan` lists them).
+    nodes_not_listed: int = Field(default=0, ge=0)
+    # When the current rollout's first node was admitted: counts.done counts its reboots.
+    rollout_start: Timestamp | None = None
     counts: Counts = Field(default_factory=Counts)
+
+    @model_validator(mode="after")
+    def _unique_node_names(self) -> WindowStatus:
+        # The CRD's nodes list is a map keyed by name: the API server refuses a name twice.
+        names = [node.name for node in self.nodes]
+        if len(names) != len(set(names)):
+            raise ValueError("status.nodes: a node name is listed twice")
+        return self
 
     def to_api(self) -> dict[str, Any]:
         """The dict to patch into `.status` (camelCase, no None fields)."""

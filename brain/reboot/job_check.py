@@ -9,8 +9,10 @@ drained, then stuck in Rebooting with the same refusal on every pass.
 So the brain asks with a server-side dry run of the Job the window would create (nothing is
 stored, admission runs as for a real create). A refusal (400, 403, 404, 422) makes the window
 invalid, like a spec that does not parse: Ready False with the API server's message and an
-InvalidSpec Event, and no node is admitted. The verdict is remembered per Job shape for a few
-minutes, so a pass costs no request and a change of the policy is seen soon after.
+InvalidSpec Event, and no node is admitted. The verdict is remembered per window and Job
+shape: asked when a window's Job shape is first seen (a new window, a changed spec), and again
+only when a node is about to be admitted and the verdict is older than a few minutes (a policy
+may have changed meanwhile). A pass costs no request, and an idle brain asks nothing.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class RebootJobCheck:
     settings: BrainSettings
     recheck_seconds: float = RECHECK_SECONDS
     clock: Callable[[], float] = time.monotonic
-    _verdicts: dict[str, tuple[float, str | None]] = field(default_factory=dict)
+    # window -> (its Job's shape, when asked, the verdict)
+    _verdicts: dict[str, tuple[str, float, str | None]] = field(default_factory=dict)
 
     def job(self, window: str, spec: WindowSpec) -> dict[str, object]:
         """The Job the window would create for a node, built as the Rebooting step builds it."""
@@ -66,14 +69,19 @@ class RebootJobCheck:
             host_agent_directory=self.settings.host_agent_directory,
         )
 
-    async def __call__(self, window: str, spec: WindowSpec) -> str | None:
+    async def __call__(self, window: str, spec: WindowSpec, admitting: bool = False) -> str | None:
         """Why the window's reboot Job would be refused, or None (also when the API server
-        could not answer: the Rebooting step meets the same trouble and retries)."""
+        could not answer: the Rebooting step meets the same trouble and retries).
+
+        Asks the API server for a Job shape not seen yet for this window, or, when `admitting`
+        (a node is about to be admitted), for a verdict older than `recheck_seconds`;
+        otherwise answers what it was told, however old."""
         job = self.job(window, spec)
         key = json.dumps(job, sort_keys=True)
-        known = self._verdicts.get(key)
-        if known is not None and self.clock() - known[0] < self.recheck_seconds:
-            return known[1]
+        known = self._verdicts.get(window)
+        fresh = known is not None and self.clock() - known[1] < self.recheck_seconds
+        if known is not None and known[0] == key and (fresh or not admitting):
+            return known[2]
         try:
             await self.kube.call(
                 self.kube.batch.create_namespaced_job,
@@ -96,10 +104,5 @@ class RebootJobCheck:
                 f"the API server refuses the reboot Job this window would create ({source},"
                 f" a dry run): {_refusal_message(error)}"
             )
-        self._verdicts = {
-            cached: value
-            for cached, value in self._verdicts.items()
-            if self.clock() - value[0] < self.recheck_seconds
-        }
-        self._verdicts[key] = (self.clock(), verdict)
+        self._verdicts[window] = (key, self.clock(), verdict)
         return verdict

@@ -6,15 +6,23 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
 
-from brain.core.window import WindowSpecError, parse_window_spec
+from brain.core.window import WindowSpecError, WindowStatus, parse_window_spec
 from localcluster.controlplane import ControlPlane
-from tests.brain.core.window_examples import INVALID, VALID, Example
+from tests.brain.core.window_examples import (
+    INVALID,
+    STATUS_INVALID,
+    STATUS_VALID,
+    VALID,
+    Example,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -71,6 +79,49 @@ def test_api_server_and_pydantic_agree(window_crd: ControlPlane, example: Exampl
         # A rule that cannot evaluate (CEL's duration() overflowing on 80000000h) says
         # "type conversion error ... evaluating rule": never a message for people.
         assert "evaluating rule" not in server_error, server_error
+        assert example.pydantic_words.lower() in pydantic_error.lower(), pydantic_error
+
+
+@pytest.fixture(scope="module")
+def status_window(window_crd: ControlPlane) -> Iterator[str]:
+    """A window whose status subresource the status examples are dry-run against."""
+    name = f"status-{uuid.uuid4().hex[:8]}"
+    window_crd.kubectl("create", "-f", "-", input=manifest({}, name))
+    yield name
+    window_crd.kubectl("delete", "nmw", name, "--wait=false")
+
+
+@pytest.mark.parametrize("example", STATUS_VALID + STATUS_INVALID, ids=lambda e: e.name)
+def test_api_server_and_pydantic_agree_on_status(
+    window_crd: ControlPlane, api_client: client.ApiClient, status_window: str, example: Example
+) -> None:
+    """What the brain may write as status is what the API server accepts (status.nodes is
+    bounded alike on both sides, so the object stays small at any scale)."""
+    server_error = ""
+    try:
+        client.CustomObjectsApi(api_client).patch_cluster_custom_object_status(
+            "pitstop.dev",
+            "v1alpha1",
+            "nodesmaintenancewindows",
+            status_window,
+            {"status": example.spec},
+            dry_run="All",
+            field_validation="Strict",
+            _content_type="application/merge-patch+json",
+        )
+    except client.exceptions.ApiException as error:
+        server_error = str(error.body)
+    try:
+        WindowStatus.model_validate(example.spec)
+        pydantic_accepts, pydantic_error = True, ""
+    except ValueError as error:
+        pydantic_accepts, pydantic_error = False, str(error)
+    server_accepts = not server_error
+    assert (server_accepts, pydantic_accepts) == (example.valid, example.valid), (
+        f"server: {server_error or 'accepted'}\npydantic: {pydantic_error or 'accepted'}"
+    )
+    if not example.valid:
+        assert example.api_words.lower() in server_error.lower(), server_error
         assert example.pydantic_words.lower() in pydantic_error.lower(), pydantic_error
 
 
@@ -142,7 +193,13 @@ def test_kubectl_get_shows_the_columns(window_crd: ControlPlane) -> None:
                         "lastTransitionTime": "2025-06-01T00:00:00Z",
                     }
                 ],
-                "counts": {"governed": 7, "pending": 3, "inMaintenance": 2, "failed": 1},
+                "counts": {
+                    "governed": 7,
+                    "pending": 3,
+                    "inMaintenance": 2,
+                    "done": 4,
+                    "failed": 1,
+                },
                 "nextWindowStart": "2025-06-07T22:00:00Z",
             }
         }
@@ -156,11 +213,21 @@ def test_kubectl_get_shows_the_columns(window_crd: ControlPlane) -> None:
             "GOVERNED",
             "PENDING",
             "ACTIVE",
+            "DONE",
             "FAILED",
             "NEXT",
             "AGE",
         ]
-        assert table[1].split()[:7] == [name, "True", "7", "3", "2", "1", "2025-06-07T22:00:00Z"]
+        assert table[1].split()[:8] == [
+            name,
+            "True",
+            "7",
+            "3",
+            "2",
+            "4",
+            "1",
+            "2025-06-07T22:00:00Z",
+        ]
         # The category works too.
         assert name in window_crd.kubectl("get", "pitstop").stdout
     finally:

@@ -139,9 +139,12 @@ def test_a_window_whose_method_the_job_policy_denies_touches_no_node(env: Pitsto
         env.plane.kubectl("delete", "-f", "-", input=manifest, check=False)
 
 
-def test_the_dry_run_is_asked_once_per_job_shape_and_again_later(env: PitstopEnv) -> None:
-    """A pass costs no request while the verdict is fresh; a changed spec or an old verdict
-    is asked again (a policy may have changed meanwhile)."""
+def test_the_dry_run_is_asked_once_per_job_shape_and_again_before_an_admission(
+    env: PitstopEnv,
+) -> None:
+    """A pass costs no request, however old the verdict: an idle brain asks nothing (issue
+    18). A changed spec is asked at once; an old verdict again only when a node is about to be
+    admitted (a policy may have changed meanwhile)."""
     now = [0.0]
     settings = BrainSettings(job_namespace=env.job_namespace, job_image="busybox")
     kube = Kube(client.ApiClient(env.api.configuration))  # its own client: only its requests
@@ -154,11 +157,15 @@ def test_the_dry_run_is_asked_once_per_job_shape_and_again_later(env: PitstopEnv
     refused = parse_window_spec({"reboot": {"jobTemplate": REFUSED_TEMPLATE}})
     assert asyncio.run(check("w", valid)) is None and asked() == 1
     assert asyncio.run(check("w", valid)) is None and asked() == 1
+    assert asyncio.run(check("w", valid, admitting=True)) is None and asked() == 1
     refusal = asyncio.run(check("w", refused))
     assert refusal is not None and asked() == 2
     assert "its jobTemplate" in refusal and 'volumeMounts[0].name: Not found: "missing"' in refusal
     assert asyncio.run(check("w", refused)) == refusal and asked() == 2
     now[0] = 61.0
-    assert asyncio.run(check("w", valid)) is None and asked() == 3
+    assert asyncio.run(check("w", refused)) == refusal and asked() == 2  # idle: no request
+    assert asyncio.run(check("w", refused, admitting=True)) == refusal and asked() == 3
+    assert asyncio.run(check("w", refused, admitting=True)) == refusal and asked() == 3
+    assert asyncio.run(check("other", valid)) is None and asked() == 4  # a window of its own
     assert env.jobs() == []  # dry runs create nothing
     kube.api_client.close()

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from brain.core.phase import Phase
 from brain.core.window import (
@@ -36,7 +37,13 @@ from brain.core.window import (
     resolve_int_or_percent,
     set_condition,
 )
-from tests.brain.core.window_examples import INVALID, VALID, Example
+from tests.brain.core.window_examples import (
+    INVALID,
+    STATUS_INVALID,
+    STATUS_VALID,
+    VALID,
+    Example,
+)
 
 
 @pytest.mark.parametrize("example", VALID, ids=lambda example: example.name)
@@ -245,3 +252,16 @@ def test_status_serializes_to_the_api_shape() -> None:
         "failed": 0,
     }
     assert WindowStatus.model_validate(body) == status
+
+
+@pytest.mark.parametrize("example", STATUS_VALID, ids=lambda e: e.name)
+def test_valid_status_examples_parse_and_round_trip(example: Example) -> None:
+    status = WindowStatus.model_validate(example.spec)
+    assert WindowStatus.model_validate(status.to_api()) == status
+
+
+@pytest.mark.parametrize("example", STATUS_INVALID, ids=lambda e: e.name)
+def test_invalid_status_examples_are_rejected(example: Example) -> None:
+    with pytest.raises(ValidationError) as raised:
+        WindowStatus.model_validate(example.spec)
+    assert example.pydantic_words.lower() in str(raised.value).lower()

@@ -576,3 +576,92 @@ INVALID += [
 ]
 
 ALL = VALID + INVALID
+
+
+# --- Status examples: what the brain writes, accepted (or refused) alike by pydantic's
+# WindowStatus (tests/brain/core/test_window.py) and by the API server's status subresource
+# (tests/integration/test_window_crd.py). status.nodes is bounded (api.MAX_STATUS_NODES), so
+# the window object stays far below etcd's object limit at any scale.
+
+
+def node_entries(count: int, message: str = "batch 1") -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"node-{index:05d}",
+            "phase": "Pending",
+            "since": "2025-06-01T00:00:00Z",
+            "message": message,
+        }
+        for index in range(count)
+    ]
+
+
+FULL_STATUS: dict[str, Any] = {
+    "observedGeneration": 3,
+    "conditions": [
+        {
+            "type": "Progressing",
+            "status": "True",
+            "reason": "Rebooting",
+            "message": "1 in maintenance (a), 4999 pending",
+            "lastTransitionTime": "2025-06-01T00:00:00Z",
+            "observedGeneration": 3,
+        }
+    ],
+    "nextWindowStart": "2025-06-07T22:00:00Z",
+    "nextWindowEnd": "2025-06-08T04:00:00Z",
+    "nodes": [
+        {
+            "name": "a",
+            "phase": "Rebooting",
+            "since": "2025-06-01T00:00:00Z",
+            "message": "reboot Job created",
+            "bootIDBefore": "5c1d0c4e-0000-4000-8000-000000000000",
+        },
+        {"name": "b", "phase": "Failed", "message": "did not come back"},
+        {"name": "c", "phase": "Done", "since": "2025-05-31T23:00:00Z"},
+    ],
+    "nodesNotListed": 4979,
+    "rolloutStart": "2025-06-01T00:00:00Z",
+    "counts": {"governed": 5000, "pending": 4999, "inMaintenance": 2, "done": 250, "failed": 1},
+}
+
+STATUS_VALID = [
+    Example("an empty status", {}),
+    Example("every field", FULL_STATUS),
+    Example("as many nodes as allowed", {"nodes": node_entries(api.MAX_STATUS_NODES)}),
+    Example(
+        "a node message as long as allowed",
+        {"nodes": node_entries(1, "x" * api.MAX_NODE_MESSAGE_LENGTH)},
+    ),
+]
+
+STATUS_INVALID = [
+    Example(
+        "one node more than allowed",
+        {"nodes": node_entries(api.MAX_STATUS_NODES + 1)},
+        f"at most {api.MAX_STATUS_NODES} items",
+    ),
+    Example(
+        "a node message too long",
+        {"nodes": node_entries(1, "x" * (api.MAX_NODE_MESSAGE_LENGTH + 1))},
+        ("may not be", f"at most {api.MAX_NODE_MESSAGE_LENGTH} characters"),
+    ),
+    Example(
+        "a node listed twice",
+        {"nodes": node_entries(1) + node_entries(1)},
+        ("duplicate value", "listed twice"),
+    ),
+    Example("a node without a name", {"nodes": [{"name": "", "phase": "Pending"}]}, "at least 1"),
+    Example(
+        "an unknown phase",
+        {"nodes": [{"name": "a", "phase": "Sleeping"}]},
+        ("unsupported value", "input should be"),
+    ),
+    Example(
+        "a negative count of unlisted nodes", {"nodesNotListed": -1}, "greater than or equal to 0"
+    ),
+    Example("a negative done count", {"counts": {"done": -1}}, "greater than or equal to 0"),
+    Example("a rollout start that is no time", {"rolloutStart": "yesterday"}, "date-time"),
+    Example("an unknown field", {"nodesShown": 3}, ("unknown field", "extra inputs")),
+]
