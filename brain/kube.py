@@ -17,15 +17,23 @@ from kubernetes.client.exceptions import ApiException
 from brain.core.clock import ClusterClock
 
 T = TypeVar("T")
+# Threads that run the brain's API calls (the event loop's default executor): the pool default
+# (cores + 4) is too small once a few drains, hooks and blocker checks wait at once.
+API_THREADS = 64
 
 
-def make_api_client() -> client.ApiClient:
-    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+def make_api_client(pool_size: int = API_THREADS) -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config.
+
+    One pooled connection per API thread (plus the long watches): with urllib3's default of 10,
+    the 11th concurrent call opened and dropped a connection of its own each time ("Connection
+    pool is full, discarding connection")."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
 
 

@@ -30,7 +30,7 @@ from brain.flow import NodeFlow
 from brain.integrations.metrics import BrainMetrics, MetricsServer, start_metrics_server
 from brain.integrations.observer import BrainObserver
 from brain.integrations.window_blockers import BlockerChecker
-from brain.kube import Kube, make_api_client, sample_server_clock
+from brain.kube import API_THREADS, Kube, make_api_client, sample_server_clock
 from brain.lock import LockStore
 from brain.lock_rebuild import LockRebuilder
 from brain.preflight import check_cluster
@@ -41,7 +41,6 @@ from brain.status_writer import StatusWriter
 from pitstop import logs
 
 log = logging.getLogger("pitstop.brain")
-API_THREADS = 64
 
 
 class Brain:
@@ -218,8 +217,8 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
     brain = _brain()
-    # Every API call runs in a thread; the default pool (cores + 4) is too small once a few
-    # drains, hooks and blocker checks wait at once, and a full pool would stall every pass.
+    # Every API call runs in a thread (a full pool would stall every pass); the client's
+    # connection pool has as many connections (brain/kube.py).
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="pitstop-api")
     )
