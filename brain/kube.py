@@ -20,14 +20,15 @@ T = TypeVar("T")
 # Threads that run the brain's API calls (the event loop's default executor): the pool default
 # (cores + 4) is too small once a few drains, hooks and blocker checks wait at once.
 API_THREADS = 64
+# Connections kept for reuse: one per API thread, plus the long-lived watches (the Node watch;
+# a drain's pods and budgets, two per draining node). urllib3's default (10 on two cores)
+# opened and dropped a connection for every call past the tenth ("Connection pool is full,
+# discarding connection"); a larger pool costs nothing until its connections are used.
+CONNECTION_POOL_SIZE = 4 * API_THREADS
 
 
-def make_api_client(pool_size: int = API_THREADS) -> client.ApiClient:
-    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config.
-
-    One pooled connection per API thread (plus the long watches): with urllib3's default of 10,
-    the 11th concurrent call opened and dropped a connection of its own each time ("Connection
-    pool is full, discarding connection")."""
+def make_api_client(pool_size: int = CONNECTION_POOL_SIZE) -> client.ApiClient:
+    """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)

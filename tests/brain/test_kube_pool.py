@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from brain.kube import API_THREADS, make_api_client
+from brain.kube import API_THREADS, CONNECTION_POOL_SIZE, make_api_client
 from tests.brain.loopback import Reply, loopback_server
 
 CONCURRENT_CALLS = 24
@@ -43,7 +43,7 @@ def _pool_warnings(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    pool_size: int,
+    pool_size: int | None = None,
 ) -> int:
     """Make CONCURRENT_CALLS overlapping calls; count the pool-full warnings they caused."""
     from kubernetes import client
@@ -55,7 +55,7 @@ def _pool_warnings(
             kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(_kubeconfig(tmp_path, server.url))
         )
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        api_client = make_api_client(pool_size)
+        api_client = make_api_client() if pool_size is None else make_api_client(pool_size)
         core = client.CoreV1Api(api_client)
         caplog.clear()
         with (
@@ -77,8 +77,8 @@ def _pool_warnings(
 def test_the_pool_holds_a_connection_per_api_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert API_THREADS >= CONCURRENT_CALLS
-    assert _pool_warnings(tmp_path, monkeypatch, caplog, API_THREADS) == 0
+    assert CONNECTION_POOL_SIZE >= API_THREADS >= CONCURRENT_CALLS
+    assert _pool_warnings(tmp_path, monkeypatch, caplog) == 0
 
 
 def test_a_pool_of_ten_drops_connections(
