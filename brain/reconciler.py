@@ -21,7 +21,7 @@ from brain.core.clock import ClusterClock, plus
 from brain.core.lock_state import LockState, LockUnreadableError, NodeLease, WindowRecord
 from brain.core.node_view import NodeView, Taint
 from brain.core.phase import Phase
-from brain.core.planner import NamedWindow, Plan, WindowPlan, make_plan
+from brain.core.planner import Assignment, NamedWindow, Plan, WindowPlan, governing_of, make_plan
 from brain.core.status import degraded_status, invalid_status, window_status
 from brain.core.window import (
     Condition,
@@ -148,6 +148,7 @@ class WindowReconciler:
         self.flow.node_uids.update({node.name: node.uid for node in node_list})
         valid, invalid = self._parse(windows)
         lock = await self.lock.read()
+        planned_on = self.lock.version  # the lock this pass plans on (no await in between)
         if entry is None:
             return
         await self._tell_clock_skew(entry)
@@ -166,7 +167,11 @@ class WindowReconciler:
         spec = valid[name].spec
         if self.prepare_window is not None:
             await self.prepare_window(name, spec)
-        plan = make_plan(list(valid.values()), node_list, lock, now)
+        # The pass plans once; it plans again only on a lock that changed meanwhile (and each
+        # admission on the lock it writes over). Who governs whom is worked out once for all.
+        windows_now = list(valid.values())
+        assignment = governing_of(windows_now, node_list)
+        plan = make_plan(windows_now, node_list, lock, now, assignment=assignment)
         if name in plan.errors:
             await self._plan_failed(entry, plan.errors[name], lock, node_list, spec, now)
             return
@@ -185,19 +190,23 @@ class WindowReconciler:
         if any(not start.emergency for start in window_plan.starts) and self.check_blockers:
             await ask_blockers()
             if blockers[name] or held_nodes:
-                plan = make_plan(list(valid.values()), node_list, lock, now, blockers, held_nodes)
+                plan = make_plan(
+                    windows_now, node_list, lock, now, blockers, held_nodes, assignment
+                )
                 window_plan = plan.window(name)
+        planned_with = (dict(blockers), dict(held_nodes))
         await self._sync_pending_taints(plan, window_plan, node_list, lock, spec)
+        admission = self._admission(name, entry, valid, node_list, assignment, blockers, held_nodes)
         if window_plan.starts:
-            lock = await self._admit(name, entry, valid, node_list, now, blockers, held_nodes)
+            lock = await self._admit(name, admission, now)
 
         async def hand_off() -> HandOff:
-            # A node is about to free a slot: the blockers are asked now if this pass has not.
+            # A node is about to free a slot: the blockers are asked now if this pass has not
+            # (`admission` reads them when it runs).
             if self.check_blockers is not None and name not in blockers:
                 await ask_blockers()
             return HandOff(
-                self._admission(name, entry, valid, node_list, blockers, held_nodes),
-                lambda state, admitted: self._announce_started(name, state, admitted),
+                admission, lambda state, admitted: self._announce_started(name, state, admitted)
             )
 
         self.flow.hand_offs[name] = hand_off
@@ -206,9 +215,10 @@ class WindowReconciler:
         finally:
             self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
-        plan = make_plan(
-            list(valid.values()), node_list, lock, self.clock.now(), blockers, held_nodes
-        )
+        if self.lock.version != planned_on or planned_with != (blockers, held_nodes):
+            plan = make_plan(
+                windows_now, node_list, lock, self.clock.now(), blockers, held_nodes, assignment
+            )
         if name in plan.errors:
             await self._plan_failed(
                 entry, plan.errors[name], lock, node_list, spec, self.clock.now()
@@ -323,6 +333,7 @@ class WindowReconciler:
         entry: WindowEntry,
         windows: Mapping[str, NamedWindow],
         nodes: list[NodeView],
+        assignment: Assignment,
         blockers: Mapping[str, str | None],
         held_nodes: Mapping[str, str],
     ) -> Callable[[LockState, datetime, str | None], list[str]]:
@@ -332,18 +343,23 @@ class WindowReconciler:
         rest after an aborted drain or a reboot just recorded), so no admission can exceed a
         budget, whichever write it rides on. `uncordoned` is a node this brain has just
         uncordoned (not counted unhealthy for a cordon the index may still show). Returns the
-        names admitted.
+        names admitted. The re-plan reuses the pass's `assignment` (who governs whom: the
+        windows and the nodes' labels have not changed) and leaves out the preview's batches.
+        `blockers` and `held_nodes` are read when it runs (a hand-off may ask them first).
         """
         by_name = {node.name: node for node in nodes}
         spec = windows[name].spec
+        window_list = list(windows.values())
 
         def admit(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
-            current = [
-                replace(node, unschedulable=False) if node.name == uncordoned else node
-                for node in nodes
-            ]
+            current = nodes
+            if uncordoned is not None and uncordoned in by_name:
+                current = [
+                    replace(node, unschedulable=False) if node.name == uncordoned else node
+                    for node in nodes
+                ]
             fresh_plan = make_plan(
-                list(windows.values()), current, state, now, blockers, held_nodes
+                window_list, current, state, now, blockers, held_nodes, assignment, batches=False
             )
             if name in fresh_plan.errors:
                 return []
@@ -370,15 +386,10 @@ class WindowReconciler:
     async def _admit(
         self,
         name: str,
-        entry: WindowEntry,
-        windows: Mapping[str, NamedWindow],
-        nodes: list[NodeView],
+        admit: Callable[[LockState, datetime, str | None], list[str]],
         now: datetime,
-        blockers: Mapping[str, str | None],
-        held_nodes: Mapping[str, str],
     ) -> LockState:
         """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
-        admit = self._admission(name, entry, windows, nodes, blockers, held_nodes)
         admitted: list[str] = []
 
         def decide(state: LockState) -> LockState | None:
