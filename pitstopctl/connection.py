@@ -72,10 +72,36 @@ def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> Cluster
         if error.status == 404:
             raise CommandError(CRD_MISSING) from error
         raise
-    nodes = [client_handle.sanitize_for_serialization(node) for node in core.list_node().items]
     return ClusterSnapshot(
-        windows=windows, nodes=nodes, lock=read_lock_state(client_handle, namespace, lock_name)
+        windows=windows,
+        nodes=list_nodes(core),
+        lock=read_lock_state(client_handle, namespace, lock_name),
     )
+
+
+NODE_PAGE_SIZE = 500
+
+
+def list_nodes(core: Any) -> list[dict[str, Any]]:
+    """Every Node as the API's JSON, in pages. Not through the client's models: turning 5,000
+    Nodes into V1Node objects and back to dicts took most of `pitstop plan`'s 20-34 s."""
+    import json
+
+    nodes: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        arguments: dict[str, Any] = {"limit": NODE_PAGE_SIZE}
+        if token:
+            arguments["_continue"] = token
+        response = core.list_node(_preload_content=False, **arguments)
+        try:
+            page = json.loads(response.data)
+        finally:
+            response.release_conn()
+        nodes.extend(page.get("items") or ())
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return nodes
 
 
 def read_lock_state(client_handle: Any, namespace: str, lock_name: str) -> LockState:
