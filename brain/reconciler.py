@@ -1,9 +1,10 @@
 """One reconcile pass for a window, level-triggered: re-read everything, decide, apply.
 
-A pass reads the windows and Nodes (kopf indexes, kept current by watches) and the lock, asks
-the planner what may happen, and applies it: the pending taint, admissions (a lock write that
-re-plans on the freshest lock, so a budget can never be exceeded), one step per node in
-maintenance, and the window's status. No pass depends on an earlier one having run.
+A pass reads the windows (kopf's index) and the Nodes (brain/node_watch.py), both kept current
+by watches, and the lock, asks the planner what may happen, and applies it: the pending taint,
+admissions (a lock write that re-plans on the freshest lock, so a budget can never be
+exceeded), one step per node in maintenance, and the window's status. No pass depends on an
+earlier one having run.
 """
 
 from __future__ import annotations
