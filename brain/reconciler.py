@@ -41,6 +41,8 @@ from brain.status_writer import StatusWriter
 log = logging.getLogger("pitstop.reconciler")
 GROUP, VERSION, PLURAL = "pitstop.dev", "v1alpha1", "nodesmaintenancewindows"
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
+# Started Events posted at once when many nodes are admitted together.
+ANNOUNCE_AT_ONCE = 16
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
 # Why the window's reboot Job would be refused (brain/reboot/job_check.py), or None.
 JobCheck = Callable[[str, WindowSpec], Awaitable[str | None]]
@@ -402,19 +404,26 @@ class WindowReconciler:
         return state
 
     async def _announce_started(self, name: str, state: LockState, admitted: list[str]) -> None:
-        for node_name in admitted:
+        """The Started Event of each admitted node, ANNOUNCE_AT_ONCE at a time: one after the
+        other, 100 admissions held the first cordon back by 1.7 s at 1,000 nodes."""
+        at_once = asyncio.Semaphore(ANNOUNCE_AT_ONCE)
+
+        async def announce(node_name: str) -> None:
             lease = state.nodes[node_name]
             why = "emergency" if lease.emergency else "window open"
-            await self.flow.announce(
-                name,
-                node_name,
-                Phase.PENDING,
-                Phase.DRAINING,
-                "Started",
-                f"maintenance started ({why}): cordoning and draining",
-                warning=False,
-                lease=lease,
-            )
+            async with at_once:
+                await self.flow.announce(
+                    name,
+                    node_name,
+                    Phase.PENDING,
+                    Phase.DRAINING,
+                    "Started",
+                    f"maintenance started ({why}): cordoning and draining",
+                    warning=False,
+                    lease=lease,
+                )
+
+        await asyncio.gather(*(announce(node_name) for node_name in admitted))
 
     async def _advance_leases(
         self,
