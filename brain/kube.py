@@ -24,6 +24,16 @@ from brain.core.api import NO_ANSWER, ApiRequest, describe_request
 from brain.core.clock import ClusterClock
 
 T = TypeVar("T")
+# Threads that run the brain's API calls (the event loop's default executor): the pool default
+# (cores + 4) is too small once a few drains, hooks and blocker checks wait at once.
+API_THREADS = 64
+# Connections kept for reuse: one per API thread, plus the long-lived watches (the Node watch;
+# a drain's pods and budgets, two per draining node). urllib3's default (10 on two cores)
+# opened and dropped a connection for every call past the tenth ("Connection pool is full,
+# discarding connection"); a larger pool costs nothing until its connections are used.
+CONNECTION_POOL_SIZE = 4 * API_THREADS
+
+
 # Where an ApiClient's rest client keeps the ApiRequests that wraps it (installed once).
 _INSTALLED = "_pitstop_api_requests"
 
@@ -91,7 +101,9 @@ class ApiRequests:
             self._observe(ApiRequest(verb, resource, code, received - sent))
 
 
-def make_api_client(requests: ApiRequests | None = None) -> client.ApiClient:
+def make_api_client(
+    requests: ApiRequests | None = None, pool_size: int = CONNECTION_POOL_SIZE
+) -> client.ApiClient:
     """In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config. With
     `requests`, every request of the client goes through it."""
     configuration = client.Configuration()
@@ -99,6 +111,7 @@ def make_api_client(requests: ApiRequests | None = None) -> client.ApiClient:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
     api_client = client.ApiClient(configuration)
     if requests is not None:
         requests.install(api_client)

@@ -77,6 +77,12 @@ class LockStore:
     def where(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def version(self) -> str | None:
+        """The ConfigMap's resourceVersion as last read or written: a pass that sees it unchanged
+        knows the lock is as it planned on."""
+        return self._resource_version
+
     def seconds_until_retry(self) -> float:
         """While unreadable: how long until the ConfigMap is read again."""
         return max(0.0, self._retry_at - time.monotonic())

@@ -1,11 +1,14 @@
 """The brain's process: kopf wiring only. Handlers stay thin and call the reconciler.
 
-- Nodes: an index of small NodeViews and an event handler that wakes the window tasks; never
-  a handler that writes to Nodes (no finalizers, no progress annotations on Nodes).
+- Nodes: not kopf's. One lean watch (brain/node_watch.py) keeps a small NodeView per Node and
+  wakes the window tasks only when a view changed; nothing is ever written to Nodes from a
+  handler (no finalizers, no progress annotations on Nodes).
 - Windows: an index of their specs, and one daemon per window that runs a reconcile pass
-  whenever it is woken (a node or window changed, a step finished) or every resync period.
+  whenever it is woken (a node or window changed, a step finished) or every resync period;
+  wake-ups that come in a burst make one pass.
 - Startup: kopf's own settings (prefixes under pitstop.dev, standalone, no kopf Events), the
-  shared Brain object, and one task that finishes nodes whose window was deleted.
+  shared Brain object (in kopf's `memo`, which every handler gets), and one task that finishes
+  nodes whose window was deleted.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ import kopf
 from brain.cluster_failures import run_command
 from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.clock import ClusterClock
-from brain.core.node_view import NodeView, node_view_from_object
+from brain.core.node_view import NodeView
 from brain.events import EventRecorder
 from brain.flow import NodeFlow
 from brain.integrations.metrics import BrainMetrics, MetricsServer, start_metrics_server
 from brain.integrations.observer import BrainObserver
 from brain.integrations.window_blockers import BlockerChecker
-from brain.kube import ApiRequests, Kube, make_api_client
+from brain.kube import API_THREADS, ApiRequests, Kube, make_api_client
 from brain.lock import LockStore
 from brain.lock_rebuild import LockRebuilder
+from brain.node_watch import NodeWatch
 from brain.preflight import check_cluster
 from brain.reboot.job_check import RebootJobCheck
 from brain.reconciler import WindowEntry, WindowReconciler
@@ -42,7 +46,9 @@ from brain.status_writer import StatusWriter
 from pitstop import logs
 
 log = logging.getLogger("pitstop.brain")
-API_THREADS = 64
+# A pass starts this long after its first wake-up, so a burst of changes (a zone flagged at once,
+# nodes moving together) makes one pass instead of one per change.
+COALESCE_SECONDS = 0.05
 
 
 class Brain:
@@ -110,7 +116,7 @@ class Brain:
         )
         self.metrics_server: MetricsServer | None = None
         self.last_housekeeping = time.monotonic()
-        self.node_index: Any = None
+        self.node_watch = NodeWatch(self.kube.api_client, on_change=self.wake_all)
         self.window_index: Any = None
         self.housekeeping: asyncio.Task[None] | None = None
         self.election: asyncio.Task[None] | None = None
@@ -135,7 +141,7 @@ class Brain:
             asyncio.get_running_loop().call_later(seconds, self.wake_all)
 
     def nodes(self) -> list[NodeView]:
-        return [view for store in (self.node_index or {}).values() for view in store]
+        return self.node_watch.nodes()
 
     def windows(self) -> dict[str, WindowEntry]:
         return {name: entry for name, store in (self.window_index or {}).items() for entry in store}
@@ -144,7 +150,10 @@ class Brain:
         waker = self.waker(name)
         logs.current_window.set(name)  # every line of this window's passes names it
         try:
+            # Nothing is planned from an empty node set: the first list of Nodes comes first.
+            await self.node_watch.synced.wait()
             while not stopped:
+                await asyncio.sleep(COALESCE_SECONDS)
                 waker.clear()
                 try:
                     await self.reconciler.reconcile(name, self.windows(), self.nodes())
@@ -158,7 +167,9 @@ class Brain:
 
     async def run_housekeeping(self) -> None:
         waker = self.waker("")
+        await self.node_watch.synced.wait()
         while True:
+            await asyncio.sleep(COALESCE_SECONDS)
             waker.clear()
             try:
                 if self.window_index is not None:
@@ -184,6 +195,8 @@ class Brain:
         if self.election is not None:
             self.election.cancel()
         await self.status_writer.release()  # the other brain takes over at once
+        await self.node_watch.stop()
+        await self.reconciler.close()  # taint writes still queued are dropped, not half-sent
         await self.flow.close()
         await self.flow.hooks.close()
         self.observer.close()
@@ -200,17 +213,16 @@ class _suppress_timeout:  # noqa: N801 - reads like contextlib.suppress
         return kind is TimeoutError
 
 
-BRAIN: Brain | None = None
-
-
-def _brain() -> Brain:
-    if BRAIN is None:
+def _brain(memo: Any) -> Brain:
+    """The process's Brain, which main() puts in kopf's memo (every handler gets the memo)."""
+    brain = getattr(memo, "brain", None)
+    if not isinstance(brain, Brain):
         raise RuntimeError("the brain is not started")
-    return BRAIN
+    return brain
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.persistence.finalizer = "pitstop.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pitstop.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -219,14 +231,14 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     settings.posting.enabled = False
     settings.peering.standalone = True
     settings.watching.server_timeout = 300
-    brain = _brain()
-    # Every API call runs in a thread; the default pool (cores + 4) is too small once a few
-    # drains, hooks and blocker checks wait at once, and a full pool would stall every pass.
+    brain = _brain(memo)
+    # Every API call runs in a thread (a full pool would stall every pass); the client's
+    # connection pool has as many connections (brain/kube.py).
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="pitstop-api")
     )
-    brain.node_index = kwargs["node_views"]
     brain.window_index = kwargs["window_entries"]
+    brain.node_watch.start()
     brain.housekeeping = asyncio.create_task(brain.run_housekeeping(), name="housekeeping")
     brain.election = asyncio.create_task(brain.status_writer.run(), name="status-writer")
     if brain.settings.metrics_port:
@@ -237,18 +249,8 @@ async def start(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
 
 
 @kopf.on.cleanup()
-async def stop(**_: Any) -> None:
-    await _brain().close()
-
-
-@kopf.index("nodes")
-def node_views(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, NodeView]:
-    return {name: node_view_from_object(body)}
-
-
-@kopf.on.event("nodes")
-def node_changed(**_: Any) -> None:
-    _brain().wake_all()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await _brain(memo).close()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -257,17 +259,16 @@ def window_entries(name: str, body: Mapping[str, Any], **_: Any) -> dict[str, Wi
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def window_changed(**_: Any) -> None:
-    _brain().wake_all()
+def window_changed(memo: kopf.Memo, **_: Any) -> None:
+    _brain(memo).wake_all()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
-async def window_daemon(name: str, stopped: Any, **_: Any) -> None:
-    await _brain().run_window(name, stopped)
+async def window_daemon(name: str, stopped: Any, memo: kopf.Memo, **_: Any) -> None:
+    await _brain(memo).run_window(name, stopped)
 
 
 def main(argv: list[str] | None = None) -> int:
-    global BRAIN
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
     except SettingsError as error:
@@ -288,9 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     exit_code = run_command("pitstop-brain", preflight)
     if exit_code:
         return exit_code
-    BRAIN = Brain(settings)
+    brain = Brain(settings)
     os.environ.setdefault("KOPF_STANDALONE", "1")
-    kopf.run(clusterwide=True, standalone=True, registry=kopf.get_default_registry())
+    kopf.run(
+        clusterwide=True,
+        standalone=True,
+        registry=kopf.get_default_registry(),
+        memo=kopf.Memo(brain=brain),
+    )
     return 0
 
 

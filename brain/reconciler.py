@@ -1,10 +1,10 @@
 """One reconcile pass for a window, level-triggered: re-read everything, decide, apply.
 
-A pass reads the windows and Nodes (kopf indexes, kept current by watches) and the lock, asks
-the planner what may happen, and applies it: admissions (a lock write that re-plans on the
-freshest lock, so a budget can never be exceeded), then the pending taints (written in the
-background: admission never waits for them), one step per node in maintenance, and the
-window's status. No pass depends on an earlier one having run.
+A pass reads the windows (kopf's index) and the Nodes (brain/node_watch.py), both kept current
+by watches, and the lock, asks the planner what may happen, and applies it: admissions (a lock
+write that re-plans on the freshest lock, so a budget can never be exceeded), then the pending
+taints (written in the background: admission never waits for them), one step per node in
+maintenance, and the window's status. No pass depends on an earlier one having run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from brain.core.lock_state import (
 )
 from brain.core.node_view import NodeView
 from brain.core.phase import Phase
-from brain.core.planner import NamedWindow, Plan, make_plan
+from brain.core.planner import Assignment, NamedWindow, Plan, governing_of, make_plan
 from brain.core.status import degraded_status, invalid_status, window_status
 from brain.core.window import (
     Condition,
@@ -47,6 +47,8 @@ from brain.status_writer import StatusWriter
 
 log = logging.getLogger("pitstop.reconciler")
 STATUS_WRITE_INTERVAL_SECONDS = 2.0
+# Started Events posted at once when many nodes are admitted together.
+ANNOUNCE_AT_ONCE = 16
 BlockerCheck = Callable[[str, WindowSpec, list[NodeView]], Any]
 
 
@@ -179,6 +181,7 @@ class WindowReconciler:
         self.flow.node_uids.update({node.name: node.uid for node in node_list})
         valid, invalid = self._parse(windows)
         lock = await self.lock.read()
+        planned_on = self.lock.version  # the lock this pass plans on (no await in between)
         if entry is None:
             return
         await self._tell_clock_skew(entry)
@@ -199,7 +202,11 @@ class WindowReconciler:
         spec = valid[name].spec
         if self.prepare_window is not None:
             await self.prepare_window(name, spec)
-        plan = make_plan(list(valid.values()), node_list, lock, now)
+        # The pass plans once; it plans again only on a lock that changed meanwhile (and each
+        # admission on the lock it writes over). Who governs whom is worked out once for all.
+        windows_now = list(valid.values())
+        assignment = governing_of(windows_now, node_list)
+        plan = make_plan(windows_now, node_list, lock, now, assignment=assignment)
         if name in plan.errors:
             await self._plan_failed(entry, plan.errors[name], lock, node_list, spec, now)
             return
@@ -218,27 +225,32 @@ class WindowReconciler:
         if any(not start.emergency for start in window_plan.starts) and self.check_blockers:
             await ask_blockers()
             if blockers[name] or held_nodes:
-                plan = make_plan(list(valid.values()), node_list, lock, now, blockers, held_nodes)
+                plan = make_plan(
+                    windows_now, node_list, lock, now, blockers, held_nodes, assignment
+                )
                 window_plan = plan.window(name)
+        planned_with = (dict(blockers), dict(held_nodes))
+        admission = self._admission(name, entry, valid, node_list, assignment, blockers, held_nodes)
         if window_plan.starts:
             # A node is about to be admitted: the dry run is asked again if its verdict is old.
             refusal = await self._job_refusal(name, spec, admitting=True)
             if refusal:
                 await self._invalid(entry, refusal, lock, node_list, now)
                 return
-            lock = await self._admit(name, entry, valid, node_list, now, blockers, held_nodes)
+            lock = await self._admit(name, admission, now)
         # After admission, never before it: written in the background while the pass goes on.
         self._taints.submit(taint_changes(plan, window_plan, node_list, lock, spec))
 
         async def hand_off() -> HandOff:
-            # A node is about to free a slot: the blockers are asked now if this pass has not.
+            # A node is about to free a slot: the blockers are asked now if this pass has not
+            # (`admission` reads them when it runs).
             if self.check_blockers is not None and name not in blockers:
                 await ask_blockers()
-            admission = self._admission(name, entry, valid, node_list, blockers, held_nodes)
+            admit = admission
             if await self._job_refusal(name, spec, admitting=True):
-                admission = _admit_nothing  # the next pass shows the window invalid
+                admit = _admit_nothing  # the next pass shows the window invalid
             return HandOff(
-                admission, lambda state, admitted: self._announce_started(name, state, admitted)
+                admit, lambda state, admitted: self._announce_started(name, state, admitted)
             )
 
         self.flow.hand_offs[name] = hand_off
@@ -247,9 +259,10 @@ class WindowReconciler:
         finally:
             self.flow.hand_offs.pop(name, None)
         lock = await self.lock.read()
-        plan = make_plan(
-            list(valid.values()), node_list, lock, self.clock.now(), blockers, held_nodes
-        )
+        if self.lock.version != planned_on or planned_with != (blockers, held_nodes):
+            plan = make_plan(
+                windows_now, node_list, lock, self.clock.now(), blockers, held_nodes, assignment
+            )
         if name in plan.errors:
             await self._plan_failed(
                 entry, plan.errors[name], lock, node_list, spec, self.clock.now()
@@ -360,6 +373,7 @@ class WindowReconciler:
         entry: WindowEntry,
         windows: Mapping[str, NamedWindow],
         nodes: list[NodeView],
+        assignment: Assignment,
         blockers: Mapping[str, str | None],
         held_nodes: Mapping[str, str],
     ) -> Callable[[LockState, datetime, str | None], list[str]]:
@@ -369,18 +383,23 @@ class WindowReconciler:
         rest after an aborted drain or a reboot just recorded), so no admission can exceed a
         budget, whichever write it rides on. `uncordoned` is a node this brain has just
         uncordoned (not counted unhealthy for a cordon the index may still show). Returns the
-        names admitted.
+        names admitted. The re-plan reuses the pass's `assignment` (who governs whom: the
+        windows and the nodes' labels have not changed) and leaves out the preview's batches.
+        `blockers` and `held_nodes` are read when it runs (a hand-off may ask them first).
         """
         by_name = {node.name: node for node in nodes}
         spec = windows[name].spec
+        window_list = list(windows.values())
 
         def admit(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
-            current = [
-                replace(node, unschedulable=False) if node.name == uncordoned else node
-                for node in nodes
-            ]
+            current = nodes
+            if uncordoned is not None and uncordoned in by_name:
+                current = [
+                    replace(node, unschedulable=False) if node.name == uncordoned else node
+                    for node in nodes
+                ]
             fresh_plan = make_plan(
-                list(windows.values()), current, state, now, blockers, held_nodes
+                window_list, current, state, now, blockers, held_nodes, assignment, batches=False
             )
             if name in fresh_plan.errors:
                 return []
@@ -413,15 +432,10 @@ class WindowReconciler:
     async def _admit(
         self,
         name: str,
-        entry: WindowEntry,
-        windows: Mapping[str, NamedWindow],
-        nodes: list[NodeView],
+        admit: Callable[[LockState, datetime, str | None], list[str]],
         now: datetime,
-        blockers: Mapping[str, str | None],
-        held_nodes: Mapping[str, str],
     ) -> LockState:
         """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
-        admit = self._admission(name, entry, windows, nodes, blockers, held_nodes)
         admitted: list[str] = []
 
         def decide(state: LockState) -> LockState | None:
@@ -433,19 +447,26 @@ class WindowReconciler:
         return state
 
     async def _announce_started(self, name: str, state: LockState, admitted: list[str]) -> None:
-        for node_name in admitted:
+        """The Started Event of each admitted node, ANNOUNCE_AT_ONCE at a time: one after the
+        other, 100 admissions held the first cordon back by 1.7 s at 1,000 nodes."""
+        at_once = asyncio.Semaphore(ANNOUNCE_AT_ONCE)
+
+        async def announce(node_name: str) -> None:
             lease = state.nodes[node_name]
             why = "emergency" if lease.emergency else "window open"
-            await self.flow.announce(
-                name,
-                node_name,
-                Phase.PENDING,
-                Phase.DRAINING,
-                "Started",
-                f"maintenance started ({why}): cordoning and draining",
-                warning=False,
-                lease=lease,
-            )
+            async with at_once:
+                await self.flow.announce(
+                    name,
+                    node_name,
+                    Phase.PENDING,
+                    Phase.DRAINING,
+                    "Started",
+                    f"maintenance started ({why}): cordoning and draining",
+                    warning=False,
+                    lease=lease,
+                )
+
+        await asyncio.gather(*(announce(node_name) for node_name in admitted))
 
     async def _advance_leases(
         self,

@@ -1,6 +1,7 @@
 """What the brain knows of a Node: a small, immutable view built from the Node object.
 
-The kopf index holds these (never whole Node objects), and the planner decides from them.
+The Node watch (brain/node_watch.py) keeps these (never whole Node objects), and the planner
+decides from them.
 """
 
 from __future__ import annotations

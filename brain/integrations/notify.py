@@ -31,9 +31,8 @@ import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from types import ModuleType
 from typing import Any
-
-import apprise
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +60,22 @@ class FailureKind(StrEnum):
     QUEUE_FULL = "QueueFull"
 
 
-_NOTIFY_TYPES: Mapping[str, Any] = {
-    NotifyEvent.SUCCEEDED: apprise.NotifyType.SUCCESS,
-    NotifyEvent.ROLLOUT_COMPLETE: apprise.NotifyType.SUCCESS,
-    NotifyEvent.FAILED: apprise.NotifyType.FAILURE,
-    NotifyEvent.BLOCKED: apprise.NotifyType.WARNING,
-    NotifyEvent.CONFLICT: apprise.NotifyType.WARNING,
+def _apprise() -> ModuleType:
+    """apprise, imported when a window first has notification targets: it loads a hundred
+    service plugins (a quarter of a second and megabytes the brain needs only then)."""
+    import apprise
+
+    return apprise
+
+
+# apprise's NotifyType values (a str enum), spelled out so that formatting a message (the brain,
+# `pitstop plan --notify-preview`) does not import apprise.
+_NOTIFY_TYPES: Mapping[str, str] = {
+    NotifyEvent.SUCCEEDED: "success",
+    NotifyEvent.ROLLOUT_COMPLETE: "success",
+    NotifyEvent.FAILED: "failure",
+    NotifyEvent.BLOCKED: "warning",
+    NotifyEvent.CONFLICT: "warning",
 }
 # Tags before the URL: letters, digits, '-', '_', separated by commas or spaces.
 _TAGGED_LINE = re.compile(r"^\s*(?P<tags>[\w\-]+(?:[\s,]+[\w\-]+)*)\s*=\s*(?P<url>\S+://\S*)\s*$")
@@ -105,7 +114,7 @@ def parse_targets(text: str) -> tuple[list[NotifyTarget], list[str]]:
         if tagged and "://" not in tagged["tags"]:
             tags = frozenset(tag.lower() for tag in re.split(r"[\s,]+", tagged["tags"]) if tag)
             url = tagged["url"]
-        if apprise.Apprise.instantiate(url) is None:
+        if _apprise().Apprise.instantiate(url) is None:
             scheme = url.split("://", 1)[0] if "://" in url else "(no scheme)"
             problems.append(f"line {number}: not a valid apprise URL (scheme {scheme})")
             continue
@@ -184,7 +193,7 @@ def format_message(
             title = string.Template(templates.title).safe_substitute(values)
         if templates.body is not None:
             body = string.Template(templates.body).safe_substitute(values)
-    notify_type = _NOTIFY_TYPES.get(event, apprise.NotifyType.INFO)
+    notify_type = _NOTIFY_TYPES.get(event, "info")
     return Message(event=event, title=title, body=body, notify_type=notify_type)
 
 
@@ -210,8 +219,9 @@ class Notifier:
         self.dropped = 0
         self.sent = 0
         self._on_failure = on_failure
+        apprise = _apprise() if targets else None
         self._services: list[tuple[NotifyTarget, Any]] = [
-            (target, apprise.Apprise.instantiate(target.url)) for target in targets
+            (target, apprise.Apprise.instantiate(target.url)) for target in targets if apprise
         ]
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=queue_size)
         self._closed = threading.Event()
@@ -278,7 +288,9 @@ class Notifier:
         try:
             ok = bool(
                 service.notify(
-                    body=message.body, title=message.title, notify_type=message.notify_type
+                    body=message.body,
+                    title=message.title,
+                    notify_type=_apprise().NotifyType(message.notify_type),
                 )
             )
         except Exception as error:  # an apprise plugin must never kill the worker
