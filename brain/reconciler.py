@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from brain import node_updates
-from brain.core.clock import ClusterClock, plus
-from brain.core.lock_state import LockState, LockUnreadableError, NodeLease, WindowRecord
+from brain.core.clock import ClusterClock
+from brain.core.lease_writes import admission_lease
+from brain.core.lock_state import LockState, LockUnreadableError, WindowRecord
 from brain.core.node_view import NodeView, Taint
 from brain.core.phase import Phase
 from brain.core.planner import NamedWindow, Plan, WindowPlan, make_plan
@@ -350,16 +351,8 @@ class WindowReconciler:
             fresh = fresh_plan.window(name)
             for start in fresh.starts:
                 node = by_name[start.node]
-                state.nodes[start.node] = NodeLease(
-                    window=name,
-                    phase=Phase.DRAINING,
-                    since=now,
-                    boot_id_before=node.boot_id,
-                    was_cordoned=node.unschedulable,
-                    deadline=plus(now, spec.drain.timeout),
-                    emergency=start.emergency,
-                    domain=start.domain,
-                    message="admitted: cordoning and draining",
+                state.nodes[start.node] = admission_lease(
+                    node, name, spec, now, start.emergency, start.domain
                 )
             if fresh.starts:
                 state.windows.setdefault(name, WindowRecord()).spec = dict(entry.spec)
