@@ -160,6 +160,8 @@ class RolloutModel(RuleBasedStateMachine):
         self.version = 0
         self.brains = [Brain(), Brain()]
         self.reboots: Counter[tuple[str, str]] = Counter()
+        # node -> the phase start of the lease a person acted on (pitstop retry/release)
+        self.person_asked: dict[str, datetime] = {}
         self.violations: list[str] = []
 
     # -- the world's plumbing --------------------------------------------------------------------
@@ -196,7 +198,8 @@ class RolloutModel(RuleBasedStateMachine):
         for name, old in self.lock.nodes.items():
             current = new.nodes.get(name)
             changed = current is None or current.phase != old.phase
-            if old.phase is Phase.FAILED and changed and not self.nodes[name].action:
+            asked = self.person_asked.get(name) == old.since
+            if old.phase is Phase.FAILED and changed and not asked:
                 self.violations.append(f"{name}: Failed lost its slot without a person's action")
         for name in new.nodes.keys() - self.lock.nodes.keys():
             if not self.window_open and not self.nodes[name].emergency:
@@ -543,6 +546,8 @@ class RolloutModel(RuleBasedStateMachine):
         lease = self.lock.nodes.get(name)
         node.action = action
         node.action_since = lease.since.isoformat() if lease is not None else ""
+        if lease is not None:
+            self.person_asked[name] = lease.since
 
     @rule(minutes=st.sampled_from([1, 4, 11, 16]))
     def time_passes(self, minutes: int) -> None:
