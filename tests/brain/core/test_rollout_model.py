@@ -53,6 +53,7 @@ settings.register_profile(
     max_examples=60,
     stateful_step_count=50,
     deadline=None,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
@@ -89,6 +90,7 @@ class ModelNode:
     boot: int = 0
     flagged: bool = False
     flagged_since: datetime | None = None
+    flag_boot: int = 0  # the boot the detector flagged it at
     cordoned: bool = False
     ready: bool = True
     down: bool = False  # rebooting: NotReady until it returns
@@ -121,6 +123,7 @@ class ModelNode:
 class ModelJob:
     node: str
     boot_id: str  # the boot the Job is for (its pitstop.dev/boot-id)
+    attempt: int = 1
     state: JobSeen = JobSeen.RUNNING
 
 
@@ -289,7 +292,7 @@ class RolloutModel(RuleBasedStateMachine):
             job_name = lease.job_name or f"job-{name}-{lease.boot_id_before}"
             created = job_name not in self.jobs
             if created:
-                self.jobs[job_name] = ModelJob(name, lease.boot_id_before)
+                self.jobs[job_name] = ModelJob(name, lease.boot_id_before, lease.attempt)
             return replace(seen, job_created=JobCreated(job_name, f"ns/{job_name}", created))
         if step.need is Need.DRAIN:
             task = brain.drains.get(name)
@@ -454,19 +457,20 @@ class RolloutModel(RuleBasedStateMachine):
         node = self.nodes[name]
         if not node.flagged and not node.down:
             node.flagged, node.flagged_since = True, self.now - timedelta(minutes=since_minutes)
+            node.flag_boot = node.boot
 
     @rule(name=st.sampled_from(NAMES), since_minutes=st.integers(0, 30))
     def the_detector(self, name: str, since_minutes: int) -> None:
         """A flag goes once the node rebooted (what needed it is done); else one may come."""
         node = self.nodes[name]
-        if node.flagged and any(job_node == name for job_node, _ in self.reboots):
+        if node.flagged and node.boot != node.flag_boot:
             node.flagged, node.flagged_since = False, None
         else:
             self.the_detector_flags(name, since_minutes)
 
     def the_detector_catches_up(self, name: str) -> None:
         node = self.nodes[name]
-        if node.flagged and any(job_node == name for job_node, _ in self.reboots):
+        if node.flagged and node.boot != node.flag_boot:
             node.flagged, node.flagged_since = False, None
 
     @rule()
@@ -508,7 +512,16 @@ class RolloutModel(RuleBasedStateMachine):
             job.state = JobSeen.FAILED
             return
         job.state = JobSeen.SUCCEEDED
-        node.down, node.ready = True, False  # the reboot Job's pod reboots whatever boot it finds
+        self.reboot(node, job)
+
+    def reboot(self, node: ModelNode, job: ModelJob) -> None:
+        """The Job's pod reboots whatever boot it finds (the reboot helper does not look)."""
+        needed = node.flagged and node.flag_boot == node.boot
+        if job.attempt == 1 and not needed:  # (a retry is a person's explicit request)
+            self.violations.append(
+                f"{node.name}: rebooted at boot {node.boot_id}, not flagged since its last reboot"
+            )
+        node.down, node.ready = True, False
         if node.behaviour != KEEPS_BOOT:
             self.reboots[(job.node, job.boot_id)] += 1
 
@@ -606,8 +619,7 @@ class RolloutModel(RuleBasedStateMachine):
                 node = self.nodes[job.node]
                 if job.state is JobSeen.RUNNING and not node.down:
                     job.state = JobSeen.SUCCEEDED
-                    node.down, node.ready = True, False
-                    self.reboots[(job.node, job.boot_id)] += 1
+                    self.reboot(node, job)
             for name in NAMES:
                 self.a_node_returns(name)
                 self.the_detector_catches_up(name)
