@@ -528,6 +528,11 @@ def _health_check(
     lease: NodeLease, node: NodeView, spec: WindowSpec, seen: Observations, now: datetime
 ) -> Step:
     """[postReboot hook], control plane sees it Ready, PDBs healthy, DaemonSet pods Ready."""
+    if node.boot_id == lease.boot_id_before:
+        # A view older than the node's return (HealthCheck began once the node showed a new
+        # boot; this brain's Node watch lags another brain's): judged on it, the node would be
+        # recorded as rebooted at its old boot, and admitted again for a second reboot.
+        return _wait(HEALTH_GATE_POLL_SECONDS)
     if spec.hooks.post_reboot is not None:
         if seen.hook is None:
             return _observe(Need.HOOK)

@@ -48,6 +48,11 @@ def lease(phase: Phase, **fields: Any) -> NodeLease:
     return NodeLease(**{**base, **fields})
 
 
+def rebooted(phase: Phase, **fields: Any) -> NodeLease:
+    """A lease of a node rebooted from boot-0: node() shows its new boot."""
+    return lease(phase, boot_id_before="boot-0", **fields)
+
+
 def node(**fields: Any) -> NodeView:
     base: dict[str, Any] = {"name": "n1", "boot_id": "boot-a", "unschedulable": True}
     return NodeView(**{**base, **fields})
@@ -324,9 +329,18 @@ def test_health_check_passes_to_done() -> None:
     assert step.reason == "Rebooted" and step.uncordon and step.with_labels
 
 
+def test_health_check_waits_for_a_view_that_shows_the_new_boot() -> None:
+    """A Node view older than the node's return (another brain moved it to HealthCheck) would
+    record the reboot at the old boot, and the planner would admit the node again (found by
+    the rollout model test)."""
+    checking = lease(Phase.HEALTH_CHECK)
+    assert step_for(checking, node(boot_id="boot-a")) == Step(StepKind.WAIT, wake_in=5.0)
+    assert asks(step_for(checking, node(boot_id="boot-b"))) is Need.DAEMON_SETS
+
+
 def test_health_check_waits_for_the_control_plane_to_clear_not_ready() -> None:
     tainted = node(taints=(Taint(contract.CONTROL_PLANE_NOT_READY_TAINT_KEYS[0], "", "NoExecute"),))
-    checking = lease(Phase.HEALTH_CHECK, deadline=NOW + timedelta(seconds=3))
+    checking = rebooted(Phase.HEALTH_CHECK, deadline=NOW + timedelta(seconds=3))
     step = step_for(checking, tainted)
     assert step.kind is StepKind.WAIT and step.wake_in == 3.0
     assert step.record_message is not None and "clear not-ready" in step.record_message
@@ -338,7 +352,7 @@ def test_health_check_waits_for_the_control_plane_to_clear_not_ready() -> None:
 
 
 def test_health_check_asks_the_pdbs_then_the_daemon_sets() -> None:
-    checking = lease(Phase.HEALTH_CHECK, pdbs=["ns/web"])
+    checking = rebooted(Phase.HEALTH_CHECK, pdbs=["ns/web"])
     gate = spec(reboot={"healthGate": {"daemonSetsReady": True}})
     assert asks(step_for(checking, the_spec=gate)) is Need.PDBS
     unhealthy = step_for(checking, the_spec=gate, pdbs=Check(False, "ns/web: 0 of 1"))
@@ -349,12 +363,12 @@ def test_health_check_asks_the_pdbs_then_the_daemon_sets() -> None:
     done = step_for(checking, the_spec=gate, pdbs=Check(True), daemon_sets=Check(True))
     assert done.target is Phase.DONE
     # Without PDBs recorded, none is asked.
-    assert asks(step_for(lease(Phase.HEALTH_CHECK), the_spec=gate)) is Need.DAEMON_SETS
+    assert asks(step_for(rebooted(Phase.HEALTH_CHECK), the_spec=gate)) is Need.DAEMON_SETS
 
 
 def test_health_check_waits_for_the_post_reboot_hook_until_its_deadline() -> None:
     hooked = spec(hooks={"postReboot": {"url": "http://hook.example/post"}})
-    checking = lease(Phase.HEALTH_CHECK, message="waiting for the postReboot hook: HTTP 503")
+    checking = rebooted(Phase.HEALTH_CHECK, message="waiting for the postReboot hook: HTTP 503")
     assert asks(step_for(checking, the_spec=hooked)) is Need.HOOK
     pending = HookSeen(HookAnswer.FAILED, "HTTP 503")
     waiting = step_for(checking, the_spec=hooked, hook=pending)
