@@ -528,7 +528,7 @@ def _health_check(
     lease: NodeLease, node: NodeView, spec: WindowSpec, seen: Observations, now: datetime
 ) -> Step:
     """[postReboot hook], control plane sees it Ready, PDBs healthy, DaemonSet pods Ready."""
-    if node.boot_id == lease.boot_id_before:
+    if lease.boot_id_before and node.boot_id == lease.boot_id_before:
         # A view older than the node's return (HealthCheck began once the node showed a new
         # boot; this brain's Node watch lags another brain's): judged on it, the node would be
         # recorded as rebooted at its old boot, and admitted again for a second reboot.
