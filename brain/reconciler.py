@@ -18,14 +18,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from brain.core.api import GROUP, PLURAL, VERSION
-from brain.core.clock import ClusterClock, plus
-from brain.core.lock_state import (
-    LockState,
-    LockUnreadableError,
-    NodeLease,
-    WindowRecord,
-    continues_rollout,
-)
+from brain.core.clock import ClusterClock
+from brain.core.lease_writes import admission_lease
+from brain.core.lock_state import LockState, LockUnreadableError, WindowRecord, continues_rollout
 from brain.core.node_view import NodeView
 from brain.core.phase import Phase
 from brain.core.planner import Assignment, NamedWindow, Plan, governing_of, make_plan
@@ -410,16 +405,8 @@ class WindowReconciler:
             )
             for start in fresh.starts:
                 node = by_name[start.node]
-                state.nodes[start.node] = NodeLease(
-                    window=name,
-                    phase=Phase.DRAINING,
-                    since=now,
-                    boot_id_before=node.boot_id,
-                    was_cordoned=node.unschedulable,
-                    deadline=plus(now, spec.drain.timeout),
-                    emergency=start.emergency,
-                    domain=start.domain,
-                    message="admitted: cordoning and draining",
+                state.nodes[start.node] = admission_lease(
+                    node, name, spec, now, start.emergency, start.domain
                 )
             if fresh.starts:
                 record = state.windows.setdefault(name, WindowRecord())

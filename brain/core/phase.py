@@ -6,7 +6,10 @@ in the lock, so the lock alone says who is in maintenance.
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
+
+log = logging.getLogger("pitstop.phase")
 
 
 class Phase(StrEnum):
@@ -43,3 +46,14 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 
 def can_transition(current: Phase, target: Phase) -> bool:
     return target in TRANSITIONS[current]
+
+
+class IllegalTransitionError(ValueError):
+    """A step asked for a phase change TRANSITIONS does not allow: refused, nothing written."""
+
+
+def check_transition(node: str, current: Phase, target: Phase) -> None:
+    """The one check every phase change goes through before it is written to the lock."""
+    if not can_transition(current, target):
+        log.error("node %s: illegal transition %s -> %s refused", node, current, target)
+        raise IllegalTransitionError(f"node {node}: illegal transition {current} -> {target}")

@@ -40,7 +40,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from brain.core.clock import plus
-from brain.core.lock_state import LockState, NodeLease
+from brain.core.lock_state import CompletedReboot, LockState, NodeLease
 from brain.core.node_view import NodeView, believable_since
 from brain.core.phase import IN_MAINTENANCE, Phase
 from brain.core.schedule import current_end, is_open, next_open
@@ -514,14 +514,27 @@ def _plan_window(
     )
 
 
+def _rebooted(done: CompletedReboot) -> bool:
+    """Did this maintenance reboot its node? Rebooted, or released by a person after its reboot
+    (a release in WaitingForNode or HealthCheck): either way the flag it had is seen to."""
+    if done.result == "Rebooted":
+        return True
+    return (
+        done.result == "Released"
+        and bool(done.boot_id_before)
+        and done.boot_id not in ("", done.boot_id_before)
+    )
+
+
 def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> dict[str, str]:
     """Flagged nodes that must not start now, with why (they are held back as Resting):
 
     - a node whose drain was aborted, or released before it rebooted, rests until its retry
       time;
-    - a node rebooted at its current boot ID that is still flagged from before that reboot
-      (its detector has not caught up yet, or the reboot did not clear the flag): it is not
-      rebooted again until its detector flags it anew, so there is no reboot loop;
+    - a node rebooted at its current boot ID (finished, or released after its reboot) that is
+      still flagged from before that reboot (its detector has not caught up yet, or the reboot
+      did not clear the flag): it is not rebooted again until its detector flags it anew, so
+      there is no reboot loop;
     - a node that a view older than its recorded reboot still shows at the boot it was rebooted
       from (another brain finished it a moment ago and this brain's Node watch lags): it waits
       for the view to catch up instead of being admitted for a second reboot.
@@ -539,7 +552,7 @@ def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> 
             node = by_name.get(done.node)
             if (
                 node is not None
-                and done.result == "Rebooted"
+                and _rebooted(done)
                 and done.boot_id
                 and node.boot_id == done.boot_id
                 and (
@@ -553,7 +566,7 @@ def resting_nodes(nodes: Sequence[NodeView], lock: LockState, now: datetime) -> 
                 )
             elif (
                 node is not None
-                and done.result == "Rebooted"
+                and _rebooted(done)
                 and done.boot_id_before
                 and node.boot_id == done.boot_id_before
                 and done.boot_id != done.boot_id_before

@@ -335,6 +335,33 @@ def test_a_view_older_than_a_recorded_reboot_does_not_admit_the_node_again() -> 
     assert started(plan_one(everyone, [anew], lock)) == ["n1"]
 
 
+def test_a_node_released_after_its_reboot_rests_like_a_rebooted_one() -> None:
+    # A person released n1 in WaitingForNode or HealthCheck after it rebooted (boot-1 ->
+    # boot-2) while its detector had not yet removed the flag. Admitted again at once (the
+    # release's own lock write hands the slot on), it was rebooted a second time: found by the
+    # rollout model test (tests/brain/core/test_rollout_model.py).
+    everyone = window("everyone")
+
+    def released(boot_before: str, boot: str) -> LockState:
+        finished = NOW - timedelta(seconds=1)
+        done = CompletedReboot(
+            node="n1", finished=finished, result="Released", bootID=boot, bootIDBefore=boot_before
+        )
+        return LockState(windows={"everyone": WindowRecord(completed=[done])})
+
+    stale = node("n1", boot_id="boot-2")
+    held = plan_one(everyone, [stale], released("boot-1", "boot-2"))
+    assert started(held) == [] and reasons(held) == {"n1": HoldReason.RESTING}
+    # A view still showing the boot it was rebooted from waits for the view, too.
+    lagging = plan_one(everyone, [node("n1", boot_id="boot-1")], released("boot-1", "boot-2"))
+    assert reasons(lagging) == {"n1": HoldReason.RESTING}
+    # Released before it rebooted (same boot): no such rest (its retryAfter decides).
+    assert started(plan_one(everyone, [stale], released("boot-2", "boot-2"))) == ["n1"]
+    # Flagged anew after the reboot: it may go again.
+    anew = node("n1", boot_id="boot-2", since_minutes_ago=0)
+    assert started(plan_one(everyone, [anew], released("boot-1", "boot-2"))) == ["n1"]
+
+
 def test_a_node_whose_drain_was_aborted_rests_until_its_retry_time() -> None:
     everyone = window("everyone")
     retry_at = NOW + timedelta(minutes=10)
