@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,20 @@ def _pod_ready_again_stage(documents: list[dict[str, Any]]) -> dict[str, Any]:
     return stage
 
 
+def _audit_policy(users: Sequence[str]) -> dict[str, Any]:
+    """Metadata (who, what, when, status code: no bodies) for `users`' requests, nothing else.
+
+    The ResponseStarted stage (a watch's start) is left out: every request is then one
+    RequestReceived line when it arrives and one ResponseComplete line when it ends.
+    """
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["ResponseStarted"],
+        "rules": [{"level": "Metadata", "users": list(users)}, {"level": "None"}],
+    }
+
+
 class KubectlError(subprocess.CalledProcessError):
     """A kubectl command failed; unlike its base class, the message says what kubectl said."""
 
@@ -112,10 +127,24 @@ class KubectlError(subprocess.CalledProcessError):
 class ControlPlane:
     """One local control plane. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, workdir: Path | None = None, name: str = "pitstop") -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        name: str = "pitstop",
+        audit_users: Sequence[str] = (),
+        node_lease_seconds: int = 40,
+    ) -> None:
         self.name = name
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{name}-cluster-"))
+        # Opt-in (benchmarks): the API server logs these users' requests, one JSON line per
+        # request (RequestReceived) and per answer (ResponseComplete), nobody else's, so a
+        # program's requests can be counted and sorted by verb, resource and status code.
+        self.audit_users = tuple(audit_users)
+        self.audit_log = self.workdir / "audit.log"
+        # kwok renews each node's Lease every quarter of this; thousands of nodes at the default
+        # 40 s are hundreds of writes a second, so a large benchmark may lengthen it.
+        self.node_lease_seconds = node_lease_seconds
         self.binaries = binaries.resolve()
         self.admin_token = secrets.token_hex(16)
         # Programs under test get their own user (cluster-admin rights, but a name of their
@@ -229,6 +258,20 @@ class ControlPlane:
             f"{token},{user},{user},{PROGRAMS_GROUP}" for user, token in self.user_tokens.items()
         ]
         tokens.write_text("\n".join(lines) + "\n")
+        audit: list[str] = []
+        if self.audit_users:
+            policy = self.workdir / "audit-policy.json"
+            policy.write_text(json.dumps(_audit_policy(self.audit_users)))
+            audit = [
+                "--audit-policy-file",
+                str(policy),
+                "--audit-log-path",
+                str(self.audit_log),
+                "--audit-log-format",
+                "json",
+                "--audit-log-mode",
+                "blocking",
+            ]
         apiserver = self._component(
             "kube-apiserver",
             [
@@ -274,6 +317,7 @@ class ControlPlane:
                 "--cert-dir",
                 str(self.workdir / "apiserver-certs"),
                 "--profiling=false",
+                *audit,
                 "--v",
                 "1",
             ],
@@ -348,7 +392,7 @@ class ControlPlane:
                 "--manage-nodes-with-annotation-selector",
                 f"{KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}",
                 "--node-lease-duration-seconds",
-                "40",
+                str(self.node_lease_seconds),
                 "--cidr",
                 "10.240.0.0/16",
                 "--node-ip",
