@@ -37,7 +37,9 @@ import contextlib
 import json
 import math
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -211,11 +213,13 @@ class Nodes:
     first_cordon_after: float = 0.0  # only cordons after this moment count (the flagging)
     first_cordon: float | None = None
     max_cordoned: int = 0
+    events: list[float] = field(default_factory=list)  # when each Node event came (monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seen(self, kind: str, node: dict[str, Any], _: int) -> None:
         name = node["metadata"]["name"]
         with self.lock:
+            self.events.append(time.monotonic())
             if kind == "DELETED":
                 self.states.pop(name, None)
                 return
@@ -242,6 +246,10 @@ class Nodes:
                     self.first_cordon = moment
             cordoned = sum(1 for each in self.states.values() if each.unschedulable)
             self.max_cordoned = max(self.max_cordoned, cordoned)
+
+    def events_between(self, start: float, end: float) -> int:
+        with self.lock:
+            return sum(1 for moment in self.events if start <= moment < end)
 
     def count(self, check: Callable[[NodeState], bool]) -> int:
         with self.lock:
@@ -636,6 +644,10 @@ class Run:
     arguments: argparse.Namespace
     result: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # epoch start, end
+    moments: dict[str, tuple[float, float]] = field(default_factory=dict)  # monotonic start, end
+    profiler: Path | None = None  # py-spy, to profile the brain in each phase
+    profiles: Path | None = None
+    pid: int = 0
 
     def figure(self, key: str, value: Any, digits: int = 2) -> None:
         self.result[key] = round(value, digits) if isinstance(value, float) else value
@@ -643,11 +655,40 @@ class Run:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         say(f"phase {name}")
-        started = time.time()
+        started, began = time.time(), time.monotonic()
+        profiling = self._profile(name)
         try:
             yield
         finally:
             self.phases[name] = (started, time.time())
+            self.moments[name] = (began, time.monotonic())
+            if profiling is not None:
+                profiling.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    profiling.wait(60)
+
+    def _profile(self, name: str) -> subprocess.Popen[bytes] | None:
+        """py-spy sampling the brain through the phase (collapsed stacks, one file a phase)."""
+        if self.profiler is None or self.profiles is None or not self.pid:
+            return None
+        self.profiles.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(
+            [
+                str(self.profiler),
+                "record",
+                "--nonblocking",
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "--pid",
+                str(self.pid),
+                "--output",
+                str(self.profiles / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -662,11 +703,19 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     bench.figure("flagged", len(flagged))
     bench.figure("limit", arguments.max_unavailable)
     started = time.monotonic()
+    # kwok renews each node's Lease every quarter of its duration: past 1,000 nodes the Lease
+    # is lengthened so the renewals stay at 100 a second (they load the API server and etcd on
+    # this machine, not the brain, which does not watch Leases).
+    lease = arguments.node_lease_seconds or max(40, arguments.nodes // 25)
+    bench.figure("node_lease_s", lease)
     plane = ControlPlane(
         name="pitstop-scale",
         audit_users=(BRAIN_USER,),
-        node_lease_seconds=arguments.node_lease_seconds,
+        node_lease_seconds=lease,
+        node_monitor_grace_seconds=None if lease == 40 else lease + 10,
     )
+    bench.profiler = arguments.py_spy
+    bench.profiles = arguments.keep_logs / "profiles" if arguments.keep_logs else None
     brain: BrainProcess | None = None
     nodes, lock, window = Nodes(), LockWatch(), WindowWatch()
     try:
@@ -777,7 +826,7 @@ def measure(
     brain_started = time.monotonic()
     brain.start()
     assert brain.process is not None
-    pid = brain.process.pid
+    pid = bench.pid = brain.process.pid
     with Sampler(pid) as sampler:
         with bench.phase("startup"):
             governed = arguments.nodes
@@ -799,6 +848,10 @@ def measure(
             idle_start = time.monotonic()
             time.sleep(arguments.idle_seconds)
             bench.figure("brain_idle_cpu_pct", cpu.percent(), 1)
+            end = time.monotonic()
+            bench.figure(
+                "idle_node_events_per_s", nodes.events_between(idle_start, end) / (end - idle_start)
+            )
             bench.figure(
                 "brain_idle_rss_mib", sampler.mean_between(idle_start, time.monotonic()), 1
             )
@@ -806,14 +859,24 @@ def measure(
         per_second = arguments.nodes / 300
         with bench.phase("churn"):
             cpu.start()
+            churn_start = time.monotonic()
             with heartbeats(api, names, per_second) as sent:
                 time.sleep(arguments.churn_seconds)
             bench.figure("brain_churn_cpu_pct", cpu.percent(), 1)
+            end = time.monotonic()
+            bench.figure(
+                "churn_node_events_per_s",
+                nodes.events_between(churn_start, end) / (end - churn_start),
+            )
             bench.figure("churn_updates_per_s", sent[0] / arguments.churn_seconds)
             if sent[1]:
                 bench.figure("churn_updates_late", sent[1])
         with bench.phase("rollout"):
-            rollout(bench, plane, api, brain, hosts, nodes, lock, window, flagged, limit)
+            cpu.start()
+            try:
+                rollout(bench, plane, api, brain, hosts, nodes, lock, window, flagged, limit)
+            finally:
+                bench.figure("brain_rollout_cpu_pct", cpu.percent(), 1)
         bench.figure("brain_peak_rss_mib", sampler.peak(), 1)
         bench.figure("brain_total_cpu_s", cpu_seconds(pid), 1)
 
@@ -925,6 +988,9 @@ def rollout(
             "max_lock_holders", max((len(v.holders) for v in lock.since(start)), default=0)
         )
         bench.figure("max_cordoned", nodes.max_cordoned)
+        finished = [record.finished for record in hosts.reboots if record.node in wanted]
+        if finished:
+            bench.figure("last_host_reboot_s", max(finished) - start)
         bench.figure("status_done_count", window.counts().get("done"))
         bench.figure("status_counts_at_end", window.counts())
         times = handoffs(lock.since(start), wanted, limit)
@@ -1014,8 +1080,14 @@ def main() -> None:
     parser.add_argument(
         "--node-lease-seconds",
         type=int,
-        default=40,
-        help="kwok's node Lease duration (renewed every quarter of it)",
+        default=0,
+        help="kwok's node Lease duration (renewed every quarter of it; default 40, or N/25 "
+        "past 1,000 nodes)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="this py-spy profiles the brain in each phase (with --keep-logs: DIR/profiles)",
     )
     parser.add_argument(
         "--keep-logs", type=Path, help="copy the brain's log and the audit log here"
@@ -1024,6 +1096,11 @@ def main() -> None:
     arguments = parser.parse_args()
     load = os.getloadavg()
     result = run(arguments)
+    result["bench_cpu_s"] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_utime
+        + resource.getrusage(resource.RUSAGE_SELF).ru_stime,
+        1,
+    )
     result["load_before"] = [round(value, 2) for value in load]
     result["load_after"] = [round(value, 2) for value in os.getloadavg()]
     if arguments.json:

@@ -133,6 +133,7 @@ class ControlPlane:
         name: str = "pitstop",
         audit_users: Sequence[str] = (),
         node_lease_seconds: int = 40,
+        node_monitor_grace_seconds: int | None = None,
     ) -> None:
         self.name = name
         self._own_workdir = workdir is None
@@ -145,6 +146,10 @@ class ControlPlane:
         # kwok renews each node's Lease every quarter of this; thousands of nodes at the default
         # 40 s are hundreds of writes a second, so a large benchmark may lengthen it.
         self.node_lease_seconds = node_lease_seconds
+        # How long the node lifecycle controller waits for a node's heartbeat before it marks the
+        # node Unknown (the controller manager's default, 50 s, unless set): a longer Lease
+        # needs a longer wait.
+        self.node_monitor_grace_seconds = node_monitor_grace_seconds
         self.binaries = binaries.resolve()
         self.admin_token = secrets.token_hex(16)
         # Programs under test get their own user (cluster-admin rights, but a name of their
@@ -333,6 +338,9 @@ class ControlPlane:
     def _start_controllers(self) -> None:
         assert self.certificates is not None
         kubeconfig = str(self.kubeconfig)
+        grace = []
+        if self.node_monitor_grace_seconds is not None:
+            grace = [f"--node-monitor-grace-period={self.node_monitor_grace_seconds}s"]
         self._component(
             "kube-controller-manager",
             [
@@ -356,6 +364,7 @@ class ControlPlane:
                 SERVICE_CLUSTER_IP_RANGE,
                 "--controllers",
                 "*",
+                *grace,
                 "--v",
                 "1",
             ],
