@@ -265,6 +265,7 @@ class LockVersion:
     at: float  # monotonic
     holders: frozenset[str]  # nodes holding a slot
     in_maintenance: int
+    phases: dict[str, str] = field(default_factory=dict)  # node -> its phase
 
 
 @dataclass
@@ -289,7 +290,10 @@ class LockWatch:
         in_maintenance = sum(
             1 for lease in leases.values() if (lease or {}).get("phase") in IN_MAINTENANCE
         )
-        self.versions.append(LockVersion(time.monotonic(), frozenset(leases), in_maintenance))
+        phases = {name: str((lease or {}).get("phase")) for name, lease in leases.items()}
+        self.versions.append(
+            LockVersion(time.monotonic(), frozenset(leases), in_maintenance, phases)
+        )
 
     def latest(self) -> LockVersion:
         return self.versions[-1] if self.versions else LockVersion(0.0, frozenset(), 0)
@@ -631,6 +635,29 @@ def handoffs(versions: list[LockVersion], flagged: set[str], limit: int) -> list
     ]
 
 
+def phase_seconds(versions: list[LockVersion]) -> dict[str, dict[str, float]]:
+    """How long nodes stayed in each phase of the lock (p50 and max over nodes and visits), as
+    seen by the lock watch: where a rollout's time goes."""
+    durations: dict[str, list[float]] = {}
+    current: dict[str, tuple[str, float]] = {}  # node -> (phase, since)
+    for version in versions:
+        for name, (phase, since) in list(current.items()):
+            if version.phases.get(name) != phase:
+                durations.setdefault(phase, []).append(version.at - since)
+                del current[name]
+        for name, phase in version.phases.items():
+            if name not in current:
+                current[name] = (phase, version.at)
+    return {
+        phase: {
+            "p50": round(percentile(values, 0.5) or 0.0, 2),
+            "max": round(max(values), 2),
+            "count": len(values),
+        }
+        for phase, values in sorted(durations.items())
+    }
+
+
 def plan_command() -> list[str]:
     beside = Path(sys.executable).with_name("pitstop")
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "brain.cli"]
@@ -713,6 +740,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         audit_users=(BRAIN_USER,),
         node_lease_seconds=lease,
         node_monitor_grace_seconds=None if lease == 40 else lease + 10,
+        disabled_controllers=("ttl",),
     )
     bench.profiler = arguments.py_spy
     bench.profiles = arguments.keep_logs / "profiles" if arguments.keep_logs else None
@@ -993,6 +1021,7 @@ def rollout(
             bench.figure("last_host_reboot_s", max(finished) - start)
         bench.figure("status_done_count", window.counts().get("done"))
         bench.figure("status_counts_at_end", window.counts())
+        bench.figure("lock_phase_seconds", phase_seconds(lock.since(start)))
         times = handoffs(lock.since(start), wanted, limit)
         bench.figure("handoff_p50_s", percentile(times, 0.5))
         bench.figure("handoff_p90_s", percentile(times, 0.9))
