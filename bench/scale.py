@@ -751,6 +751,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         node_monitor_grace_seconds=None if lease == 40 else lease + 10,
         disabled_controllers=("ttl",),
         controller_manager_qps=500,
+        kwok_node_heartbeats=False,  # the churn phase plays them, at an even rate
     )
     bench.profiler = arguments.py_spy
     bench.profiles = arguments.keep_logs / "profiles" if arguments.keep_logs else None

@@ -41,11 +41,14 @@ ADMIN_USER = "pitstop-admin"
 PROGRAMS_GROUP = "pitstop:programs"
 
 
+# kwok's stage that rewrites every node's status conditions 600-610 s after the last one (the
+# node's Lease, renewed apart from the stages, is what keeps a node alive).
+HEARTBEAT_STAGE = "node-heartbeat-with-lease"
 # How long after a controller marks a running kwok pod NotReady it is reported Ready again.
 POD_READY_AGAIN_MILLISECONDS = 1000
 
 
-def _kwok_stages(target: Path) -> Path:
+def _kwok_stages(target: Path, node_heartbeats: bool = True) -> Path:
     """kwok's standard stages, with node stages that leave a simulated-down node alone, and
     one more pod stage that plays the kubelet re-reporting a running pod Ready.
 
@@ -63,6 +66,8 @@ def _kwok_stages(target: Path) -> Path:
     for path in binaries.kwok_stage_files():
         for document in yaml.safe_load_all(path.read_text()):
             if not document:
+                continue
+            if not node_heartbeats and document["metadata"]["name"] == HEARTBEAT_STAGE:
                 continue
             if document["spec"]["resourceRef"]["kind"] == "Node":
                 document["spec"]["selector"]["matchExpressions"].append(hands_off)
@@ -136,6 +141,7 @@ class ControlPlane:
         node_monitor_grace_seconds: int | None = None,
         disabled_controllers: Sequence[str] = (),
         controller_manager_qps: int | None = None,
+        kwok_node_heartbeats: bool = True,
     ) -> None:
         self.name = name
         self._own_workdir = workdir is None
@@ -160,6 +166,11 @@ class ControlPlane:
         # The controller manager's client pace (20 requests a second unless set): thousands of
         # new nodes each get their not-ready taint removed and their beta labels at that pace.
         self.controller_manager_qps = controller_manager_qps
+        # kwok's status heartbeats come 600-610 s after each node's last status write, so nodes
+        # created together all beat within the same seconds (5,000 nodes: ~50 a second for a
+        # while, then nothing): a benchmark that plays kubelets' heartbeats at an even rate of
+        # its own turns them off.
+        self.kwok_node_heartbeats = kwok_node_heartbeats
         self.binaries = binaries.resolve()
         self.admin_token = secrets.token_hex(16)
         # Programs under test get their own user (cluster-admin rights, but a name of their
@@ -401,7 +412,7 @@ class ControlPlane:
                 "1",
             ],
         )
-        stages = _kwok_stages(self.workdir / "kwok-stages.yaml")
+        stages = _kwok_stages(self.workdir / "kwok-stages.yaml", self.kwok_node_heartbeats)
         kwok = self._component(
             "kwok",
             [
