@@ -16,6 +16,13 @@ gets what was measured and an "error" key):
    to all K rebooted and released; the hand-off time (a node leaves the lock -> the next one is
    admitted, while nodes wait); `pitstop plan` timed once during the rollout.
 
+The cluster is made quiet before the brain starts, as a settled real one is: the controller
+manager's TTL controller is off (it re-annotates every Node whenever the cluster's size crosses
+a threshold), the manager runs at 500 requests a second (new nodes' not-ready taints come off at
+once), kwok's status heartbeats are off (kwok sends them 600-610 s after a node's last status
+write, so nodes made together beat together; phase 3 plays them evenly), and the brain starts
+once no Node changed for 3 s. Past 1,000 nodes kwok's node Lease is lengthened to N/25 s.
+
 Measured from outside the brain: its CPU (percent of one core) and RSS from /proc/<pid>/stat and
 /proc/<pid>/status (children included); its requests from the API server's audit log (user
 `pitstop-brain`, one RequestReceived line per request, watches included); the lock ConfigMap
@@ -27,7 +34,16 @@ object sizes), Nodes by one watch (cordons). A benchmark: it prints figures and 
         --churn-seconds 5 --json
 
 With `--json` the last line of the output is one JSON object (seconds, MiB, percent of one
-core); progress goes to stderr. `--keep-logs DIR` copies the brain's log and the audit log there.
+core); progress goes to stderr. `--keep-logs DIR` copies the brain's log and the audit log there
+(and, with `--py-spy PATH`, a py-spy profile of the brain per phase, collapsed stacks). Keys:
+nodes, limit, flagged; brain_start_to_first_status_s; brain_idle_cpu_pct, brain_churn_cpu_pct,
+brain_rollout_cpu_pct; brain_idle_rss_mib, brain_peak_rss_mib; idle_requests_per_s (and what
+they were); flag_to_first_cordon_s, time_to_limit_s, rollout_s, handoff_p50_s/p90_s, rebooted,
+max_in_maintenance, max_cordoned, lock_phase_seconds (p50/max per lock phase);
+requests_per_reboot_excluding_evictions, rollout_requests_by_kind, rollout_error_codes;
+window_object_bytes, lock_object_bytes (peaks); plan_cli_s; status_done_count; the bench's own
+times (control_plane_start_s, nodes_ready_s, nodes_settled_s, bench_s), load averages; "error"
+when a phase did not finish.
 """
 
 from __future__ import annotations
