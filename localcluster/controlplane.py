@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,14 @@ ADMIN_USER = "pitstop-admin"
 PROGRAMS_GROUP = "pitstop:programs"
 
 
+# kwok's stage that rewrites every node's status conditions 600-610 s after the last one (the
+# node's Lease, renewed apart from the stages, is what keeps a node alive).
+HEARTBEAT_STAGE = "node-heartbeat-with-lease"
 # How long after a controller marks a running kwok pod NotReady it is reported Ready again.
 POD_READY_AGAIN_MILLISECONDS = 1000
 
 
-def _kwok_stages(target: Path) -> Path:
+def _kwok_stages(target: Path, node_heartbeats: bool = True) -> Path:
     """kwok's standard stages, with node stages that leave a simulated-down node alone, and
     one more pod stage that plays the kubelet re-reporting a running pod Ready.
 
@@ -62,6 +66,8 @@ def _kwok_stages(target: Path) -> Path:
     for path in binaries.kwok_stage_files():
         for document in yaml.safe_load_all(path.read_text()):
             if not document:
+                continue
+            if not node_heartbeats and document["metadata"]["name"] == HEARTBEAT_STAGE:
                 continue
             if document["spec"]["resourceRef"]["kind"] == "Node":
                 document["spec"]["selector"]["matchExpressions"].append(hands_off)
@@ -101,6 +107,27 @@ def _pod_ready_again_stage(documents: list[dict[str, Any]]) -> dict[str, Any]:
     return stage
 
 
+def _audit_policy(users: Sequence[str]) -> dict[str, Any]:
+    """Metadata (who, what, when, status code) for `users`' requests, nothing else; the body
+    too of their Node patches (a cordon can then be told from other patches, to the microsecond).
+
+    The ResponseStarted stage (a watch's start) is left out: every request is then one
+    RequestReceived line when it arrives and one ResponseComplete line when it ends.
+    """
+    node_patches = {
+        "level": "Request",
+        "users": list(users),
+        "verbs": ["patch"],
+        "resources": [{"group": "", "resources": ["nodes"]}],
+    }
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["ResponseStarted"],
+        "rules": [node_patches, {"level": "Metadata", "users": list(users)}, {"level": "None"}],
+    }
+
+
 class KubectlError(subprocess.CalledProcessError):
     """A kubectl command failed; unlike its base class, the message says what kubectl said."""
 
@@ -112,10 +139,45 @@ class KubectlError(subprocess.CalledProcessError):
 class ControlPlane:
     """One local control plane. Use as a context manager, or call start() and stop()."""
 
-    def __init__(self, workdir: Path | None = None, name: str = "pitstop") -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        name: str = "pitstop",
+        audit_users: Sequence[str] = (),
+        node_lease_seconds: int = 40,
+        node_monitor_grace_seconds: int | None = None,
+        disabled_controllers: Sequence[str] = (),
+        controller_manager_qps: int | None = None,
+        kwok_node_heartbeats: bool = True,
+    ) -> None:
         self.name = name
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"{name}-cluster-"))
+        # Opt-in (benchmarks): the API server logs these users' requests, one JSON line per
+        # request (RequestReceived) and per answer (ResponseComplete), nobody else's, so a
+        # program's requests can be counted and sorted by verb, resource and status code.
+        self.audit_users = tuple(audit_users)
+        self.audit_log = self.workdir / "audit.log"
+        # kwok renews each node's Lease every quarter of this; thousands of nodes at the default
+        # 40 s are hundreds of writes a second, so a large benchmark may lengthen it.
+        self.node_lease_seconds = node_lease_seconds
+        # How long the node lifecycle controller waits for a node's heartbeat before it marks the
+        # node Unknown (the controller manager's default, 50 s, unless set): a longer Lease
+        # needs a longer wait.
+        self.node_monitor_grace_seconds = node_monitor_grace_seconds
+        # Controllers of the controller manager not to run, e.g. "ttl": it annotates every Node
+        # again each time the cluster's size crosses one of its thresholds (100, 500, 1,000,
+        # 2,000 nodes), at the manager's 20 requests a second: minutes of Node updates after
+        # thousands of nodes are created, which a benchmark of quiet times must not count.
+        self.disabled_controllers = tuple(disabled_controllers)
+        # The controller manager's client pace (20 requests a second unless set): thousands of
+        # new nodes each get their not-ready taint removed and their beta labels at that pace.
+        self.controller_manager_qps = controller_manager_qps
+        # kwok's status heartbeats come 600-610 s after each node's last status write, so nodes
+        # created together all beat within the same seconds (5,000 nodes: ~50 a second for a
+        # while, then nothing): a benchmark that plays kubelets' heartbeats at an even rate of
+        # its own turns them off.
+        self.kwok_node_heartbeats = kwok_node_heartbeats
         self.binaries = binaries.resolve()
         self.admin_token = secrets.token_hex(16)
         # Programs under test get their own user (cluster-admin rights, but a name of their
@@ -229,6 +291,20 @@ class ControlPlane:
             f"{token},{user},{user},{PROGRAMS_GROUP}" for user, token in self.user_tokens.items()
         ]
         tokens.write_text("\n".join(lines) + "\n")
+        audit: list[str] = []
+        if self.audit_users:
+            policy = self.workdir / "audit-policy.json"
+            policy.write_text(json.dumps(_audit_policy(self.audit_users)))
+            audit = [
+                "--audit-policy-file",
+                str(policy),
+                "--audit-log-path",
+                str(self.audit_log),
+                "--audit-log-format",
+                "json",
+                "--audit-log-mode",
+                "blocking",
+            ]
         apiserver = self._component(
             "kube-apiserver",
             [
@@ -274,6 +350,7 @@ class ControlPlane:
                 "--cert-dir",
                 str(self.workdir / "apiserver-certs"),
                 "--profiling=false",
+                *audit,
                 "--v",
                 "1",
             ],
@@ -289,6 +366,12 @@ class ControlPlane:
     def _start_controllers(self) -> None:
         assert self.certificates is not None
         kubeconfig = str(self.kubeconfig)
+        tuning = []
+        if self.node_monitor_grace_seconds is not None:
+            tuning.append(f"--node-monitor-grace-period={self.node_monitor_grace_seconds}s")
+        if self.controller_manager_qps is not None:
+            tuning.append(f"--kube-api-qps={self.controller_manager_qps}")
+            tuning.append(f"--kube-api-burst={2 * self.controller_manager_qps}")
         self._component(
             "kube-controller-manager",
             [
@@ -311,7 +394,8 @@ class ControlPlane:
                 "--service-cluster-ip-range",
                 SERVICE_CLUSTER_IP_RANGE,
                 "--controllers",
-                "*",
+                ",".join(["*", *(f"-{name}" for name in self.disabled_controllers)]),
+                *tuning,
                 "--v",
                 "1",
             ],
@@ -335,7 +419,7 @@ class ControlPlane:
                 "1",
             ],
         )
-        stages = _kwok_stages(self.workdir / "kwok-stages.yaml")
+        stages = _kwok_stages(self.workdir / "kwok-stages.yaml", self.kwok_node_heartbeats)
         kwok = self._component(
             "kwok",
             [
@@ -348,7 +432,7 @@ class ControlPlane:
                 "--manage-nodes-with-annotation-selector",
                 f"{KWOK_NODE_ANNOTATION}={KWOK_NODE_VALUE}",
                 "--node-lease-duration-seconds",
-                "40",
+                str(self.node_lease_seconds),
                 "--cidr",
                 "10.240.0.0/16",
                 "--node-ip",
