@@ -43,7 +43,7 @@ from brain.reboot.job_check import RebootJobCheck
 from brain.reconciler import WindowEntry, WindowReconciler
 from brain.settings import BrainSettings, SettingsError, load_settings
 from brain.status_writer import StatusWriter
-from pitstop import logs
+from pitstop import contract, logs
 
 log = logging.getLogger("pitstop.brain")
 # A pass starts this long after its first wake-up, so a burst of changes (a zone flagged at once,
@@ -223,10 +223,10 @@ def _brain(memo: Any) -> Brain:
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
-    settings.persistence.finalizer = "pitstop.dev/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="pitstop.dev")
+    settings.persistence.finalizer = f"{contract.DOMAIN}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.DOMAIN)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="pitstop.dev", key="pitstop.dev/last-handled-configuration"
+        prefix=contract.DOMAIN, key=f"{contract.DOMAIN}/last-handled-configuration"
     )
     settings.posting.enabled = False
     settings.peering.standalone = True
