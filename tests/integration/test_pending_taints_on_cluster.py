@@ -80,7 +80,7 @@ def test_taint_patches_leave_other_taints_alone_and_survive_their_changes(
     env: PitstopEnv,
 ) -> None:
     [name] = add_nodes_at_once(env, 1)
-    kube = Kube(env.api)
+    kube = Kube(client.ApiClient(env.api.configuration))  # its own client: only its requests
     core = env.core
 
     async def view() -> Any:
@@ -90,11 +90,11 @@ def test_taint_patches_leave_other_taints_alone_and_survive_their_changes(
     # Someone else adds a taint after our view was taken: our append does not fail on it.
     core.patch_node(name, [{"op": "add", "path": "/spec/taints/-", "value": OTHER}])
     assert asyncio.run(change_taints(kube, stale, add=PENDING_TAINT))
-    assert kube.requests == {"read_node": 1, "patch_node": 1}
+    assert kube.requests == {"get nodes": 1, "patch nodes": 1}
     assert taint_keys(env, name) == ["kwok.x-k8s.io/node", OTHER["key"], PENDING_TAINT.key]
     # Already there (the view is stale): the duplicate is refused, read again once, done.
     assert not asyncio.run(change_taints(kube, stale, add=PENDING_TAINT))
-    assert kube.requests == {"read_node": 2, "patch_node": 2}
+    assert kube.requests == {"get nodes": 2, "patch nodes": 2}
     # Our entry moves (someone removes a taint before it): the tested index fails, one re-read.
     stale = asyncio.run(view())
     core.patch_node(
@@ -106,7 +106,7 @@ def test_taint_patches_leave_other_taints_alone_and_survive_their_changes(
     )
     assert asyncio.run(change_taints(kube, stale, remove=(PENDING_TAINT.key,)))
     assert taint_keys(env, name) == [OTHER["key"]]
-    assert kube.requests == {"read_node": 4, "patch_node": 4}
+    assert kube.requests == {"get nodes": 4, "patch nodes": 4}
     # No taints left at all: the list is made only while there is none.
     core.patch_node(name, [{"op": "remove", "path": "/spec/taints"}])
     empty = asyncio.run(view())
@@ -117,7 +117,7 @@ def test_taint_patches_leave_other_taints_alone_and_survive_their_changes(
 
 def test_the_writer_sends_at_most_sixteen_at_once_and_each_node_once(env: PitstopEnv) -> None:
     names = add_nodes_at_once(env, 48)
-    kube = CountingKube(env.api)
+    kube = CountingKube(client.ApiClient(env.api.configuration))
 
     async def scenario() -> tuple[int, int]:
         writer = PendingTaintWriter(kube)
@@ -133,7 +133,7 @@ def test_the_writer_sends_at_most_sixteen_at_once_and_each_node_once(env: Pitsto
 
     started, repeated = asyncio.run(scenario())
     assert (started, repeated) == (48, 0)
-    assert kube.requests.get("patch_node") == 48
+    assert kube.requests.get("patch nodes") == 48
     assert 1 < kube.most_in_flight <= CONCURRENT_WRITES, kube.most_in_flight
     assert all(PENDING_TAINT.key in taint_keys(env, name) for name in names)
 
@@ -198,8 +198,8 @@ def recorder(env: PitstopEnv, names: set[str]) -> Iterator[dict[str, Any]]:
 
 
 def brain_requests(log_text: str) -> dict[str, int]:
-    """The per-call request counts the brain logs when it stops."""
-    marker = "API requests made through the brain's client, by call: "
+    """The request counts (by verb and resource) the brain logs when it stops."""
+    marker = "API requests of the brain's client, by verb and resource: "
     line = next(line for line in log_text.splitlines() if marker in line)
     counts: dict[str, int] = ast.literal_eval(line.split(marker, 1)[1].strip())
     return counts
@@ -250,5 +250,5 @@ def test_two_hundred_flagged_nodes_get_their_taint_after_the_first_admission(
     assert "rolloutStart" in status
     # One PATCH per waiting node (besides the admitted node's cordon): no 422 and retry.
     requests = brain_requests(brain.log_path.read_text())
-    assert requests.get("read_node", 0) <= 3, requests
-    assert len(waiting) <= requests["patch_node"] <= len(waiting) + 5, requests
+    assert requests.get("get nodes", 0) <= 3, requests
+    assert len(waiting) <= requests["patch nodes"] <= len(waiting) + 5, requests
