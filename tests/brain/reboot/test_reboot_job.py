@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import reboot_helper.main as reboot_helper
 from brain.reboot.reboot_job import (
+    PLAIN_BOOT_ID_PATTERN,
     JobPhase,
     RebootMethod,
     build_reboot_job,
@@ -312,3 +315,12 @@ def test_a_later_maintenance_at_the_same_boot_gets_a_job_of_its_own() -> None:
     assert name != maintenance_job_name("worker-1", BOOT, 1, first + timedelta(seconds=1))
     assert name != maintenance_job_name("worker-1", BOOT, 2, first)
     assert name.startswith("reboot-worker-1-") and len(name) <= 63
+
+
+def test_the_boot_id_pattern_is_the_helpers_and_the_job_policys() -> None:
+    # Three places accept a boot ID in the Job's command: they must agree.
+    chart = Path(__file__).resolve().parents[3] / "charts/pitstop/templates"
+    policy = (chart / "job-admission-policy.yaml").read_text()
+    anchored = f"^{PLAIN_BOOT_ID_PATTERN.pattern}$"
+    assert reboot_helper._BOOT_ID_PATTERN.pattern == anchored
+    assert policy.count(f"matches('{anchored}')") == 2  # the approve and the other methods
