@@ -7,6 +7,12 @@
 - `command`: `nsenter` into PID 1's mount namespace and run `systemctl reboot` (privileged).
 - `approve`: write an approval file for the host agent; Kubernetes never holds reboot power.
 
+`dbus`, `signal` and `command` take `--boot-id`: the boot the Job was made for. If the node has
+booted since (the Job's pod ran only once the node came back from a reboot already under way),
+they do nothing and exit 0: a Job made for a boot that is over must not reboot the next one.
+The boot ID is kernel-wide, so /proc/sys/kernel/random/boot_id inside the container is the
+host's. If it cannot be read, the reboot goes on as asked (and says so).
+
 Standard library only: this runs in a small image, once per reboot.
 """
 
@@ -37,6 +43,7 @@ BUS_PATH = "/org/freedesktop/DBus"
 REBOOT_SIGNAL_OFFSET = 5  # systemd: SIGRTMIN+5 means "reboot"
 NSENTER_COMMAND = ["nsenter", "-m/proc/1/ns/mnt", "--", "systemctl", "reboot"]
 APPROVAL_PREFIX = "reboot-"
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 _BOOT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -365,6 +372,40 @@ def write_approval(
     return target
 
 
+@dataclass(frozen=True)
+class BootCheck:
+    """Whether to go on with the reboot, and the line that says why."""
+
+    reboot: bool
+    message: str
+
+
+def check_boot(job_boot_id: str | None, boot_id_file: Path = BOOT_ID_FILE) -> BootCheck:
+    """Compare the boot the Job is for with the node's current boot (read from `boot_id_file`).
+
+    Only a boot ID read and found different stops the reboot: the node has rebooted since the
+    Job was made. A Job without a boot ID (made by an older brain) or an unreadable boot ID
+    file goes on as before this check existed, saying so.
+    """
+    if job_boot_id is None:
+        return BootCheck(True, "the Job names no boot (no --boot-id): rebooting without checking")
+    try:
+        current = boot_id_file.read_text().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        return BootCheck(
+            True, f"cannot read the boot ID from {boot_id_file} ({error}): rebooting as asked"
+        )
+    if not current:
+        return BootCheck(True, f"{boot_id_file} is empty: rebooting as asked")
+    if current != job_boot_id.strip():
+        return BootCheck(
+            False,
+            f"node already rebooted since this Job was made: boot {current}, "
+            f"Job for boot {job_boot_id}; nothing to do",
+        )
+    return BootCheck(True, f"boot {current} is the one this Job is for: rebooting")
+
+
 # -- command line -------------------------------------------------------------------------------
 
 
@@ -373,8 +414,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="method", required=True)
     dbus = commands.add_parser("dbus", help="ask logind to reboot over the system bus")
     dbus.add_argument("--socket", default=None, help="system bus socket (default: standard)")
-    commands.add_parser("signal", help="send SIGRTMIN+5 to PID 1 (systemd)")
-    commands.add_parser("command", help="nsenter into PID 1 and run systemctl reboot")
+    signal_method = commands.add_parser("signal", help="send SIGRTMIN+5 to PID 1 (systemd)")
+    command = commands.add_parser("command", help="nsenter into PID 1 and run systemctl reboot")
+    for rebooting in (dbus, signal_method, command):
+        rebooting.add_argument(
+            "--boot-id",
+            default=None,
+            help="the boot this Job is for: do nothing if the node has booted since",
+        )
     approve = commands.add_parser("approve", help="write an approval file for the host agent")
     approve.add_argument("--directory", required=True, type=Path)
     approve.add_argument("--boot-id", required=True)
@@ -382,8 +429,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, boot_id_file: Path = BOOT_ID_FILE) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.method != "approve":
+        # The host agent checks the boot itself for approvals.
+        check = check_boot(arguments.boot_id, boot_id_file)
+        print(f"pitstop-reboot {arguments.method}: {check.message}", flush=True)
+        if not check.reboot:
+            return 0
     try:
         if arguments.method == "dbus":
             print(reboot_over_dbus(arguments.socket or system_bus_socket_path()), flush=True)

@@ -38,6 +38,8 @@ DEFAULT_HOST_AGENT_DIRECTORY = "/var/lib/pitstop/approvals"
 # Tolerate every taint: the node is cordoned and may carry any NoSchedule/NoExecute taint.
 TOLERATE_EVERYTHING: dict[str, str] = {"operator": "Exists"}
 _LABEL_VALUE_PATTERN = re.compile(r"^(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+# A boot ID the Job's command may carry: the helper's and the chart's Job policy's pattern.
+PLAIN_BOOT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class RebootMethod(StrEnum):
@@ -103,6 +105,17 @@ def _no_capabilities() -> dict[str, Any]:
     }
 
 
+def _boot_guard(boot_id: str) -> list[str]:
+    """`--boot-id <id>`: the helper then does nothing on a node that has booted since.
+
+    A Job can outlive the boot it was made for: made while the node was down for a reboot
+    already under way (a release or retry mid-reboot), its pod runs once the node is back.
+    A boot ID that is not a plain identifier (a node that reports none) gives the shape without
+    it, which the helper runs unchecked, as before.
+    """
+    return ["--boot-id", boot_id] if PLAIN_BOOT_ID_PATTERN.fullmatch(boot_id) else []
+
+
 def _method_pod_parts(
     method: RebootMethod, boot_id: str, host_agent_directory: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -110,7 +123,7 @@ def _method_pod_parts(
     if method is RebootMethod.DBUS:
         return (
             {
-                "command": [HELPER_COMMAND, "dbus"],
+                "command": [HELPER_COMMAND, "dbus", *_boot_guard(boot_id)],
                 "securityContext": _no_capabilities(),
                 "volumeMounts": [{"name": "system-bus", "mountPath": DBUS_SOCKET_PATH}],
             },
@@ -128,13 +141,16 @@ def _method_pod_parts(
         security = _no_capabilities()
         security["capabilities"] = {"drop": ["ALL"], "add": ["KILL"]}
         return (
-            {"command": [HELPER_COMMAND, "signal"], "securityContext": security},
+            {
+                "command": [HELPER_COMMAND, "signal", *_boot_guard(boot_id)],
+                "securityContext": security,
+            },
             {"hostPID": True},
         )
     if method is RebootMethod.COMMAND:
         return (
             {
-                "command": [HELPER_COMMAND, "command"],
+                "command": [HELPER_COMMAND, "command", *_boot_guard(boot_id)],
                 "securityContext": {"privileged": True, "runAsUser": 0},
             },
             {"hostPID": True},

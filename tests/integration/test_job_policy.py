@@ -195,7 +195,17 @@ def unmasked_proc(job: Job) -> None:
     container_security(job)["procMount"] = "Unmasked"
 
 
+def command_tail(*tail: str) -> Callable[[Job], None]:
+    """Replace what follows `pitstop-reboot <method>` in the command."""
+
+    def change(job: Job) -> None:
+        container(job)["command"] = container(job)["command"][:2] + list(tail)
+
+    return change
+
+
 ALL = tuple(RebootMethod)
+BOOT_CHECKED = (RebootMethod.DBUS, RebootMethod.SIGNAL, RebootMethod.COMMAND)
 WITH_VOLUME = (RebootMethod.DBUS, RebootMethod.HOST_AGENT)
 UNPRIVILEGED = (RebootMethod.DBUS, RebootMethod.SIGNAL, RebootMethod.HOST_AGENT)
 
@@ -366,6 +376,17 @@ CHANGES: list[tuple[str, Callable[[Job], None], tuple[RebootMethod, ...]]] = [
     ("another image", setter(container, "image", "docker.io/library/busybox:1.36"), ALL),
     ("imagePullPolicy Always", setter(container, "imagePullPolicy", "Always"), ALL),
     ("another command", setter(container, "command", ["/bin/sh", "-c", "reboot"]), ALL),
+    ("a boot ID that is a path", command_tail("--boot-id", "../../etc/passwd"), BOOT_CHECKED),
+    ("a boot ID with a new line", command_tail("--boot-id", "abc\nrm"), BOOT_CHECKED),
+    ("an empty boot ID", command_tail("--boot-id", ""), BOOT_CHECKED),
+    ("a word after the boot ID", command_tail("--boot-id", "abc", "--now"), BOOT_CHECKED),
+    ("another option", command_tail("--socket", "/run/other.sock"), BOOT_CHECKED),
+    ("a lone --boot-id", command_tail("--boot-id"), BOOT_CHECKED),
+    (
+        "another method's sub-command",
+        lambda job: container(job)["command"].__setitem__(1, "approve"),
+        BOOT_CHECKED,
+    ),
     ("args", setter(container, "args", ["--now"]), ALL),
     ("workingDir", setter(container, "workingDir", "/tmp"), ALL),
     ("a port", setter(container, "ports", [{"containerPort": 80}]), ALL),
@@ -440,6 +461,18 @@ def test_the_brains_job_is_accepted_and_each_change_is_denied(
     assert not allowed, f"{method} Jobs allowed with: {', '.join(allowed)}"
     # A change the API server rejects on its own would not test the policy.
     assert not not_by_the_policy, "\n".join(not_by_the_policy)
+
+
+@pytest.mark.parametrize("method", BOOT_CHECKED)
+def test_the_brains_job_names_its_boot_and_the_older_shape_stays_allowed(
+    installed: Installed, method: RebootMethod
+) -> None:
+    # A brain from before the boot check may still create Jobs during an upgrade.
+    job = installed.job(method)
+    command = container(job)["command"]
+    assert command[2] == "--boot-id" and len(command) == 4
+    del command[2:]
+    assert installed.denial(job) is None
 
 
 def test_a_window_job_template_is_denied(installed: Installed) -> None:

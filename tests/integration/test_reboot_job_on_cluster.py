@@ -73,9 +73,9 @@ def test_each_method_is_accepted_and_runs_once_on_the_pinned_node(
     assert pod.metadata.labels[contract.JOB_BOOT_ID_LABEL] == boot
     assert pod.spec.automount_service_account_token is False
     expected_command = {
-        RebootMethod.DBUS: ["pitstop-reboot", "dbus"],
-        RebootMethod.SIGNAL: ["pitstop-reboot", "signal"],
-        RebootMethod.COMMAND: ["pitstop-reboot", "command"],
+        RebootMethod.DBUS: ["pitstop-reboot", "dbus", "--boot-id", boot],
+        RebootMethod.SIGNAL: ["pitstop-reboot", "signal", "--boot-id", boot],
+        RebootMethod.COMMAND: ["pitstop-reboot", "command", "--boot-id", boot],
         RebootMethod.HOST_AGENT: [
             "pitstop-reboot",
             "approve",

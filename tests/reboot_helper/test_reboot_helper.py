@@ -419,3 +419,109 @@ def test_approve_refuses_a_boot_id_that_is_a_path(tmp_path: Path) -> None:
         == 1
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the boot check: a Job for a boot that is over does nothing ------------------------------------
+
+
+@pytest.fixture
+def boot_id_file(tmp_path: Path) -> Path:
+    """The node's current boot, as the kernel shows it (with its trailing newline)."""
+    path = tmp_path / "boot_id"
+    path.write_text("b00t-now\n")
+    return path
+
+
+@pytest.fixture
+def reboots(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records the reboots main() starts by signal or command instead of doing them."""
+    started: list[str] = []
+
+    def fake_signal() -> int:
+        started.append("signal")
+        return 42
+
+    def fake_command() -> None:
+        started.append("command")
+
+    monkeypatch.setattr(reboot_helper, "send_reboot_signal", fake_signal)
+    monkeypatch.setattr(reboot_helper, "run_reboot_command", fake_command)
+    return started
+
+
+@pytest.mark.parametrize("method", ["signal", "command"])
+def test_a_job_for_an_earlier_boot_does_not_reboot(
+    method: str, boot_id_file: Path, reboots: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = reboot_helper.main([method, "--boot-id", "b00t-before"], boot_id_file=boot_id_file)
+    assert code == 0 and reboots == []
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"pitstop-reboot {method}: node already rebooted since this Job was made: "
+        "boot b00t-now, Job for boot b00t-before; nothing to do"
+    ]
+
+
+def test_a_dbus_job_for_an_earlier_boot_does_not_touch_the_bus(
+    socket_dir: Path, boot_id_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bus = socket_dir / "bus"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(bus))
+        listener.listen(1)
+        listener.settimeout(0.2)
+        code = reboot_helper.main(
+            ["dbus", "--socket", str(bus), "--boot-id", "b00t-before"], boot_id_file=boot_id_file
+        )
+        assert code == 0
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nobody connected
+    assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["signal", "command"])
+def test_a_job_for_the_current_boot_reboots(
+    method: str, boot_id_file: Path, reboots: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert reboot_helper.main([method, "--boot-id", "b00t-now"], boot_id_file=boot_id_file) == 0
+    assert reboots == [method]
+    assert "boot b00t-now is the one this Job is for" in capsys.readouterr().out
+
+
+def test_a_dbus_job_for_the_current_boot_goes_to_the_bus(
+    socket_dir: Path, boot_id_file: Path
+) -> None:
+    # The socket is missing: reaching for it (exit 1) shows the reboot was attempted.
+    arguments = ["dbus", "--socket", str(socket_dir / "missing"), "--boot-id", "b00t-now"]
+    assert reboot_helper.main(arguments, boot_id_file=boot_id_file) == 1
+
+
+def test_an_unreadable_boot_id_reboots_as_before_and_says_so(
+    tmp_path: Path, reboots: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-boot-id"
+    assert reboot_helper.main(["signal", "--boot-id", "b00t-before"], boot_id_file=missing) == 0
+    assert reboots == ["signal"]
+    assert f"cannot read the boot ID from {missing}" in capsys.readouterr().out
+
+
+def test_an_empty_boot_id_file_reboots_as_before(tmp_path: Path, reboots: list[str]) -> None:
+    empty = tmp_path / "boot_id"
+    empty.write_text("\n")
+    assert reboot_helper.main(["command", "--boot-id", "b00t-before"], boot_id_file=empty) == 0
+    assert reboots == ["command"]
+
+
+def test_a_job_without_a_boot_id_reboots_as_before(
+    boot_id_file: Path, reboots: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shape an older brain creates during an upgrade.
+    assert reboot_helper.main(["signal"], boot_id_file=boot_id_file) == 0
+    assert reboots == ["signal"]
+    assert "no --boot-id" in capsys.readouterr().out
+
+
+def test_the_default_boot_id_file_is_the_kernels() -> None:
+    assert Path("/proc/sys/kernel/random/boot_id") == reboot_helper.BOOT_ID_FILE
+    check = reboot_helper.check_boot(reboot_helper.BOOT_ID_FILE.read_text().strip())
+    assert check.reboot and "is the one this Job is for" in check.message

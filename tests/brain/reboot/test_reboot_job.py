@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import reboot_helper.main as reboot_helper
 from brain.reboot.reboot_job import (
+    PLAIN_BOOT_ID_PATTERN,
     JobPhase,
     RebootMethod,
     build_reboot_job,
@@ -139,7 +142,7 @@ def test_dbus_is_root_without_capabilities_and_the_bus_socket() -> None:
     assert volume["hostPath"] == {"path": "/run/dbus/system_bus_socket", "type": "Socket"}
     (mount,) = container(job)["volumeMounts"]
     assert mount == {"name": volume["name"], "mountPath": "/run/dbus/system_bus_socket"}
-    assert container(job)["command"] == ["pitstop-reboot", "dbus"]
+    assert container(job)["command"] == ["pitstop-reboot", "dbus", "--boot-id", BOOT]
 
 
 def test_signal_has_host_pid_and_only_cap_kill() -> None:
@@ -151,14 +154,14 @@ def test_signal_has_host_pid_and_only_cap_kill() -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert "privileged" not in security
     assert "volumes" not in pod_spec(job)
-    assert container(job)["command"] == ["pitstop-reboot", "signal"]
+    assert container(job)["command"] == ["pitstop-reboot", "signal", "--boot-id", BOOT]
 
 
 def test_command_is_privileged_with_host_pid() -> None:
     job = build(RebootMethod.COMMAND)
     assert pod_spec(job)["hostPID"] is True
     assert container(job)["securityContext"]["privileged"] is True
-    assert container(job)["command"] == ["pitstop-reboot", "command"]
+    assert container(job)["command"] == ["pitstop-reboot", "command", "--boot-id", BOOT]
 
 
 def test_host_agent_only_writes_into_the_approval_directory() -> None:
@@ -178,6 +181,26 @@ def test_host_agent_only_writes_into_the_approval_directory() -> None:
         "/approvals",
         "--boot-id",
         BOOT,
+    ]
+
+
+@pytest.mark.parametrize("method", list(RebootMethod))
+def test_every_built_in_method_names_the_boot_it_is_for(method: RebootMethod) -> None:
+    # A Job made while the node was down for a reboot already under way runs on the next boot:
+    # the helper (or the host agent) does nothing there, seeing the boot has changed.
+    command = container(build(method, boot_id="b00t-7"))["command"]
+    assert command[-2:] == ["--boot-id", "b00t-7"]
+
+
+@pytest.mark.parametrize("boot_id", ["", "-starts-with-dash", "a b", "x" * 129, "abc\n", "../x"])
+@pytest.mark.parametrize("method", [RebootMethod.DBUS, RebootMethod.SIGNAL, RebootMethod.COMMAND])
+def test_a_boot_id_that_is_not_plain_gives_the_unchecked_shape(
+    method: RebootMethod, boot_id: str
+) -> None:
+    # The Job policy allows only plain boot IDs in a command; the helper then runs unchecked.
+    assert container(build(method, boot_id=boot_id))["command"] == [
+        "pitstop-reboot",
+        method.lower(),
     ]
 
 
@@ -292,3 +315,12 @@ def test_a_later_maintenance_at_the_same_boot_gets_a_job_of_its_own() -> None:
     assert name != maintenance_job_name("worker-1", BOOT, 1, first + timedelta(seconds=1))
     assert name != maintenance_job_name("worker-1", BOOT, 2, first)
     assert name.startswith("reboot-worker-1-") and len(name) <= 63
+
+
+def test_the_boot_id_pattern_is_the_helpers_and_the_job_policys() -> None:
+    # Three places accept a boot ID in the Job's command: they must agree.
+    chart = Path(__file__).resolve().parents[3] / "charts/pitstop/templates"
+    policy = (chart / "job-admission-policy.yaml").read_text()
+    anchored = f"^{PLAIN_BOOT_ID_PATTERN.pattern}$"
+    assert reboot_helper._BOOT_ID_PATTERN.pattern == anchored
+    assert policy.count(f"matches('{anchored}')") == 2  # the approve and the other methods
