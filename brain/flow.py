@@ -56,7 +56,7 @@ from brain.core.decide import (
 from brain.core.lease_writes import finish_lease, move_lease, update_lease
 from brain.core.lock_state import LockState, NodeLease
 from brain.core.node_view import NodeView, node_view_from_object
-from brain.core.phase import Phase, check_transition
+from brain.core.phase import Phase, TransitionObserver, check_transition
 from brain.core.selectors import EVERYTHING
 from brain.core.window import WindowSpec
 from brain.drain import budgets, evictions
@@ -115,22 +115,6 @@ class HandOff:
     announce: Callable[[LockState, list[str]], Awaitable[None]]
 
 
-class FlowObserver:
-    """Told of every transition; metrics and notifications subclass it. This one does nothing."""
-
-    def transition(
-        self,
-        window: str,
-        node: str,
-        old: Phase,
-        new: Phase,
-        reason: str,
-        message: str,
-        lease: NodeLease | None,
-    ) -> None:
-        return None
-
-
 @dataclass
 class NodeFlow:
     kube: Kube
@@ -138,7 +122,7 @@ class NodeFlow:
     settings: BrainSettings
     events: EventRecorder
     wake: Callable[[float], None]
-    observer: FlowObserver = field(default_factory=FlowObserver)
+    observer: TransitionObserver = field(default_factory=TransitionObserver)
     hooks: HookCaller = field(default_factory=HookCaller)
     # The API server's time: every deadline is judged by it (`clock.past`), never by this
     # host's wall clock, and none before the clock's first sample.

@@ -17,10 +17,9 @@ from kubernetes.client.exceptions import ApiException
 
 from brain.core.lock_state import LockState, NodeLease
 from brain.core.node_view import NodeView
-from brain.core.phase import Phase
+from brain.core.phase import Phase, TransitionObserver
 from brain.core.planner import Plan
 from brain.core.window import WindowSpec
-from brain.flow import FlowObserver
 from brain.integrations.blockers import BlockerResult
 from brain.integrations.metrics import BrainMetrics, NodeSample, RebootResult, WindowSample
 from brain.integrations.notify import MessageTemplates, Notifier, targets_from_secret_data
@@ -56,7 +55,7 @@ def _utc_now() -> datetime:
 
 
 @dataclass
-class BrainObserver(FlowObserver):
+class BrainObserver(TransitionObserver):
     kube: Kube
     namespace: str
     metrics: BrainMetrics = field(default_factory=BrainMetrics)
