@@ -53,10 +53,10 @@ from brain.core.decide import (
     StepKind,
     decide,
 )
-from brain.core.lease_writes import finish_lease, move_lease, update_lease
+from brain.core.lease_writes import TransitionObserver, finish_lease, move_lease, update_lease
 from brain.core.lock_state import LockState, NodeLease
 from brain.core.node_view import NodeView, node_view_from_object
-from brain.core.phase import Phase, TransitionObserver, check_transition
+from brain.core.phase import Phase, check_transition
 from brain.core.selectors import EVERYTHING
 from brain.core.window import WindowSpec
 from brain.drain import budgets, evictions

@@ -4,7 +4,7 @@ Each edit applies only to the lease exactly as the step saw it (same phase, atte
 start), so a step decided on a lease another brain has moved on changes nothing; each phase
 change goes through `phase.check_transition` first. The flow runs these inside
 `LockStore.update` (again on a fresh lock after a 409); the model-based tests run them on an
-in-memory lock.
+in-memory lock. Who is told of each transition (metrics, notifications): `TransitionObserver`.
 """
 
 from __future__ import annotations
@@ -105,3 +105,20 @@ def finish_lease(
     else:
         record.retry_after.pop(name, None)
     return True
+
+
+class TransitionObserver:
+    """Told of every transition (by the flow); metrics and notifications subclass it. This one
+    does nothing."""
+
+    def transition(
+        self,
+        window: str,
+        node: str,
+        old: Phase,
+        new: Phase,
+        reason: str,
+        message: str,
+        lease: NodeLease | None,
+    ) -> None:
+        return None

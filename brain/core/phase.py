@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # the lease's model imports the phases
-    from brain.core.lock_state import NodeLease
 
 log = logging.getLogger("pitstop.phase")
 
@@ -61,20 +57,3 @@ def check_transition(node: str, current: Phase, target: Phase) -> None:
     if not can_transition(current, target):
         log.error("node %s: illegal transition %s -> %s refused", node, current, target)
         raise IllegalTransitionError(f"node {node}: illegal transition {current} -> {target}")
-
-
-class TransitionObserver:
-    """Told of every transition (by the flow); metrics and notifications subclass it. This one
-    does nothing."""
-
-    def transition(
-        self,
-        window: str,
-        node: str,
-        old: Phase,
-        new: Phase,
-        reason: str,
-        message: str,
-        lease: NodeLease | None,
-    ) -> None:
-        return None

@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
 
+from brain.core.lease_writes import TransitionObserver
 from brain.core.lock_state import LockState, NodeLease
 from brain.core.node_view import NodeView
-from brain.core.phase import Phase, TransitionObserver
+from brain.core.phase import Phase
 from brain.core.planner import Plan
 from brain.core.window import WindowSpec
 from brain.integrations.blockers import BlockerResult
