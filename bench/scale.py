@@ -703,7 +703,7 @@ def phase_seconds(versions: list[LockVersion]) -> dict[str, dict[str, float]]:
 
 def plan_command() -> list[str]:
     beside = Path(sys.executable).with_name("pitstop")
-    return [str(beside)] if beside.exists() else [sys.executable, "-m", "brain.cli"]
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "pitstopctl.main"]
 
 
 # -- the run ---------------------------------------------------------------------------------
