@@ -76,10 +76,8 @@ class EventRecorder:
             extra={"node" if target.kind == "Node" else "window": target.name, "reason": reason},
         )
         try:
-            await self.kube.call(
-                self.kube.core.create_namespaced_event,
-                EVENT_NAMESPACE_FOR_CLUSTER_OBJECTS,
-                body,
+            await self.kube.create(
+                f"/api/v1/namespaces/{EVENT_NAMESPACE_FOR_CLUSTER_OBJECTS}/events", body
             )
         except Exception as error:
             log.warning(

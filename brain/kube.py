@@ -1,4 +1,11 @@
-"""The brain's access to the Kubernetes API: the `kubernetes` client, run in threads.
+"""The brain's access to the Kubernetes API: JSON by path through the `kubernetes` client's
+transport, run in threads.
+
+Requests are made by path with JSON bodies and answers (`JsonApi`), never through the client's
+generated API classes: importing `CoreV1Api` alone builds pydantic validators for its ~1,200
+methods and the models they name (81 MiB of RSS and 2-3 s of CPU, more than the rest of the
+brain), and turning answers into models and back costs CPU at scale. The client still does what
+it is good at: configuration (in-cluster or kubeconfig), authentication, TLS, the pool.
 
 Every request of the brain goes through one ApiClient, and `ApiRequests` wraps that client's
 transport (its rest client's `request`) once: every request, whichever module makes it (the
@@ -11,11 +18,12 @@ client calls in a thread so that the operator's event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -24,6 +32,11 @@ from brain.core.api import NO_ANSWER, ApiRequest, describe_request
 from brain.core.clock import ClusterClock
 
 T = TypeVar("T")
+# Patch bodies: a list is a JSON patch (RFC 6902); an object is a strategic merge patch for the
+# built-in kinds and a merge patch (RFC 7386) for custom resources, which have no strategy.
+JSON_PATCH: Final = "application/json-patch+json"
+MERGE_PATCH: Final = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
 # Threads that run the brain's API calls (the event loop's default executor): the pool default
 # (cores + 4) is too small once a few drains, hooks and blocker checks wait at once.
 API_THREADS = 64
@@ -126,6 +139,113 @@ def _date_header(headers: Any) -> str | None:
     return str(value) if value else None
 
 
+class JsonApi:
+    """Requests by path, with JSON bodies and answers (dicts), on an ApiClient's transport.
+
+    Blocking: the brain runs these in threads (`Kube` does it for the event loop's callers). A
+    failed request raises the client's `ApiException` (with `status`, `headers` and `body`), as
+    the generated classes did, so callers tell 404, 409, 410, 422 and 429 apart the same way.
+    """
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """Send one request; returns the transport's response, not yet read (a watch streams
+        from it). An answer other than 2xx is read and raised."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        method, url, headers, serialized, post = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=[
+                (key, value) for key, value in (query or {}).items() if value is not None
+            ],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(
+            method,
+            url,
+            header_params=headers,
+            body=serialized,
+            post_params=post,
+            _request_timeout=timeout,
+        )
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException(http_resp=response)
+        return response.response
+
+    def _answer(self, method: str, path: str, **arguments: Any) -> Any:
+        response = self.send(method, path, **arguments)
+        try:
+            data = response.data
+        finally:
+            response.release_conn()
+        return json.loads(data) if data else {}
+
+    def get(
+        self,
+        path: str,
+        query: dict[str, Any] | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """GET: an object, or a list (`items`, `metadata.continue`)."""
+        return self._answer("GET", path, query=query, timeout=timeout)
+
+    def create(self, path: str, body: Any, query: dict[str, Any] | None = None) -> Any:
+        """POST `body` to a collection (or a subresource such as `pods/NAME/eviction`)."""
+        return self._answer("POST", path, body=body, query=query)
+
+    def replace(self, path: str, body: Any) -> Any:
+        """PUT: the whole object, on the resourceVersion its metadata carries (409 if stale)."""
+        return self._answer("PUT", path, body=body)
+
+    def patch(self, path: str, body: Any, content_type: str | None = None) -> Any:
+        """PATCH: a list is a JSON patch, an object a strategic merge patch (built-in kinds);
+        custom resources need `MERGE_PATCH`."""
+        if content_type is None:
+            content_type = JSON_PATCH if isinstance(body, list) else STRATEGIC_MERGE_PATCH
+        return self._answer("PATCH", path, body=body, content_type=content_type)
+
+    def delete(self, path: str, body: Any = None) -> Any:
+        """DELETE, with DeleteOptions (`propagationPolicy`, `preconditions`) as the body."""
+        return self._answer("DELETE", path, body=body)
+
+
+def node_path(name: str) -> str:
+    return f"/api/v1/nodes/{name}"
+
+
+def list_pages(
+    api: JsonApi, path: str, query: dict[str, Any] | None = None, page_size: int = 500
+) -> Iterator[list[dict[str, Any]]]:
+    """The objects of a list, a page at a time (`limit`, `continue`), so that no one answer
+    (and no one moment of the brain's memory) holds thousands of whole objects."""
+    token = ""
+    while True:
+        page_query = {**(query or {}), "limit": page_size}
+        if token:
+            page_query["continue"] = token
+        page = api.get(path, page_query)
+        yield list(page.get("items") or ())
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return
+
+
 class Kube:
     """Typed, thread-offloaded access to the API groups the brain uses."""
 
@@ -137,11 +257,7 @@ class Kube:
             installed = ApiRequests()
             installed.install(api_client)
         self._requests = installed
-        self.core = client.CoreV1Api(api_client)
-        self.batch = client.BatchV1Api(api_client)
-        self.policy = client.PolicyV1Api(api_client)
-        self.custom = client.CustomObjectsApi(api_client)
-        self.coordination = client.CoordinationV1Api(api_client)
+        self.json = JsonApi(api_client)
 
     @property
     def requests(self) -> dict[str, int]:
@@ -152,6 +268,21 @@ class Kube:
     async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking client call in a thread (its request is counted at the transport)."""
         return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def get(self, path: str, query: dict[str, Any] | None = None) -> Any:
+        return await asyncio.to_thread(self.json.get, path, query)
+
+    async def create(self, path: str, body: Any, query: dict[str, Any] | None = None) -> Any:
+        return await asyncio.to_thread(self.json.create, path, body, query)
+
+    async def replace(self, path: str, body: Any) -> Any:
+        return await asyncio.to_thread(self.json.replace, path, body)
+
+    async def patch(self, path: str, body: Any, content_type: str | None = None) -> Any:
+        return await asyncio.to_thread(self.json.patch, path, body, content_type)
+
+    async def delete(self, path: str, body: Any = None) -> Any:
+        return await asyncio.to_thread(self.json.delete, path, body)
 
 
 def is_status(error: BaseException, *statuses: int) -> bool:

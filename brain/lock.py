@@ -78,6 +78,10 @@ class LockStore:
         return f"{self.namespace}/{self.name}"
 
     @property
+    def path(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/configmaps/{self.name}"
+
+    @property
     def version(self) -> str | None:
         """The ConfigMap's resourceVersion as last read or written: a pass that sees it unchanged
         knows the lock is as it planned on."""
@@ -95,15 +99,13 @@ class LockStore:
             if self.unreadable is not None and time.monotonic() < self._retry_at:
                 raise LockUnreadableError(self.unreadable)
             try:
-                config_map = await self.kube.call(
-                    self.kube.core.read_namespaced_config_map, self.name, self.namespace
-                )
+                config_map = await self.kube.get(self.path)
             except ApiException as error:
                 if error.status != 404:
                     raise
                 self._readable_again()
                 return await self._recreate()
-            data = config_map.data or {}
+            data = config_map.get("data") or {}
             try:
                 state = parse_lock_data(data.get(LOCK_DATA_KEY), self.where)
             except LockUnreadableError as error:
@@ -122,7 +124,7 @@ class LockStore:
                 raise
             self._readable_again()
             self._state = state
-            self._resource_version = config_map.metadata.resource_version
+            self._resource_version = config_map["metadata"]["resourceVersion"]
             self._loaded = True
             self.synced_at = time.monotonic()
             return self._state.model_copy(deep=True)
@@ -157,11 +159,9 @@ class LockStore:
         return self._state.model_copy(deep=True)
 
     async def _read_after_conflict(self) -> LockState:
-        config_map = await self.kube.call(
-            self.kube.core.read_namespaced_config_map, self.name, self.namespace
-        )
-        self._state = parse_lock_data((config_map.data or {}).get(LOCK_DATA_KEY), self.where)
-        self._resource_version = config_map.metadata.resource_version
+        config_map = await self.kube.get(self.path)
+        self._state = parse_lock_data((config_map.get("data") or {}).get(LOCK_DATA_KEY), self.where)
+        self._resource_version = config_map["metadata"]["resourceVersion"]
         self._loaded = True
         self.synced_at = time.monotonic()
         return self._state.model_copy(deep=True)
@@ -213,14 +213,12 @@ class LockStore:
         }
         if self._resource_version is None:
             # The lock is created lazily; a 409 here means another brain created it first.
-            written = await self.kube.call(
-                self.kube.core.create_namespaced_config_map, self.namespace, body
+            written = await self.kube.create(
+                f"/api/v1/namespaces/{self.namespace}/configmaps", body
             )
         else:
             body["metadata"]["resourceVersion"] = self._resource_version  # type: ignore[index]
-            written = await self.kube.call(
-                self.kube.core.replace_namespaced_config_map, self.name, self.namespace, body
-            )
+            written = await self.kube.replace(self.path, body)
         self._state = state.model_copy(deep=True)
-        self._resource_version = written.metadata.resource_version
+        self._resource_version = written["metadata"]["resourceVersion"]
         self.synced_at = time.monotonic()

@@ -23,7 +23,7 @@ budget (total or per domain): the extra draining ones are released.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +45,7 @@ from brain.core.window import (
     resolve_int_or_percent,
 )
 from brain.events import EventRecorder, window_reference
-from brain.kube import Kube
+from brain.kube import JsonApi, Kube, list_pages
 from brain.reboot.reboot_job import label_value
 from pitstop import contract
 
@@ -268,31 +268,16 @@ class LockRebuilder:
         self._window_uids: dict[str, str] = {}
 
     async def rebuild(self) -> LockState:
-        nodes_response = await self.kube.call(self.kube.core.list_node, _preload_content=False)
-        node_objects = json.loads(nodes_response.data).get("items") or []
-        marked: list[MarkedNode] = []
-        views: list[NodeView] = []
-        for body in node_objects:
-            view = node_view_from_object(body)
-            views.append(view)
-            window = ((body.get("metadata") or {}).get("annotations") or {}).get(
-                contract.WINDOW_ANNOTATION
-            )
-            if window:
-                marked.append(MarkedNode(view, str(window)))
+        views, marked = await asyncio.to_thread(_read_nodes, self.kube.json)
         if not marked:
             self._last = Rebuilt()
             return LockState()
-        jobs_response = await self.kube.call(
-            self.kube.batch.list_namespaced_job,
-            self.job_namespace,
-            label_selector=f"{contract.MANAGED_BY_LABEL}={contract.MANAGED_BY_VALUE}",
-            _preload_content=False,
+        jobs_listed = await self.kube.get(
+            f"/apis/batch/v1/namespaces/{self.job_namespace}/jobs",
+            {"labelSelector": f"{contract.MANAGED_BY_LABEL}={contract.MANAGED_BY_VALUE}"},
         )
-        jobs = [_job_mark(job) for job in json.loads(jobs_response.data).get("items") or []]
-        listed = await self.kube.call(
-            self.kube.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL
-        )
+        jobs = [_job_mark(job) for job in jobs_listed.get("items") or []]
+        listed = await self.kube.get(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
         window_objects = listed["items"]
         windows = {
             str(item["metadata"]["name"]): dict(item.get("spec") or {}) for item in window_objects
@@ -344,3 +329,20 @@ def _job_mark(job: Mapping[str, Any]) -> RebootJobMark:
         window=str(annotations.get(contract.WINDOW_ANNOTATION, "")),
         created=_parse_time(metadata.get("creationTimestamp")),
     )
+
+
+def _read_nodes(api: JsonApi) -> tuple[list[NodeView], list[MarkedNode]]:
+    """Every Node's view, and the ones marked with a window, read a page at a time (no list of
+    whole Nodes is kept)."""
+    views: list[NodeView] = []
+    marked: list[MarkedNode] = []
+    for page in list_pages(api, "/api/v1/nodes"):
+        for body in page:
+            view = node_view_from_object(body)
+            views.append(view)
+            window = ((body.get("metadata") or {}).get("annotations") or {}).get(
+                contract.WINDOW_ANNOTATION
+            )
+            if window:
+                marked.append(MarkedNode(view, str(window)))
+    return views, marked

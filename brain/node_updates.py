@@ -13,7 +13,6 @@ went away, the taint is already there: 422) is made once more from a fresh read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from brain.core.node_view import NodeView, Taint, node_view_from_object
 from brain.core.window import WindowSpec
-from brain.kube import Kube
+from brain.kube import Kube, node_path
 from pitstop import contract
 
 PENDING_TAINT = Taint(contract.PENDING_TAINT_KEY, "true", contract.PENDING_TAINT_EFFECT)
@@ -86,8 +85,8 @@ async def change_taints(
         if needed_add is None and not needed_remove:
             return False
         try:
-            await kube.call(
-                kube.core.patch_node, node.name, taint_operations(node, needed_add, needed_remove)
+            await kube.patch(
+                node_path(node.name), taint_operations(node, needed_add, needed_remove)
             )
             return True
         except ApiException as error:
@@ -107,9 +106,8 @@ async def set_pending_taint(
 
 
 async def read_node_raw(kube: Kube, name: str) -> dict[str, Any]:
-    """The Node exactly as the API serves it (timestamps untouched by the client's models)."""
-    response = await kube.call(kube.core.read_node, name, _preload_content=False)
-    return dict(json.loads(response.data))
+    """The Node exactly as the API serves it."""
+    return dict(await kube.get(node_path(name)))
 
 
 def mark_patch(window: str, kured_compatibility: bool) -> dict[str, Any]:
@@ -197,13 +195,11 @@ async def cordon_and_mark(
     keys = pending_taint_keys(spec) if spec is not None else (PENDING_TAINT.key,)
     for attempt in range(3):
         try:
-            response = await kube.call(
-                kube.core.patch_node,
-                node.name,
+            patched = await kube.patch(
+                node_path(node.name),
                 cordon_operations(node, window, kured_compatibility, labels, keys),
-                _preload_content=False,
             )
-            return node_view_from_object(json.loads(response.data))
+            return node_view_from_object(patched)
         except ApiException as error:
             if error.status != 422 or attempt == 2:
                 raise
@@ -232,8 +228,9 @@ def release_patch(
 
 
 async def merge_patch_node(kube: Kube, name: str, patch: dict[str, Any]) -> None:
-    """A JSON merge patch (the client sends dict bodies as strategic merge for nodes)."""
-    await kube.call(kube.core.patch_node, name, patch)
+    """A merge patch (sent as a strategic merge patch, as for every built-in kind: `None`
+    removes a key either way)."""
+    await kube.patch(node_path(name), patch)
 
 
 async def unmark_if_marked(kube: Kube, name: str, window: str, uncordon: bool) -> bool:
@@ -251,7 +248,7 @@ async def unmark_if_marked(kube: Kube, name: str, window: str, uncordon: bool) -
     if uncordon:
         operations.append({"op": "add", "path": "/spec/unschedulable", "value": False})
     try:
-        await kube.call(kube.core.patch_node, name, operations)
+        await kube.patch(node_path(name), operations)
     except ApiException as error:
         if error.status in (404, 422):
             return False
@@ -278,7 +275,7 @@ def clear_action_operations(node: NodeView) -> list[dict[str, Any]]:
 async def clear_action(kube: Kube, node: NodeView) -> bool:
     """Remove the node's action annotations; False if a person wrote a new one meanwhile."""
     try:
-        await kube.call(kube.core.patch_node, node.name, clear_action_operations(node))
+        await kube.patch(node_path(node.name), clear_action_operations(node))
     except ApiException as error:
         if error.status == 422:  # a `test` failed: a new action (or none): the next pass decides
             return False

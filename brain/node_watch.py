@@ -3,7 +3,7 @@
 Why not kopf: kopf handles every Node event as an object of its own (a body, a patch, a
 handler call, an index update), and each one woke every window task, which re-planned the whole
 cluster: at 5,000 nodes the start took 5 minutes and kubelet status updates kept a core busy.
-This watch runs in one thread on the raw response (`_preload_content=False`), parses one event
+This watch runs in one thread on the raw response (JsonApi.send), parses one event
 (one line) at a time, keeps only the small NodeView of each Node (never the Node itself), and
 tells the event loop only of views that changed: a heartbeat or a condition's timestamp leaves
 the view equal and costs nothing past the comparison.
@@ -30,6 +30,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.core.node_view import NodeView, node_view_from_object
+from brain.kube import JsonApi
 
 log = logging.getLogger("pitstop.node_watch")
 PAGE_SIZE = 250
@@ -57,7 +58,7 @@ class NodeWatch:
         page_size: int = PAGE_SIZE,
         watch_seconds: int = WATCH_SECONDS,
     ) -> None:
-        self._core = client.CoreV1Api(api_client)
+        self._api = JsonApi(api_client)
         self._on_change = on_change
         self._page_size = page_size
         self._watch_seconds = watch_seconds
@@ -168,14 +169,15 @@ class NodeWatch:
         pages = 0
         resource_version = ""
         while True:
-            arguments: dict[str, Any] = {"limit": self._page_size}
+            query: dict[str, Any] = {"limit": self._page_size}
             if token:
-                arguments["_continue"] = token
+                query["continue"] = token
             try:
-                response = self._core.list_node(
-                    _preload_content=False,
-                    _request_timeout=(CONNECT_TIMEOUT_SECONDS, LIST_READ_TIMEOUT_SECONDS),
-                    **arguments,
+                response = self._api.send(
+                    "GET",
+                    "/api/v1/nodes",
+                    query=query,
+                    timeout=(CONNECT_TIMEOUT_SECONDS, LIST_READ_TIMEOUT_SECONDS),
                 )
             except ApiException as error:
                 if error.status == 410 and token:  # the continue token expired: start over
@@ -222,13 +224,16 @@ class NodeWatch:
         started = time.monotonic()
         delivered = False
         try:
-            response = self._core.list_node(
-                watch=True,
-                allow_watch_bookmarks=True,
-                resource_version=self._resource_version,
-                timeout_seconds=self._watch_seconds,
-                _preload_content=False,
-                _request_timeout=(CONNECT_TIMEOUT_SECONDS, self._watch_seconds + 30.0),
+            response = self._api.send(
+                "GET",
+                "/api/v1/nodes",
+                query={
+                    "watch": True,
+                    "allowWatchBookmarks": True,
+                    "resourceVersion": self._resource_version,
+                    "timeoutSeconds": self._watch_seconds,
+                },
+                timeout=(CONNECT_TIMEOUT_SECONDS, self._watch_seconds + 30.0),
             )
         except ApiException as error:
             if error.status == 410:

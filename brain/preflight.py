@@ -11,13 +11,12 @@ the data; a brain that exited would crash-loop and leave the windows' status say
 
 from __future__ import annotations
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.cluster_failures import CRD_MISSING, CommandError, describe
 from brain.core.api import GROUP, PLURAL, VERSION
 from brain.core.lock_state import LOCK_DATA_KEY, LockState
-from brain.kube import make_api_client
+from brain.kube import JsonApi, make_api_client
 from brain.settings import BrainSettings
 
 PROBE_TIMEOUT_SECONDS = 15
@@ -28,26 +27,27 @@ def check_cluster(settings: BrainSettings) -> str | None:
     return a one-line warning for what the running brain handles itself (an unreadable lock)."""
     api_client = make_api_client()
     try:
-        core = client.CoreV1Api(api_client)
-        core.list_node(limit=1, _request_timeout=PROBE_TIMEOUT_SECONDS)
+        api = JsonApi(api_client)
+        api.get("/api/v1/nodes", {"limit": 1}, timeout=PROBE_TIMEOUT_SECONDS)
         try:
-            client.CustomObjectsApi(api_client).list_cluster_custom_object(
-                GROUP, VERSION, PLURAL, limit=1, _request_timeout=PROBE_TIMEOUT_SECONDS
+            api.get(
+                f"/apis/{GROUP}/{VERSION}/{PLURAL}", {"limit": 1}, timeout=PROBE_TIMEOUT_SECONDS
             )
         except ApiException as error:
             if error.status == 404:
                 raise CommandError(CRD_MISSING) from error
             raise
         try:
-            lock = core.read_namespaced_config_map(
-                settings.lock_name, settings.namespace, _request_timeout=PROBE_TIMEOUT_SECONDS
+            lock = api.get(
+                f"/api/v1/namespaces/{settings.namespace}/configmaps/{settings.lock_name}",
+                timeout=PROBE_TIMEOUT_SECONDS,
             )
         except ApiException as error:
             if error.status != 404:  # no lock yet: the first write creates it
                 raise
         else:
             try:
-                LockState.from_json((lock.data or {}).get(LOCK_DATA_KEY))
+                LockState.from_json((lock.get("data") or {}).get(LOCK_DATA_KEY))
             except Exception as error:
                 described = describe(error)
                 if described is None:

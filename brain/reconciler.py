@@ -35,7 +35,7 @@ from brain.core.window import (
 )
 from brain.events import EventRecorder, window_reference
 from brain.flow import HandOff, NodeFlow
-from brain.kube import Kube
+from brain.kube import MERGE_PATCH, Kube
 from brain.lock import LockStore
 from brain.pending_taints import PendingTaintWriter, taint_changes
 from brain.status_writer import StatusWriter
@@ -518,14 +518,10 @@ class WindowReconciler:
             self.flow.wake(STATUS_WRITE_INTERVAL_SECONDS - since_last)
             return
         self._status_written_at[entry.name] = time.monotonic()
-        await self.kube.call(
-            self.kube.custom.patch_cluster_custom_object_status,
-            GROUP,
-            VERSION,
-            PLURAL,
-            entry.name,
+        await self.kube.patch(
+            f"/apis/{GROUP}/{VERSION}/{PLURAL}/{entry.name}/status",
             {"status": body},
-            _content_type="application/merge-patch+json",
+            MERGE_PATCH,
         )
         self._written_status[entry.name] = comparable
         await self._window_events(entry, _conditions(entry.status), status.conditions)

@@ -194,25 +194,26 @@ class StatusWriter:
 
     async def _read(self) -> LeaseRecord | None:
         try:
-            lease = await self.kube.call(
-                self.kube.coordination.read_namespaced_lease, self.name, self.namespace
-            )
+            lease = await self.kube.get(self._path)
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
-        spec = lease.spec
+        spec = lease.get("spec") or {}
         return LeaseRecord(
-            holder=(spec.holder_identity or "") if spec else "",
-            resource_version=str(lease.metadata.resource_version),
-            transitions=int((spec.lease_transitions or 0) if spec else 0),
+            holder=str(spec.get("holderIdentity") or ""),
+            resource_version=str(lease["metadata"]["resourceVersion"]),
+            transitions=int(spec.get("leaseTransitions") or 0),
         )
+
+    @property
+    def _path(self) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
 
     async def _write(self, action: Action, record: LeaseRecord | None) -> None:
         if action == Action.CREATE or record is None:
-            written = await self.kube.call(
-                self.kube.coordination.create_namespaced_lease,
-                self.namespace,
+            written = await self.kube.create(
+                f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases",
                 self._body(self.identity, 0, acquired=True),
             )
             self._remember(written, 0)
@@ -225,7 +226,7 @@ class StatusWriter:
         self._remember(written, transitions)
 
     def _remember(self, written: Any, transitions: int) -> None:
-        version = getattr(getattr(written, "metadata", None), "resource_version", None)
+        version = (written.get("metadata") or {}).get("resourceVersion")
         if version:
             self._own = LeaseRecord(self.identity, str(version), transitions)
             self._seen_version = str(version)
@@ -236,9 +237,7 @@ class StatusWriter:
     ) -> Any:
         body = self._body(holder, transitions, acquired)
         body["metadata"]["resourceVersion"] = record.resource_version  # only over what we read
-        return await self.kube.call(
-            self.kube.coordination.replace_namespaced_lease, self.name, self.namespace, body
-        )
+        return await self.kube.replace(self._path, body)
 
     def _body(self, holder: str, transitions: int, acquired: bool) -> dict[str, Any]:
         moment = self._now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.watch_list import WatchList
+from brain.kube import JsonApi
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class BudgetWatch:
     budget allows everything. stop() shuts the socket so no thread is left behind.
     """
 
-    def __init__(self, policy: Any) -> None:
+    def __init__(self, api: JsonApi) -> None:
         self._sequence = 0
         self._changed_at: dict[str, int] = {}  # budget -> sequence of its latest change
         self._allows: dict[str, bool] = {}
@@ -72,7 +73,8 @@ class BudgetWatch:
         self._complete = False  # the watch has delivered every budget
         self._pulse = asyncio.Event()  # set (and replaced) at every change
         self._watch = WatchList(
-            policy.list_pod_disruption_budget_for_all_namespaces,  # policy: a PolicyV1Api
+            api,
+            "/apis/policy/v1/poddisruptionbudgets",
             self,
             what="PodDisruptionBudgets",
             thread_name="pitstop-drain-pdbs",

@@ -5,7 +5,6 @@ gate's list), listing them, and whether they are whole again after the reboot (`
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -15,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from brain.core.selectors import selector_from_object
 from brain.drain.classify import PodRef
+from brain.kube import JsonApi
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,14 @@ def covering_budgets(
     return covering
 
 
-def list_budgets(api: client.ApiClient) -> list[dict[str, Any]]:
-    policy: Any = client.PolicyV1Api(api)
+def list_budgets(api: JsonApi) -> list[dict[str, Any]]:
     try:
-        response = policy.list_pod_disruption_budget_for_all_namespaces(_preload_content=False)
+        listed = api.get("/apis/policy/v1/poddisruptionbudgets")
     except ApiException as error:
         # Without the list the drain still works; only the health gate loses its PDB names.
         log.warning("listing PodDisruptionBudgets failed: %s", error.reason)
         return []
-    return list(json.loads(response.data).get("items") or [])
+    return list(listed.get("items") or [])
 
 
 async def pdbs_healthy(api: client.ApiClient, pdbs: Iterable[str]) -> tuple[bool, str]:
@@ -54,22 +53,18 @@ async def pdbs_healthy(api: client.ApiClient, pdbs: Iterable[str]) -> tuple[bool
     Healthy means the disruption controller has seen the budget's current generation and counts
     every expected pod healthy. A budget that no longer exists has nothing to wait for.
     """
-    policy: Any = client.PolicyV1Api(api)
+    json_api = JsonApi(api)
     waiting: list[str] = []
     for full_name in pdbs:
         namespace, _, name = full_name.partition("/")
         try:
-            response = await asyncio.to_thread(
-                policy.read_namespaced_pod_disruption_budget,
-                name,
-                namespace,
-                _preload_content=False,
+            budget = await asyncio.to_thread(
+                json_api.get, f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
             )
         except ApiException as error:
             if error.status == 404:
                 continue
             raise
-        budget = json.loads(response.data)
         status = budget.get("status") or {}
         generation = (budget.get("metadata") or {}).get("generation", 0)
         if status.get("observedGeneration", 0) < generation:

@@ -10,11 +10,12 @@ import asyncio
 
 from kubernetes import client
 
+from brain.kube import JsonApi, node_path
+
 
 async def _set_unschedulable(api: client.ApiClient, node: str, unschedulable: bool) -> None:
-    core = client.CoreV1Api(api)
     await asyncio.to_thread(
-        core.patch_node, node, {"spec": {"unschedulable": unschedulable}}, _preload_content=False
+        JsonApi(api).patch, node_path(node), {"spec": {"unschedulable": unschedulable}}
     )
 
 

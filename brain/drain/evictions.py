@@ -36,6 +36,7 @@ from brain.drain.budgets import covering_budgets, list_budgets
 from brain.drain.classify import DrainOptions, DrainProblem, PodRef, classify_pods
 from brain.drain.pod_watch import GoneTracker, NodePodWatch
 from brain.drain.refusals import PodProgress, RefusalLog, plural, timeout_message
+from brain.kube import JsonApi
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def blocking_budget(namespace: str, status: Mapping[str, Any]) -> str | None:
     return None
 
 
-def evict_once(core: Any, pod: PodRef, grace_period_seconds: int | None) -> _EvictionAnswer:
+def evict_once(api: JsonApi, pod: PodRef, grace_period_seconds: int | None) -> _EvictionAnswer:
     """One Eviction, guarded by the pod's UID so a replacement with the same name is untouched."""
     delete_options: dict[str, Any] = {"preconditions": {"uid": pod.uid}} if pod.uid else {}
     if grace_period_seconds is not None:
@@ -114,7 +115,7 @@ def evict_once(core: Any, pod: PodRef, grace_period_seconds: int | None) -> _Evi
         "deleteOptions": delete_options,
     }
     try:
-        core.create_namespaced_pod_eviction(pod.name, pod.namespace, body, _preload_content=False)
+        api.create(f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}/eviction", body)
     except ApiException as error:
         status = _status_of(error)
         message = str(status.get("message") or error.reason or error)
@@ -137,7 +138,7 @@ def _seconds_until(deadline: datetime) -> float:
 
 
 async def _evict_until_gone(
-    core: Any,
+    api: JsonApi,
     progress: PodProgress,
     tracker: GoneTracker,
     options: DrainOptions,
@@ -151,7 +152,7 @@ async def _evict_until_gone(
     while not tracker.is_gone(pod):
         mark = budgets.mark()  # before the request: a change while it is answered counts
         progress.attempts += 1  # counted when made: the answer may come after the drain ended
-        answer = await asyncio.to_thread(evict_once, core, pod, options.grace_period_seconds)
+        answer = await asyncio.to_thread(evict_once, api, pod, options.grace_period_seconds)
         if answer.outcome is _Outcome.GONE:
             tracker.mark_gone(pod.key)
             return
@@ -205,19 +206,18 @@ async def drain_node(
     `watch_list`: read the node's pods through the watch itself (one request, not two) where
     the server serves watch-lists; without it, a list and a watch.
     """
-    core = client.CoreV1Api(api)
-    watch = NodePodWatch(core, node, watch_lists=watch_list)
+    json_api = JsonApi(api)
+    watch = NodePodWatch(json_api, node, watch_lists=watch_list)
     watch.start()
     try:
         items = await watch.initial
-        return await _drain_listed(api, core, node, options, deadline, items, watch)
+        return await _drain_listed(json_api, node, options, deadline, items, watch)
     finally:
         await watch.stop()
 
 
 async def _drain_listed(
-    api: client.ApiClient,
-    core: Any,
+    api: JsonApi,
     node: str,
     options: DrainOptions,
     deadline: datetime,
@@ -251,13 +251,13 @@ async def _drain_listed(
     problem_arrived = asyncio.Event()
     ending = False
     refusals = RefusalLog(node)
-    budget_watch: BudgetSignals = BudgetWatch(client.PolicyV1Api(api))
+    budget_watch: BudgetSignals = BudgetWatch(api)
 
     def evict(pod: PodRef) -> None:
         progress[pod] = PodProgress(pod)
         workers.append(
             asyncio.create_task(
-                _evict_until_gone(core, progress[pod], tracker, options, refusals, budget_watch)
+                _evict_until_gone(api, progress[pod], tracker, options, refusals, budget_watch)
             )
         )
 
@@ -343,7 +343,7 @@ async def force_delete(
 
     Pods already gone (404) or replaced (UID precondition fails, 409) are left alone.
     """
-    core: Any = client.CoreV1Api(api)
+    json_api = JsonApi(api)
     deleted = 0
     for pod in pods:
         body: dict[str, Any] = {"preconditions": {"uid": pod.uid}} if pod.uid else {}
@@ -351,11 +351,7 @@ async def force_delete(
             body["gracePeriodSeconds"] = grace_period_seconds
         try:
             await asyncio.to_thread(
-                core.delete_namespaced_pod,
-                pod.name,
-                pod.namespace,
-                body=body,
-                _preload_content=False,
+                json_api.delete, f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}", body
             )
         except ApiException as error:
             if error.status in (404, 409):

@@ -15,6 +15,7 @@ from typing import Any
 
 from brain.drain.classify import PodRef
 from brain.drain.watch_list import WatchList
+from brain.kube import JsonApi
 
 
 class GoneTracker:
@@ -87,17 +88,18 @@ class NodePodWatch:
     expired) reaches the tracker as a snapshot.
     """
 
-    def __init__(self, core: Any, node: str, watch_lists: bool = True) -> None:
+    def __init__(self, api: JsonApi, node: str, watch_lists: bool = True) -> None:
         self._tracker: GoneTracker | None = None
         self._backlog: list[tuple[str, tuple[Any, ...]]] = []
         self.initial: asyncio.Future[list[dict[str, Any]]] = (
             asyncio.get_running_loop().create_future()
         )
         self._watch = WatchList(
-            core.list_pod_for_all_namespaces,
+            api,
+            "/api/v1/pods",
             self,
             what=f"pods of node {node}",
-            arguments={"field_selector": f"spec.nodeName={node}"},
+            query={"fieldSelector": f"spec.nodeName={node}"},
             thread_name=f"pitstop-drain-watch-{node}",
             watch_lists=watch_lists,
         )

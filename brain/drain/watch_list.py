@@ -7,7 +7,7 @@ resumes the watch from its last resourceVersion when the server ends it, fetches
 state again when that version has expired (410), and retries other failures with a doubling
 pause (1 s to 30 s), telling its handler each time.
 
-It runs in its own thread on a raw response (`_preload_content=False`), because the kubernetes
+It runs in its own thread on the raw response (JsonApi.send), because the kubernetes
 client's Watch cannot be interrupted; `stop()` shuts the response's socket, so the blocked read
 returns at once and no thread is left behind. Everything the handler hears, it hears on the
 event loop that started the client.
@@ -25,6 +25,8 @@ from typing import Any, Protocol, cast
 
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import watch as kubernetes_watch
+
+from brain.kube import JsonApi
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +61,28 @@ class _ExpiredError(Exception):
 
 
 class WatchList:
-    """A watch-list on one kind of object (narrowed by `arguments`, e.g. a field selector).
-
-    `list_call` is the client's list method (`CoreV1Api.list_pod_for_all_namespaces`, say): it
-    lists, and with `watch=True` watches (each request counted where the brain's ApiClient
-    counts them all: brain/kube.py). `watch_lists=False` lists and watches from the start.
+    """A watch-list on one kind of object: the collection at `path` (`/api/v1/pods`, say),
+    narrowed by `query` (the API's parameters: `fieldSelector`). Each request is counted where
+    the brain's ApiClient counts them all (brain/kube.py). `watch_lists=False` lists and watches
+    from the start.
     """
 
     def __init__(
         self,
-        list_call: Callable[..., Any],
+        api: JsonApi,
+        path: str,
         handler: WatchHandler,
         *,
         what: str,
-        arguments: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | None = None,
         thread_name: str = "pitstop-drain-watch",
         watch_lists: bool = True,
     ) -> None:
-        self._list_call = list_call
+        self._api = api
+        self._path = path
         self._handler = handler
         self._what = what
-        self._arguments = dict(arguments or {})
+        self._query = dict(query or {})
         self._thread_name = thread_name
         self._watch_lists = watch_lists
         self._resource_version: str | None = None  # None: no state yet (or it expired)
@@ -129,7 +132,7 @@ class WatchList:
                 if self._resource_version is None:
                     self._fetch_state()
                 else:
-                    self._read(self._open(resource_version=self._resource_version))
+                    self._read(self._open(resourceVersion=self._resource_version))
                 backoff = BACKOFF_FIRST_SECONDS
             except _ExpiredError:
                 self.interrupted = True
@@ -147,9 +150,7 @@ class WatchList:
         """The state, then the changes: a watch-list, else a list and a watch."""
         if self._watch_lists:
             try:
-                response = self._open(
-                    send_initial_events=True, resource_version_match="NotOlderThan"
-                )
+                response = self._open(sendInitialEvents=True, resourceVersionMatch="NotOlderThan")
             except ApiException as error:
                 if error.status not in (400, 422):
                     raise
@@ -158,11 +159,10 @@ class WatchList:
             self._initial = []
             self._read(response)
             return
-        listed = self._list_call(_preload_content=False, **self._arguments)
-        document = json.loads(listed.data)
+        document = self._api.get(self._path, self._query)
         self._resource_version = str((document.get("metadata") or {}).get("resourceVersion", ""))
         self._state(list(document.get("items") or []))
-        self._read(self._open(resource_version=self._resource_version))
+        self._read(self._open(resourceVersion=self._resource_version))
 
     def _state(self, objects: list[dict[str, Any]]) -> None:
         self._has_state = True
@@ -170,14 +170,14 @@ class WatchList:
 
     def _open(self, **since: Any) -> Any:
         try:
-            return self._list_call(
-                watch=True,
-                allow_watch_bookmarks=True,
-                timeout_seconds=WATCH_SECONDS,
-                _preload_content=False,
-                **self._arguments,
+            query = {
+                "watch": True,
+                "allowWatchBookmarks": True,
+                "timeoutSeconds": WATCH_SECONDS,
+                **self._query,
                 **since,
-            )
+            }
+            return self._api.send("GET", self._path, query=query)
         except ApiException as error:
             if error.status == 410:
                 raise _ExpiredError from error

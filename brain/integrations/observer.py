@@ -92,8 +92,8 @@ class BrainObserver(TransitionObserver):
         ):
             return
         try:
-            secret = await self.kube.call(
-                self.kube.core.read_namespaced_secret, reference.name, self.namespace
+            secret = await self.kube.get(
+                f"/api/v1/namespaces/{self.namespace}/secrets/{reference.name}"
             )
         except ApiException as error:
             log.warning(
@@ -104,12 +104,12 @@ class BrainObserver(TransitionObserver):
                 error.reason,
             )
             return
-        version = str(secret.metadata.resource_version)
+        version = str(secret["metadata"]["resourceVersion"])
         source = (reference.name, reference.key, events, version)
         if current is not None and current.source == source:
             current.read_at = time.monotonic()
             return
-        data = {key: value for key, value in (secret.data or {}).items()}
+        data = {key: value for key, value in (secret.get("data") or {}).items()}
         targets, problems = targets_from_secret_data(data, key=reference.key)
         for problem in problems:
             log.warning("window %s: notify Secret %s: %s", window, reference.name, problem)

@@ -83,12 +83,10 @@ class RebootJobCheck:
         if known is not None and known[0] == key and (fresh or not admitting):
             return known[2]
         try:
-            await self.kube.call(
-                self.kube.batch.create_namespaced_job,
-                self.settings.job_namespace,
+            await self.kube.create(
+                f"/apis/batch/v1/namespaces/{self.settings.job_namespace}/jobs",
                 job,
-                dry_run="All",
-                _preload_content=False,
+                query={"dryRun": "All"},
             )
             verdict = None
         except ApiException as error:

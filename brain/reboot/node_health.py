@@ -10,13 +10,13 @@ that a DaemonSet owns reports Ready. One pod list per check, filtered by the API
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client
 
 from brain.integrations.blockers.result import name_a_few
+from brain.kube import JsonApi
 
 UNFINISHED_ON_NODE = "spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed"
 
@@ -44,15 +44,10 @@ def daemonset_pods_not_ready(pods: Sequence[Mapping[str, Any]]) -> list[str]:
 
 async def daemonset_pods_ready(api: client.ApiClient, node: str) -> tuple[bool, str]:
     """(True, "") when every DaemonSet pod on the node is Ready, else (False, which are not)."""
-    core: Any = client.CoreV1Api(api)
-
-    def listed() -> list[dict[str, Any]]:
-        response = core.list_pod_for_all_namespaces(
-            field_selector=UNFINISHED_ON_NODE.format(node=node), _preload_content=False
-        )
-        return list(json.loads(response.data).get("items") or [])
-
-    pods = await asyncio.to_thread(listed)
+    listed = await asyncio.to_thread(
+        JsonApi(api).get, "/api/v1/pods", {"fieldSelector": UNFINISHED_ON_NODE.format(node=node)}
+    )
+    pods = list(listed.get("items") or [])
     waiting = daemonset_pods_not_ready(pods)
     if waiting:
         noun = "pod" if len(waiting) == 1 else "pods"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from brain.kube import JsonApi
 from pitstop import contract
 
 JOB_NAME_PREFIX = "reboot-"
@@ -270,11 +270,10 @@ async def ensure_reboot_job(api: client.ApiClient, job: Mapping[str, Any]) -> bo
     The name carries the maintenance it belongs to (see reboot_job_name's callers), so a Job
     that exists under it is this maintenance's own, created before a crash or by another brain.
     """
-    batch: Any = client.BatchV1Api(api)
     namespace = job["metadata"]["namespace"]
     try:
         await asyncio.to_thread(
-            batch.create_namespaced_job, namespace, dict(job), _preload_content=False
+            JsonApi(api).create, f"/apis/batch/v1/namespaces/{namespace}/jobs", dict(job)
         )
     except ApiException as error:
         if error.status == 409:
@@ -288,14 +287,11 @@ async def delete_reboot_job(api: client.ApiClient, namespace: str, name: str) ->
 
     True if it was there. Background propagation: the pod goes with it.
     """
-    batch: Any = client.BatchV1Api(api)
     try:
         await asyncio.to_thread(
-            batch.delete_namespaced_job,
-            name,
-            namespace,
-            propagation_policy="Background",
-            _preload_content=False,
+            JsonApi(api).delete,
+            f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+            {"propagationPolicy": "Background"},
         )
     except ApiException as error:
         if error.status == 404:
@@ -343,13 +339,12 @@ def job_state_from_object(job: Mapping[str, Any]) -> JobState:
 
 async def reboot_job_state(api: client.ApiClient, namespace: str, name: str) -> JobState:
     """Missing, Running, Succeeded or Failed (with the reason from the Job's conditions)."""
-    batch: Any = client.BatchV1Api(api)
     try:
-        response = await asyncio.to_thread(
-            batch.read_namespaced_job, name, namespace, _preload_content=False
+        job = await asyncio.to_thread(
+            JsonApi(api).get, f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
         )
     except ApiException as error:
         if error.status == 404:
             return JobState(JobPhase.MISSING, f"Job {namespace}/{name} not found")
         raise
-    return job_state_from_object(json.loads(response.data))
+    return job_state_from_object(job)

@@ -90,6 +90,9 @@ def _handler(server: LoopbackServer) -> type[BaseHTTPRequestHandler]:
 
         do_GET = _serve  # noqa: N815 - http.server's naming
         do_POST = _serve  # noqa: N815
+        do_PUT = _serve  # noqa: N815
+        do_PATCH = _serve  # noqa: N815
+        do_DELETE = _serve  # noqa: N815
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -51,13 +50,7 @@ class FakeLeases:
         self.reads += 1
         if self.spec is None:
             raise ApiException(status=404)
-        return SimpleNamespace(
-            metadata=SimpleNamespace(resource_version=str(self.version)),
-            spec=SimpleNamespace(
-                holder_identity=self.spec["holderIdentity"],
-                lease_transitions=self.spec["leaseTransitions"],
-            ),
-        )
+        return {"metadata": {"resourceVersion": str(self.version)}, "spec": dict(self.spec)}
 
     def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> Any:
         if self.spec is not None:
@@ -72,18 +65,31 @@ class FakeLeases:
     def _store(self, body: dict[str, Any]) -> Any:
         self.spec, self.version = body["spec"], self.version + 1
         self.requests += 1
-        return SimpleNamespace(metadata=SimpleNamespace(resource_version=str(self.version)))
+        return {"metadata": {"resourceVersion": str(self.version)}, "spec": dict(body["spec"])}
 
 
 class FakeKube:
+    """The brain's Kube, by path, on the modelled Lease API (one Lease in namespace `ns`)."""
+
     def __init__(self, leases: FakeLeases, name: str) -> None:
-        self.coordination = leases
+        self.leases = leases
         self.name = name
 
-    async def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        if self.name not in self.coordination.reachable:  # a dead brain reaches nothing
+    def _reach(self) -> None:
+        if self.name not in self.leases.reachable:  # a dead brain reaches nothing
             raise ApiException(status=0, reason="dead")
-        return function(*args, **kwargs)
+
+    async def get(self, path: str) -> Any:
+        self._reach()
+        return self.leases.read_namespaced_lease(path.rsplit("/", 1)[1], "ns")
+
+    async def create(self, path: str, body: dict[str, Any]) -> Any:
+        self._reach()
+        return self.leases.create_namespaced_lease("ns", body)
+
+    async def replace(self, path: str, body: dict[str, Any]) -> Any:
+        self._reach()
+        return self.leases.replace_namespaced_lease(path.rsplit("/", 1)[1], "ns", body)
 
 
 def test_two_brains_never_write_at_once_and_the_survivor_takes_over_within_the_lease() -> None:

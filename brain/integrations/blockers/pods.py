@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from brain.core.window import PodBlocker
 from brain.integrations.blockers.result import NOT_BLOCKED, BlockerResult, Reason, name_a_few
+from brain.kube import JsonApi
 
 # Finished pods never block; everything else (Pending, Running, Unknown) does.
 UNFINISHED_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -71,46 +72,51 @@ def _matching_pods(
     limit: int | None = LIST_LIMIT,
 ) -> tuple[list[tuple[str, str]], bool]:
     """(namespace/name, node name) of the unfinished pods matching; True when there are more."""
-    # The client's generated types mark every field Optional; the API always fills these.
-    core: Any = client.CoreV1Api(api_client)
+    api = JsonApi(api_client)
     namespaces: set[str] | None = None
     if selector.namespace_selector:
-        listed = core.list_namespace(
-            label_selector=selector.namespace_selector, _request_timeout=timeout_seconds
+        listed = api.get(
+            "/api/v1/namespaces",
+            {"labelSelector": selector.namespace_selector},
+            timeout=timeout_seconds,
         )
-        namespaces = {item.metadata.name for item in listed.items}
+        namespaces = {item["metadata"]["name"] for item in listed.get("items") or ()}
         if not namespaces:
             return [], False
     field_selector = UNFINISHED_PODS + (f",spec.nodeName={node_name}" if node_name else "")
+    query: dict[str, Any] = {
+        "labelSelector": selector.label_selector or None,
+        "fieldSelector": field_selector,
+    }
+    if limit is not None:
+        query["limit"] = limit
     names: list[tuple[str, str]] = []
     more = False
     if namespaces is not None and len(namespaces) <= 3:
         # A few namespaces: ask each, so the API server does not scan every pod.
         for namespace in sorted(namespaces):
-            pods = core.list_namespaced_pod(
-                namespace,
-                label_selector=selector.label_selector,
-                field_selector=field_selector,
-                limit=limit,
-                _request_timeout=timeout_seconds,
-            )
+            pods = api.get(f"/api/v1/namespaces/{namespace}/pods", query, timeout=timeout_seconds)
             names += [
-                (f"{namespace}/{pod.metadata.name}", pod.spec.node_name or "") for pod in pods.items
+                (f"{namespace}/{pod['metadata']['name']}", _node_of(pod))
+                for pod in pods.get("items") or ()
             ]
-            more = more or bool(pods.metadata._continue)
+            more = more or _has_more(pods)
         return names, more
-    pods = core.list_pod_for_all_namespaces(
-        label_selector=selector.label_selector,
-        field_selector=field_selector,
-        limit=limit,
-        _request_timeout=timeout_seconds,
-    )
+    pods = api.get("/api/v1/pods", query, timeout=timeout_seconds)
     names = [
-        (f"{pod.metadata.namespace}/{pod.metadata.name}", pod.spec.node_name or "")
-        for pod in pods.items
-        if namespaces is None or pod.metadata.namespace in namespaces
+        (f"{pod['metadata']['namespace']}/{pod['metadata']['name']}", _node_of(pod))
+        for pod in pods.get("items") or ()
+        if namespaces is None or pod["metadata"]["namespace"] in namespaces
     ]
-    return names, bool(pods.metadata._continue)
+    return names, _has_more(pods)
+
+
+def _node_of(pod: dict[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def _has_more(listed: dict[str, Any]) -> bool:
+    return bool((listed.get("metadata") or {}).get("continue"))
 
 
 async def check_pods(

@@ -7,7 +7,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from brain.kube import ApiRequests
+from brain.kube import ApiRequests, JsonApi
 
 
 def pod(
@@ -44,16 +44,18 @@ def pod(
 
 
 class WiredApi:
-    """A real ApiClient whose transport a fake API method plays, the brain's one wrapper
-    (ApiRequests, brain/kube.py) installed around it as in the brain.
+    """A real ApiClient whose transport fakes play, the brain's one wrapper (ApiRequests,
+    brain/kube.py) installed around it as in the brain; `api` is the brain's JsonApi on it.
 
-    The real API classes on `api_client` build each request's URL; the wrapper counts it as it
-    counts the brain's own ("watch pods", "list pods"); the fake gets the request's query back
-    as the keywords the API class was called with (`field_selector`, `watch=True`) and answers
-    as before. Raw answers (`_preload_content=False`) are handed back as they are.
+    The real JsonApi builds each request's URL; the wrapper counts it as it counts the brain's
+    own ("watch pods", "list pods"). `answer` is either one function that answers every request
+    or a fake with methods named as the API's operations (`list_pod_for_all_namespaces`,
+    `create_namespaced_pod_eviction`), found by the request's method and path. A fake gets the
+    request's query back as keywords (`field_selector`, `watch=True`) and answers with a stream
+    (a watch), an object with `data` (a list), or None (an empty success).
     """
 
-    def __init__(self, answer: Callable[..., Any]) -> None:
+    def __init__(self, answer: Any) -> None:
         configuration = client.Configuration()
         configuration.host = "http://fake-api.invalid"
         self.api_client = client.ApiClient(configuration)
@@ -61,17 +63,54 @@ class WiredApi:
         self.api_client.rest_client.request = self._transport
         self._requests = ApiRequests()
         self._requests.install(self.api_client)
+        self.api = JsonApi(self.api_client)
 
     @property
     def requests(self) -> dict[str, int]:
         return self._requests.counts
 
-    def _transport(self, method: str, url: str, *_: Any, **__: Any) -> Any:
+    def _transport(self, method: str, url: str, *_: Any, **keywords: Any) -> Any:
+        split = urlsplit(url)
         arguments = {
             _snake_case(name): {"true": True, "false": False}.get(value, value)
-            for name, value in parse_qsl(urlsplit(url).query)
+            for name, value in parse_qsl(split.query)
         }
-        return SimpleNamespace(status=200, headers={}, response=self._answer(**arguments))
+        answered = self._route(method, split.path, arguments, keywords.get("body"))
+        if answered is None or not hasattr(answered, "stream"):
+            answered = _Raw(getattr(answered, "data", None) or "{}")
+        return SimpleNamespace(status=200, headers={}, response=answered)
+
+    def _route(self, method: str, path: str, arguments: dict[str, Any], body: Any) -> Any:
+        if callable(self._answer):
+            return self._answer(**arguments)
+        eviction = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/eviction", path)
+        if method == "POST" and eviction:
+            namespace, name = eviction.groups()
+            sent = json.loads(body) if isinstance(body, str | bytes) else body
+            return self._answer.create_namespaced_pod_eviction(name, namespace, sent)
+        if method == "GET" and path == "/api/v1/pods":
+            return self._answer.list_pod_for_all_namespaces(**arguments)
+        if method == "GET" and path == "/apis/policy/v1/poddisruptionbudgets":
+            return self._answer.list_pod_disruption_budget_for_all_namespaces(**arguments)
+        raise AssertionError(f"no fake answers {method} {path}")
+
+
+def wired(fake: Any) -> JsonApi:
+    """The brain's JsonApi with `fake` answering at the transport (see WiredApi)."""
+    return WiredApi(fake).api
+
+
+class _Raw:
+    """A whole (not streamed) answer, as the transport hands it over."""
+
+    def __init__(self, data: str | bytes) -> None:
+        self.data = data
+
+    def release_conn(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _snake_case(name: str) -> str:

@@ -6,11 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.budget_watch import BudgetWatch
-from tests.brain.drain.fakes import FakePolicy, WiredApi, web_budget
+from tests.brain.drain.fakes import FakePolicy, WiredApi, web_budget, wired
 
 
 def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request() -> None:
@@ -18,7 +17,7 @@ def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request()
     api = WiredApi(policy.list_pod_disruption_budget_for_all_namespaces)
 
     async def scenario() -> tuple[bool, bool]:
-        watch = BudgetWatch(client.PolicyV1Api(api.api_client))
+        watch = BudgetWatch(api.api)
         mark = watch.mark()
         opened_before = policy.opened.is_set()
         waited = asyncio.create_task(watch.allowed_since("shop/web", mark, 2.0))
@@ -36,7 +35,7 @@ def test_the_budget_watch_opens_at_the_first_refusal_and_counts_as_one_request()
 def test_the_budget_watch_stands_in_for_the_list_once_its_initial_state_is_complete() -> None:
     async def scenario() -> tuple[object, object, object, bool]:
         policy = FakePolicy(web_budget(0))
-        watch = BudgetWatch(policy)
+        watch = BudgetWatch(wired(policy))
         before = watch.budgets()  # not opened yet: the drain lists
         waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.3))
         await asyncio.to_thread(policy.opened.wait, 1.0)
@@ -77,7 +76,7 @@ def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
 
     async def scenario() -> object:
         policy = FlakyPolicy(web_budget(0))
-        watch = BudgetWatch(policy)
+        watch = BudgetWatch(wired(policy))
         waited = asyncio.create_task(watch.allowed_since("shop/web", watch.mark(), 0.5))
         await asyncio.to_thread(policy.opened.wait, 2.0)
         await waited
@@ -106,7 +105,7 @@ def test_a_budget_watch_it_may_not_open_gives_up_and_refusals_wait_the_pace(
 
     async def scenario() -> tuple[bool, float, object]:
         policy = ForbiddingPolicy()
-        watch = BudgetWatch(policy)
+        watch = BudgetWatch(wired(policy))
         started = asyncio.get_running_loop().time()
         allowed = await watch.allowed_since("shop/web", watch.mark(), 0.5)
         waited = asyncio.get_running_loop().time() - started

@@ -23,6 +23,7 @@ from tests.brain.drain.fakes import (
     ScriptedStream,
     pod,
     web_budget,
+    wired,
 )
 
 DEFAULTS = DrainOptions()
@@ -31,11 +32,13 @@ DEFAULTS = DrainOptions()
 async def drain_listed(
     core: Any, options: DrainOptions, deadline: datetime, pods: list[dict[str, Any]]
 ) -> DrainResult:
-    """Drain node-1 of `pods`, listed at resourceVersion 10 and watched from there on `core`."""
-    watch = NodePodWatch(core, "node-1")
+    """Drain node-1 of `pods`, listed at resourceVersion 10 and watched from there, `core`
+    answering the requests."""
+    api = wired(core)
+    watch = NodePodWatch(api, "node-1")
     watch.start("10")
     try:
-        return await _drain_listed(None, core, "node-1", options, deadline, pods, watch)
+        return await _drain_listed(api, "node-1", options, deadline, pods, watch)
     finally:
         await watch.stop()
 
@@ -65,7 +68,7 @@ def test_the_blocking_budget_is_read_from_the_429_cause() -> None:
 
 def test_an_eviction_carries_the_uid_precondition_and_grace_period() -> None:
     core = FakeCore(None)
-    answer = evict_once(core, PodRef("shop", "web-1", "u1"), 7)
+    answer = evict_once(wired(core), PodRef("shop", "web-1", "u1"), 7)
     assert answer.outcome.value == "evicted"
     ((name, namespace, body),) = core.calls
     assert (name, namespace) == ("web-1", "shop")
@@ -84,7 +87,7 @@ def test_an_eviction_carries_the_uid_precondition_and_grace_period() -> None:
     ],
 )
 def test_eviction_answers(status: int, body: dict[str, Any], outcome: str) -> None:
-    answer = evict_once(FakeCore(status, body), PodRef("shop", "web-1", "u1"), None)
+    answer = evict_once(wired(FakeCore(status, body)), PodRef("shop", "web-1", "u1"), None)
     assert answer.outcome.value == outcome
     if outcome == "error":
         assert str(status) in answer.error and body["message"] in answer.error
@@ -143,7 +146,7 @@ def test_a_drain_logs_its_blocking_budget_once_however_often_it_retries(
     monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api: [])
     monkeypatch.setattr(
         "brain.drain.evictions.BudgetWatch",
-        lambda _policy: BudgetWatch(FakePolicy(web_budget(0))),
+        lambda _api: BudgetWatch(wired(FakePolicy(web_budget(0)))),
         raising=False,
     )
     core = FakeBlockedCore()
@@ -184,7 +187,7 @@ def drain_refused_by_web(
     monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api: [])
     monkeypatch.setattr(
         "brain.drain.evictions.BudgetWatch",
-        lambda _policy: BudgetWatch(policy),
+        lambda _api: BudgetWatch(wired(policy)),
         raising=False,  # the code before budget watches had none: the test fails, not errors
     )
 

@@ -11,12 +11,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.classify import PodRef
 from brain.drain.pod_watch import GoneTracker, NodePodWatch
-from tests.brain.drain.fakes import FakeStream, WiredApi, pod
+from tests.brain.drain.fakes import FakeStream, WiredApi, pod, wired
 
 
 def test_the_tracker_counts_a_pod_gone_when_deleted_or_replaced() -> None:
@@ -133,7 +132,7 @@ def test_the_watch_fetches_the_pods_again_when_its_version_expired_and_stops_at_
     async def scenario() -> tuple[bool, bool, float]:
         gone, kept = PodRef("n", "a", "ua"), PodRef("n", "b", "ub")
         tracker = GoneTracker([gone, kept])
-        watch = NodePodWatch(client.CoreV1Api(api.api_client), "node-1")
+        watch = NodePodWatch(api.api, "node-1")
         watch.attach(tracker)
         watch.start("10")
         await tracker.wait_gone(gone, 5)
@@ -173,7 +172,7 @@ def test_a_watch_that_cannot_fetch_the_pods_fails_the_drain_and_stops(watch_list
     core = FailingCore()
 
     async def scenario() -> tuple[BaseException | None, float]:
-        watch = NodePodWatch(core, "node-1", watch_lists=watch_lists)
+        watch = NodePodWatch(wired(core), "node-1", watch_lists=watch_lists)
         watch.start()
         try:
             await asyncio.wait_for(watch.initial, 5)
@@ -213,7 +212,7 @@ def test_a_watch_list_reads_the_pods_and_then_watches_them_in_one_request(
     api = WiredApi(core.list_pod_for_all_namespaces)
 
     async def scenario() -> tuple[list[str], bool, bool]:
-        watch = NodePodWatch(client.CoreV1Api(api.api_client), "node-1")
+        watch = NodePodWatch(api.api, "node-1")
         watch.start()
         items = await asyncio.wait_for(watch.initial, 5)
         # The deletion may already have arrived: it waits for the tracker, then reaches it.

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from brain.drain.watch_list import WatchList
@@ -70,10 +69,11 @@ def run(server: ScriptedServer) -> tuple[Recorder, dict[str, int]]:
 
     async def scenario() -> None:
         watch = WatchList(
-            client.CoreV1Api(api.api_client).list_pod_for_all_namespaces,
+            api.api,
+            "/api/v1/pods",
             recorder,
             what="things",
-            arguments={"field_selector": "x=y"},
+            query={"fieldSelector": "x=y"},
         )
         watch.start()
         assert await asyncio.to_thread(server.done.wait, 5), server.calls
