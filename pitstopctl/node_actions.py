@@ -41,12 +41,13 @@ def request_action(
     node has moved on by the time the brain reads it, the brain refuses it instead of acting
     on a phase nobody asked about.
     """
-    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    core = client.CoreV1Api(client_handle)
+    from brain.kube import JsonApi, node_path
+
+    api = JsonApi(client_handle)
     try:
-        core.read_node(node)
+        api.get(node_path(node))
     except ApiException as error:
         if error.status == 404:
             raise SystemExit(f"pitstop: node {node!r} does not exist") from error
@@ -60,8 +61,8 @@ def request_action(
             f"pitstop: node {node!r} is {lease.phase}, not Failed; only a Failed node is"
             " retried (release gives up on a node in any phase)"
         )
-    core.patch_node(
-        node,
+    api.patch(
+        node_path(node),
         {
             "metadata": {
                 "annotations": {

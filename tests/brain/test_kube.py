@@ -23,6 +23,7 @@ from brain.kube import (
     ApiRequests,
     JsonApi,
     Kube,
+    list_pages,
 )
 from tests.brain.loopback import Reply, loopback_server, refused_port
 
@@ -68,15 +69,13 @@ def test_every_request_is_counted_timed_and_failures_are_errors() -> None:
         with pytest.raises(ApiException) as gone:
             asyncio.run(kube.get("/api/v1/nodes/gone"))
         assert gone.value.status == 404
-        # The drain's way: a raw API class on the same ApiClient, not through Kube.call.
-        eviction = client.V1Eviction(metadata=client.V1ObjectMeta(name="web", namespace="ns"))
+        # The drain's way: its own JsonApi on the same ApiClient, not through Kube.
+        eviction = {"metadata": {"name": "web", "namespace": "ns"}}
         with pytest.raises(ApiException) as refused:
-            client.CoreV1Api(api).create_namespaced_pod_eviction(
-                "web", "ns", eviction, _preload_content=False
-            )
+            JsonApi(api).create("/api/v1/namespaces/ns/pods/web/eviction", eviction)
         assert refused.value.status == 429
         with pytest.raises(ApiException):
-            client.BatchV1Api(api).create_namespaced_job("ns", {"metadata": {"name": "j"}})
+            JsonApi(api).create("/apis/batch/v1/namespaces/ns/jobs", {"metadata": {"name": "j"}})
         api.close()
     assert [(r.verb, r.resource, r.code) for r in seen] == [
         ("list", "nodes", "200"),
@@ -204,3 +203,19 @@ def test_the_brain_never_loads_the_client_s_generated_api_classes() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True
     ).stdout
     assert len(modules) > 40 and loaded.strip() == "[]", loaded
+
+
+def test_a_list_is_read_in_pages_until_no_continue_token() -> None:
+    with loopback_server() as server:
+        api = api_client(server.url)
+        server.replies = [
+            Reply.json({"items": [{"n": 1}, {"n": 2}], "metadata": {"continue": "t1"}}),
+            Reply.json({"items": [{"n": 3}], "metadata": {}}),
+        ]
+        pages = list(list_pages(JsonApi(api), "/api/v1/nodes", {"labelSelector": "a=b"}, 2))
+        api.close()
+    assert pages == [[{"n": 1}, {"n": 2}], [{"n": 3}]]
+    assert [request.path for request in server.requests] == [
+        "/api/v1/nodes?labelSelector=a%3Db&limit=2",
+        "/api/v1/nodes?labelSelector=a%3Db&limit=2&continue=t1",
+    ]
