@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from kubernetes.client.exceptions import ApiException
@@ -40,6 +41,14 @@ class LockRebuild(Protocol):
     async def rebuilt(self, state: LockState) -> None: ...
 
 
+@dataclass(frozen=True)
+class _Update:
+    """One caller's change, waiting to be written with the others asked meanwhile."""
+
+    decide: Callable[[LockState], LockState | None]
+    done: asyncio.Future[LockState]
+
+
 class LockStore:
     """Reads and writes the lock ConfigMap with optimistic concurrency.
 
@@ -65,6 +74,7 @@ class LockStore:
         self._resource_version: str | None = None
         self._loaded = False
         self._mutex = asyncio.Lock()
+        self._queued: list[_Update] = []  # updates waiting for the next write
         self._reading = asyncio.Lock()
         # While the lock is unreadable: why, the current back-off, and when to read again.
         self.unreadable: str | None = None
@@ -178,16 +188,58 @@ class LockStore:
         return self._state.model_copy(deep=True)
 
     async def update(self, decide: Callable[[LockState], LockState | None]) -> LockState:
-        async with self._mutex:
-            if not self._loaded:
-                await self.refresh()
-            for _ in range(MAX_WRITE_ATTEMPTS):
-                proposed = decide(self._state.model_copy(deep=True))
-                if proposed is None:
-                    return self._state.model_copy(deep=True)
+        """Apply `decide` to the lock and return the state written (or, for None, as it is).
+
+        Updates asked for while a write is under way are written together, in the order asked,
+        by the next write (group commit): each `decide` sees the state its predecessors made,
+        as it would one write after another, and each caller returns only once the one write
+        carrying its change is in. At 100 nodes in maintenance the lock is written a dozen
+        times a second; one write at a time made every step wait for the writes before it.
+        """
+        waiting = _Update(decide, asyncio.get_running_loop().create_future())
+        self._queued.append(waiting)
+        try:
+            async with self._mutex:
+                if not waiting.done.done():
+                    await self._write_queued(waiting)
+        except asyncio.CancelledError:
+            if waiting in self._queued:  # not taken by a write yet: withdrawn
+                self._queued.remove(waiting)
+            raise
+        return waiting.done.result()
+
+    async def _write_queued(self, own: _Update) -> None:
+        batch, self._queued = self._queued, []
+        try:
+            await self._write_batch(batch)
+        except asyncio.CancelledError:
+            # The writer's own task was cancelled: the others' updates are not lost, the
+            # next of them to hold the mutex writes them (decided again on what it reads).
+            self._queued[:0] = [u for u in batch if u is not own and not u.done.done()]
+            raise
+        except BaseException as error:
+            for update in batch:
+                if not update.done.done():
+                    update.done.set_exception(error)
+
+    async def _write_batch(self, batch: list[_Update]) -> None:
+        if not self._loaded:
+            await self.refresh()
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            state = self._state.model_copy(deep=True)
+            refusals: dict[int, Exception] = {}
+            changed = False
+            for index, update in enumerate(batch):
                 try:
-                    await self._write(proposed)
-                    return proposed.model_copy(deep=True)
+                    proposed = update.decide(state.model_copy(deep=True))
+                except Exception as error:  # this caller's own: the others' changes go on
+                    refusals[index] = error
+                    continue
+                if proposed is not None:
+                    state, changed = proposed, True
+            if changed:
+                try:
+                    await self._write(state)
                 except ApiException as error:
                     # 409: someone else wrote first; 404: the ConfigMap was deleted (it is
                     # rebuilt from the cluster). Either way: read again, decide again.
@@ -196,9 +248,16 @@ class LockStore:
                     if error.status == 409 and self._on_conflict is not None:
                         self._on_conflict()
                     await self.refresh()
-            raise LockConflictError(
-                f"lock {self.namespace}/{self.name} changed {MAX_WRITE_ATTEMPTS} times in a row"
-            )
+                    continue
+            for index, update in enumerate(batch):
+                if index in refusals:
+                    update.done.set_exception(refusals[index])
+                else:
+                    update.done.set_result(state.model_copy(deep=True))
+            return
+        raise LockConflictError(
+            f"lock {self.namespace}/{self.name} changed {MAX_WRITE_ATTEMPTS} times in a row"
+        )
 
     async def _write(self, state: LockState) -> None:
         body = {
