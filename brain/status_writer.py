@@ -22,6 +22,11 @@ A holder stops writing a margin before its own lease could have expired, counted
 last renewal was sent, so two brains never write at once. A holder that died is replaced within
 the lease duration (plus one read period) of the other brain wanting to write, and a holder that
 stops cleanly hands the Lease back (one request) so that the other takes over at once.
+
+The price of no timer: a live holder that sees nothing to write cannot be told from a dead one,
+so two brains whose views differ for long (two versions side by side in an upgrade) take the
+Lease from each other, each after a lease duration of wanting to write; views a moment apart
+converge first (a follower wants only while the window shows something else than it computes).
 """
 
 from __future__ import annotations
