@@ -68,6 +68,10 @@ class Brain:
         self.status_writer = StatusWriter(
             self.kube, settings.namespace, on_change=self._status_writer_changed, now=self.clock.now
         )
+        # Read at each scrape: the hold is asked for on demand and lapses without a request.
+        self.metrics.status_writer.set_function(
+            lambda: 1.0 if self.status_writer.is_writer else 0.0
+        )
         self.lock = LockStore(
             self.kube,
             settings.namespace,
@@ -119,10 +123,8 @@ class Brain:
         self.node_watch = NodeWatch(self.kube.api_client, on_change=self.wake_all)
         self.window_index: Any = None
         self.housekeeping: asyncio.Task[None] | None = None
-        self.election: asyncio.Task[None] | None = None
 
     def _status_writer_changed(self, writer: bool) -> None:
-        self.metrics.status_writer.set(1.0 if writer else 0.0)
         if writer:
             self.wake_all()  # write every window's status as this brain sees it
 
@@ -192,8 +194,6 @@ class Brain:
         )
         if self.housekeeping is not None:
             self.housekeeping.cancel()
-        if self.election is not None:
-            self.election.cancel()
         await self.status_writer.release()  # the other brain takes over at once
         await self.node_watch.stop()
         await self.reconciler.close()  # taint writes still queued are dropped, not half-sent
@@ -240,7 +240,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     brain.window_index = kwargs["window_entries"]
     brain.node_watch.start()
     brain.housekeeping = asyncio.create_task(brain.run_housekeeping(), name="housekeeping")
-    brain.election = asyncio.create_task(brain.status_writer.run(), name="status-writer")
     if brain.settings.metrics_port:
         brain.metrics_server = start_metrics_server(
             brain.settings.metrics_port, brain.metrics, health_check=brain.healthy

@@ -499,16 +499,18 @@ class WindowReconciler:
         )
 
     async def _write_status(self, entry: WindowEntry, status: Any) -> None:
-        if self.status_writer is not None and not self.status_writer.is_writer:
-            # Another brain writes window status; ours would flap it. Once elected, we
-            # compare with what the index shows, not with what we last wrote.
+        writer = self.status_writer
+        if writer is not None and not writer.holds_lease:
+            # Another brain may write window status: compare with what the index shows, not
+            # with what we last wrote.
             self._written_status.pop(entry.name, None)
-            return
         body = status.to_api()
         for key in ("nextWindowStart", "nextWindowEnd"):
             body.setdefault(key, None)
         comparable = {key: value for key, value in body.items() if value is not None}
         current = {key: value for key, value in entry.status.items() if value is not None}
+        # Nothing to write, nothing asked: the status writer's Lease is held on demand, so an
+        # idle brain (or a follower that sees what the holder wrote) sends no request.
         if comparable == current or self._written_status.get(entry.name) == comparable:
             return
         # At most one status write per window every STATUS_WRITE_INTERVAL: a burst of
@@ -516,6 +518,12 @@ class WindowReconciler:
         since_last = time.monotonic() - self._status_written_at.get(entry.name, 0.0)
         if since_last < STATUS_WRITE_INTERVAL_SECONDS:
             self.flow.wake(STATUS_WRITE_INTERVAL_SECONDS - since_last)
+            return
+        if writer is not None and not await writer.may_write():
+            # Another brain holds the Lease; ours would flap the status. Ask again later while
+            # the status still differs: the holder writes it meanwhile, or its Lease expires.
+            self._written_status.pop(entry.name, None)
+            self.flow.wake(writer.seconds_until_next_look())
             return
         self._status_written_at[entry.name] = time.monotonic()
         await self.kube.patch(

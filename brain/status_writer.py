@@ -6,14 +6,27 @@ Events of its conditions from its own view, and two views a moment apart flap a 
 (Degraded, Recovered, Degraded ...). So only the holder of the Lease `pitstop-status-writer`
 (coordination.k8s.io/v1, in the brain's namespace) writes window status and condition Events.
 
+The Lease is held on demand, not renewed on a timer: an idle brain sends no request at all.
+Before a status write the brain asks `may_write()`. The holder answers at once while its hold is
+fresh, renews it first (one update on the resourceVersion of its own last write, without a read)
+once it is older than `renew_seconds`, and re-renews the same way after it lapsed while nothing
+needed writing; a 409 means another brain took the Lease in between, and it is read again.
+A brain that does not hold it reads the Lease and creates it, takes it when free or expired, or
+follows; while it still has status to write it reads again at most every `renew_seconds`.
+
 Expiry is judged as client-go's leader election does, by this brain's monotonic clock alone:
 another holder's lease has expired when its record (resourceVersion) has not changed for the
-whole lease duration since *we* saw it change, so no wall clock (skewed or not) is trusted. A
-holder stops writing a margin before its own lease could have expired, counted from before its
-last renewal was sent, so two brains never write at once. Cost: one Lease read and, for the
-holder, one renewal every `renew_seconds` (5 s: on the resourceVersion of its own last write,
-without a read; a 409 means someone else wrote, and the Lease is read again), whatever the
-number of reboots.
+whole lease duration since *we* saw it change, so no wall clock (skewed or not) is trusted;
+reading seldom only makes that judgement later, never wrong (a resourceVersion never comes back).
+A holder stops writing a margin before its own lease could have expired, counted from before its
+last renewal was sent, so two brains never write at once. A holder that died is replaced within
+the lease duration (plus one read period) of the other brain wanting to write, and a holder that
+stops cleanly hands the Lease back (one request) so that the other takes over at once.
+
+The price of no timer: a live holder that sees nothing to write cannot be told from a dead one,
+so two brains whose views differ for long (two versions side by side in an upgrade) take the
+Lease from each other, each after a lease duration of wanting to write; views a moment apart
+converge first (a follower wants only while the window shows something else than it computes).
 """
 
 from __future__ import annotations
@@ -36,6 +49,8 @@ from brain.kube import Kube
 log = logging.getLogger("pitstop.status_writer")
 LEASE_NAME = "pitstop-status-writer"
 LEASE_SECONDS = 15.0
+# A holder that writes renews once its hold is this old; a follower that wants to write reads
+# the Lease at most this often.
 RENEW_SECONDS = 5.0
 # A holder stops writing this long before its lease could expire in another brain's eyes.
 SAFETY_MARGIN_SECONDS = 2.0
@@ -81,15 +96,17 @@ def next_action(
 def seconds_until_next_look(
     action: Action, unchanged_for: float, lease_seconds: float, renew_seconds: float
 ) -> float:
-    """A holder renews every `renew_seconds`; a follower looks again at that pace, or when the
-    holder's lease would expire if that is sooner (failover within the lease duration)."""
+    """A follower that wants to write looks again every `renew_seconds`, or when the holder's
+    lease would expire if that is sooner (take-over within the lease duration)."""
     if action == Action.FOLLOW:
         return max(0.1, min(renew_seconds, lease_seconds - unchanged_for))
     return renew_seconds
 
 
 class StatusWriter:
-    """Runs the election; `is_writer` says whether this brain may write window status now."""
+    """The election, asked before each status write: `may_write()` says whether this brain may
+    write window status now (sending a request only when its hold is stale or absent);
+    `is_writer` says whether its hold is valid at this moment (no request)."""
 
     def __init__(
         self,
@@ -113,84 +130,123 @@ class StatusWriter:
         self._now = now or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._held_until = 0.0  # monotonic; 0: not the writer
+        self._renewal_sent_at = 0.0  # monotonic, when our last successful write was sent
         self._seen_version = ""
         self._seen_changed_at = monotonic()
-        self._was_writer = False
-        # The Lease as our own last write left it: the holder renews on it without a read.
+        # The Lease as our own last write left it: this brain holds it as far as it knows (its
+        # hold may have lapsed meanwhile), and renews on it without a read.
         self._own: LeaseRecord | None = None
+        self._next_look_at = 0.0  # monotonic: a follower reads no sooner
+        self._holding = False  # what the log line last said
         self._failing = ""
+        self._deciding = asyncio.Lock()
 
     @property
     def is_writer(self) -> bool:
+        """This brain's hold is valid now: it may write window status without asking."""
         return self._monotonic() < self._held_until
 
-    async def run(self) -> None:
-        while True:
-            wait = self.renew_seconds
+    @property
+    def holds_lease(self) -> bool:
+        """The Lease names this brain as far as it knows (its hold valid, or lapsed while
+        nothing needed writing and not taken by another brain since we last looked)."""
+        return self._own is not None
+
+    def seconds_until_next_look(self) -> float:
+        """After a refusal: when asking again may change the answer (a follower's next read)."""
+        return max(0.1, self._next_look_at - self._monotonic())
+
+    async def may_write(self) -> bool:
+        """Whether this brain may write window status now. No request while its hold is fresh;
+        one renewal when it is stale or lapsed; one read (and perhaps a take-over) otherwise,
+        at most every `renew_seconds` while another brain holds a live Lease."""
+        async with self._deciding:
+            now = self._monotonic()
+            fresh = now - self._renewal_sent_at < self.renew_seconds
+            if (self.is_writer and fresh) or now < self._next_look_at:
+                # Our hold is fresh; or another brain held the Lease a moment ago, or the API
+                # failed a moment ago (a hold still valid is still used).
+                return self.is_writer
             try:
-                wait = await self.step()
+                await self._decide()
                 if self._failing:
                     log.info("status writer election works again")
                     self._failing = ""
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self._next_look_at = self._monotonic() + self.renew_seconds
                 if self._failing != type(error).__name__:
                     log.warning("status writer election failed, tried again: %s", error)
                     self._failing = type(error).__name__
             self._tell()
-            await asyncio.sleep(min(wait, self.renew_seconds))
+            return self.is_writer
 
-    async def step(self) -> float:
-        """One look at the Lease (and a renewal or take-over); returns when to look again."""
-        sent = self._monotonic()
-        record = self._own if self.is_writer else None
-        self._own = None
-        if record is None:
-            record = await self._read()
+    async def _decide(self) -> None:
+        """Renew our own Lease on our last write (a 409: read and decide again), or read it and
+        create, take or follow."""
+        if self._own is not None:
+            own = self._own
+            if await self._try_write(Action.RENEW, own):
+                return
+            # Someone else wrote the Lease since (or deleted it): read what it is now.
+        record = await self._read()
         if record is not None and record.resource_version != self._seen_version:
             self._seen_version = record.resource_version
             self._seen_changed_at = self._monotonic()
         unchanged_for = self._monotonic() - self._seen_changed_at
         action = next_action(record, self.identity, unchanged_for, self.lease_seconds)
-        if action == Action.FOLLOW:
-            self._held_until = 0.0
-        else:
-            try:
-                await self._write(action, record)
-            except ApiException as error:
-                if error.status not in (404, 409):
-                    raise
-                self._held_until = 0.0  # another brain wrote first: it holds the Lease
-                return 0.1
-            self._held_until = sent + self.lease_seconds - SAFETY_MARGIN_SECONDS
-        return seconds_until_next_look(
-            action, unchanged_for, self.lease_seconds, self.renew_seconds
+        if action != Action.FOLLOW and await self._try_write(action, record):
+            return
+        self._next_look_at = self._monotonic() + seconds_until_next_look(
+            Action.FOLLOW, unchanged_for, self.lease_seconds, self.renew_seconds
         )
 
-    async def release(self) -> None:
-        """On a clean stop: hand the Lease back so that the other brain takes over at once."""
-        if not self.is_writer:
-            return
-        self._held_until = 0.0
+    async def _try_write(self, action: Action, record: LeaseRecord | None) -> bool:
+        """Write the Lease as its holder; False when another brain wrote it first (it holds
+        it, or deleted it)."""
+        sent = self._monotonic()
         try:
-            record = await self._read()
-            if record is not None and record.holder == self.identity:
-                await self._replace(record, holder="", transitions=record.transitions)
-        except Exception as error:
+            await self._write(action, record)
+        except ApiException as error:
+            if error.status not in (404, 409):
+                raise
+            self._held_until = 0.0
+            self._own = None
+            return False
+        self._renewal_sent_at = sent
+        self._held_until = sent + self.lease_seconds - SAFETY_MARGIN_SECONDS
+        self._next_look_at = 0.0
+        return True
+
+    async def release(self) -> None:
+        """On a clean stop: hand the Lease back (one request, on our own last write) so that the
+        other brain takes over at once instead of after the lease duration."""
+        own = self._own
+        self._held_until = 0.0
+        self._own = None
+        if own is None:
+            return
+        try:
+            await self._replace(own, holder="", transitions=own.transitions)
+        except Exception as error:  # a 409: another brain holds it already
             log.info("could not release the status writer Lease: %s", error)
+        self._tell()
 
     def _tell(self) -> None:
-        writer = self.is_writer
-        if writer != self._was_writer:
-            self._was_writer = writer
+        """Log (and tell `on_change`) when this brain becomes or stops being the Lease's holder;
+        a hold that lapses while nothing needs writing is no change (it is renewed on the next
+        write)."""
+        holding = self._own is not None
+        if holding != self._holding:
+            self._holding = holding
             log.info(
                 "this brain (%s) %s window status",
                 self.identity,
-                "writes" if writer else "no longer writes",
+                "writes" if holding else "no longer writes",
             )
             if self._on_change is not None:
-                self._on_change(writer)
+                self._on_change(holding)
 
     async def _read(self) -> LeaseRecord | None:
         try:
@@ -226,11 +282,10 @@ class StatusWriter:
         self._remember(written, transitions)
 
     def _remember(self, written: Any, transitions: int) -> None:
-        version = (written.get("metadata") or {}).get("resourceVersion")
-        if version:
-            self._own = LeaseRecord(self.identity, str(version), transitions)
-            self._seen_version = str(version)
-            self._seen_changed_at = self._monotonic()
+        version = str((written.get("metadata") or {}).get("resourceVersion") or "")
+        self._own = LeaseRecord(self.identity, version, transitions)
+        self._seen_version = version
+        self._seen_changed_at = self._monotonic()
 
     async def _replace(
         self, record: LeaseRecord, holder: str, transitions: int, acquired: bool = False

@@ -173,10 +173,11 @@ class BrainMetrics:
             "How far this brain's host clock is ahead of the API server's (negative: behind).",
             registry=self.registry,
         )
-        # 1 while this brain is the one that writes window status (brain/status_writer.py).
+        # 1 while this brain's hold of the status writer Lease is valid (brain/status_writer.py):
+        # the Lease is held on demand, so an idle brain lets it lapse and shows 0.
         self.status_writer = Gauge(
             "pitstop_status_writer",
-            "1 while this brain holds the status writer Lease and writes window status.",
+            "1 while this brain holds the status writer Lease and may write window status.",
             registry=self.registry,
         )
         # Which build runs (a dashboard shows it, an alert finds brains and detectors that differ).

@@ -4,7 +4,8 @@ The brain runs as its own user; a FlowSchema matching that user makes the API se
 its requests (`apiserver_flowcontrol_dispatched_requests_total{flow_schema}`), watches
 included. Evictions are counted apart (`apiserver_request_total{subresource="eviction"}`), and
 so are the status writer election's Lease requests (a FlowSchema of their own, matched first):
-they are periodic (one every 5 s), not per reboot.
+they follow status writes (at most one renewal every 5 s while the brain writes status; none
+while idle), not reboots.
 
 The brain counts its own requests too (`pitstop_api_requests_total`, one wrapper around its
 client's transport): its evictions must match the API server's count exactly (the drain's
@@ -174,7 +175,7 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
     print(
         f"\nbrain requests for {NODES} node reboots in {elapsed:.0f} s: {requests:.0f} "
         f"({evictions:.0f} evictions); {per_node:.1f} per node besides evictions; and "
-        f"{leases:.0f} Lease requests of the status writer election (periodic, apart); the "
+        f"{leases:.0f} Lease requests of the status writer election (apart); the "
         f"brain's own count: {own:.0f} ({own_evictions:.0f} evictions)"
     )
     assert evictions >= NODES, "the drain did not go through the Eviction API"
@@ -183,7 +184,8 @@ def test_a_node_reboot_costs_about_fifteen_requests(env: PitstopEnv) -> None:
     # Every eviction went through the brain's one client wrapper and reached its metrics.
     assert own_evictions == evictions
     assert 0 < own <= requests
-    # One renewal every 5 s (the holder renews on its own write, without a read), whatever
-    # the number of reboots; and counted: the schema of its own matched them.
+    # At most one renewal every 5 s while status is written (the holder renews on its own last
+    # write, without a read, before a status write once its hold is 5 s old), whatever the
+    # number of reboots; and counted: the schema of its own matched them.
     assert 0 < leases <= elapsed / 5 + 2
     client.CoreV1Api(env.api).delete_namespace(workload)
