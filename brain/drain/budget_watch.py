@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from brain.drain.watch_list import WatchList
 from brain.kube import JsonApi
+from brain.watch_list import object_watch
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def allows_disruption(budget: Mapping[str, Any]) -> bool:
 
 
 class BudgetWatch:
-    """A watch on PodDisruptionBudgets (the drain's watch-list client), opened by the first wait.
+    """A watch on PodDisruptionBudgets (the brain's watch client), opened by the first wait.
 
     Each change the watch delivers gets a sequence number; `allowed_since` wakes as soon as the
     budget's latest change came after the caller's `mark` and allows a disruption. A deleted
@@ -72,7 +72,7 @@ class BudgetWatch:
         self._objects: dict[str, dict[str, Any]] = {}  # budget -> its latest version
         self._complete = False  # the watch has delivered every budget
         self._pulse = asyncio.Event()  # set (and replaced) at every change
-        self._watch = WatchList(
+        self._watch = object_watch(
             api,
             "/apis/policy/v1/poddisruptionbudgets",
             self,

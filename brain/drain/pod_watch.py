@@ -1,7 +1,7 @@
 """The pods of the node being drained, watched: which of those to evict are gone, and which
 arrive during the drain.
 
-One watch per drain through the drain's watch-list client (watch_list.py): the node's pods
+One watch per drain through the brain's watch client (brain/watch_list.py): the node's pods
 first, then their changes, in one request where the server serves watch-lists. A pod counts as
 gone when the watch reports it deleted or replaced (new UID), or when a fresh state (after the
 watch's version expired) no longer shows it.
@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from brain.drain.classify import PodRef
-from brain.drain.watch_list import WatchList
 from brain.kube import JsonApi
+from brain.watch_list import object_watch
 
 
 class GoneTracker:
@@ -94,7 +94,7 @@ class NodePodWatch:
         self.initial: asyncio.Future[list[dict[str, Any]]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._watch = WatchList(
+        self._watch = object_watch(
             api,
             "/api/v1/pods",
             self,

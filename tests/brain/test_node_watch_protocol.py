@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from brain.core.node_view import NodeView, node_view_from_object
 from brain.node_watch import NodeWatch
 from tests.brain.loopback import Reply, loopback_server
 from tests.brain.test_kube_pool import _kubeconfig
@@ -68,6 +70,14 @@ def test_a_watch_gone_410_lists_again(tmp_path: Path, monkeypatch: pytest.Monkey
             kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(_kubeconfig(tmp_path, server.url))
         )
         api_client = make_api_client()
+        # Where Nodes are parsed: in the watch's thread, never on the event loop.
+        parsed_in: set[int] = set()
+
+        def parse(item: dict[str, Any]) -> NodeView:
+            parsed_in.add(threading.get_ident())
+            return node_view_from_object(item)
+
+        monkeypatch.setattr("brain.node_watch.node_view_from_object", parse)
 
         async def scenario() -> None:
             wakes: list[float] = []
@@ -83,6 +93,7 @@ def test_a_watch_gone_410_lists_again(tmp_path: Path, monkeypatch: pytest.Monkey
                 assert set(watch.views) == {"b"}
                 assert watch.views["b"].reboot_required
                 assert len(wakes) == 2  # the first list, the second (its changes in one)
+                assert parsed_in and threading.get_ident() not in parsed_in
             finally:
                 await watch.stop()
 

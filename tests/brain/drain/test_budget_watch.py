@@ -72,7 +72,7 @@ class FlakyPolicy(FakePolicy):
 def test_a_budget_watch_that_failed_leaves_the_budgets_to_a_list(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("brain.drain.watch_list.BACKOFF_FIRST_SECONDS", 0.05)
+    monkeypatch.setattr("brain.watch_list.BACKOFF_FIRST_SECONDS", 0.05)
 
     async def scenario() -> object:
         policy = FlakyPolicy(web_budget(0))
@@ -101,7 +101,7 @@ class ForbiddingPolicy(FakePolicy):
 def test_a_budget_watch_it_may_not_open_gives_up_and_refusals_wait_the_pace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("brain.drain.watch_list.BACKOFF_FIRST_SECONDS", 0.05)
+    monkeypatch.setattr("brain.watch_list.BACKOFF_FIRST_SECONDS", 0.05)
 
     async def scenario() -> tuple[bool, float, object]:
         policy = ForbiddingPolicy()
