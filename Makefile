@@ -18,10 +18,12 @@ help:
 	@echo "make cluster-up    a local control plane in the background (make cluster-down stops it)"
 	@echo "make release REGISTRY=host:port [VERSION=x] [INSECURE=1]   push both images and the chart"
 
-# Python toolchain: uv from PyPI if missing, then the locked environment.
+# Python toolchain: uv from PyPI if missing, then the locked environment, its bytecode compiled
+# as in the images (a shell with PYTHONDONTWRITEBYTECODE=1 otherwise compiles kubernetes,
+# pydantic... at every start: +0.3 s of CPU for each `pitstop` command; ~4 s once, then 0.2 s).
 setup:
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check uv
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 # Control-plane binaries: $$KUBEBUILDER_ASSETS, $$PATH, or built once into ~/.cache/pitstop.
 binaries: setup
