@@ -70,6 +70,10 @@ from brain.reboot import node_health, reboot_job
 from brain.settings import BrainSettings
 
 log = logging.getLogger("pitstop.flow")
+# How long a node this brain uncordoned counts as uncordoned for admissions whatever the Node
+# views show: they lag the uncordon by the watch's delay (well under a second; seconds under
+# load). Short, so that a person's cordon right after ours is soon counted again.
+UNCORDON_VIEW_LAG_SECONDS = 10.0
 # A lease is trusted for a first cordon only if the lock was read or written this recently;
 # older, the lock is read again first (another brain may have finished the node meanwhile).
 LOCK_FRESH_SECONDS = 3.0
@@ -107,11 +111,11 @@ class HandOff:
 
     `admit(state, now, uncordoned)` adds to the lock state being written whatever the planner,
     re-run on that very state, lets start (so the budget holds as for any admission) and
-    returns their names; `uncordoned` names the node just uncordoned (the index may not show
-    it yet). `announce` tells of them once the write landed.
+    returns their names; `uncordoned` names the nodes this brain uncordoned a moment ago (the
+    pass's Node views may not show it yet). `announce` tells of them once the write landed.
     """
 
-    admit: Callable[[LockState, datetime, str | None], list[str]]
+    admit: Callable[[LockState, datetime, frozenset[str]], list[str]]
     announce: Callable[[LockState, list[str]], Awaitable[None]]
 
 
@@ -147,6 +151,17 @@ class NodeFlow:
     # window -> how to admit its next nodes when one of its nodes frees a slot (set by the
     # reconciler for the length of a pass; without one, the next pass admits them).
     hand_offs: dict[str, Callable[[], Awaitable[HandOff]]] = field(default_factory=dict)
+    # Nodes this brain uncordoned when it released them, and when (monotonic): for a few
+    # seconds the Node views a pass planned with may still show them cordoned, so unavailable,
+    # and an admission would leave their freed slots empty until the next pass.
+    _uncordoned_at: dict[str, float] = field(default_factory=dict)
+
+    def recently_uncordoned(self) -> frozenset[str]:
+        """Nodes this brain uncordoned within the last UNCORDON_VIEW_LAG_SECONDS."""
+        horizon = time.monotonic() - UNCORDON_VIEW_LAG_SECONDS
+        for name in [name for name, at in self._uncordoned_at.items() if at < horizon]:
+            del self._uncordoned_at[name]
+        return frozenset(self._uncordoned_at)
 
     @property
     def own_pods(self) -> frozenset[tuple[str, str]]:
@@ -566,7 +581,6 @@ class NodeFlow:
         With the window's `spec`, its nodeLabels change in the same patch."""
         target = Phase.DONE if succeeded else Phase.PENDING
         check_transition(name, lease.phase, target)  # before the node is touched
-        uncordoned: str | None = None
         if node is not None:
             patch = node_updates.release_patch(
                 uncordon=uncordon and not lease.was_cordoned,
@@ -581,7 +595,7 @@ class NodeFlow:
                     raise
             else:
                 if uncordon and not lease.was_cordoned:
-                    uncordoned = name
+                    self._uncordoned_at[name] = time.monotonic()
         prepare = self.hand_offs.get(lease.window)
         hand_off = await prepare() if prepare is not None else None
         applied = False
@@ -604,7 +618,7 @@ class NodeFlow:
             ):
                 return None
             if hand_off is not None:  # the freed slot goes to the next node in this write
-                admitted.extend(hand_off.admit(state, now, uncordoned))
+                admitted.extend(hand_off.admit(state, now, self.recently_uncordoned()))
             applied = True
             return state
 

@@ -56,7 +56,7 @@ class JobCheck(Protocol):
     ) -> Awaitable[str | None]: ...
 
 
-def _admit_nothing(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
+def _admit_nothing(state: LockState, now: datetime, uncordoned: frozenset[str]) -> list[str]:
     """The hand-off's admission for a window whose reboot Job is refused: nobody."""
     return []
 
@@ -371,13 +371,13 @@ class WindowReconciler:
         assignment: Assignment,
         blockers: Mapping[str, str | None],
         held_nodes: Mapping[str, str],
-    ) -> Callable[[LockState, datetime, str | None], list[str]]:
+    ) -> Callable[[LockState, datetime, frozenset[str]], list[str]]:
         """Admit into a lock state what the plan made on that same state lets start.
 
         The plan is re-made on the state the write will land on (budgets, delays, nodes that
         rest after an aborted drain or a reboot just recorded), so no admission can exceed a
         budget, whichever write it rides on. `uncordoned` is a node this brain has just
-        uncordoned (not counted unhealthy for a cordon the index may still show). Returns the
+        uncordoned (not counted unhealthy for a cordon the views may still show). Returns the
         names admitted. The re-plan reuses the pass's `assignment` (who governs whom: the
         windows and the nodes' labels have not changed) and leaves out the preview's batches.
         `blockers` and `held_nodes` are read when it runs (a hand-off may ask them first).
@@ -386,11 +386,11 @@ class WindowReconciler:
         spec = windows[name].spec
         window_list = list(windows.values())
 
-        def admit(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
+        def admit(state: LockState, now: datetime, uncordoned: frozenset[str]) -> list[str]:
             current = nodes
-            if uncordoned is not None and uncordoned in by_name:
+            if any(by_name[name].unschedulable for name in uncordoned if name in by_name):
                 current = [
-                    replace(node, unschedulable=False) if node.name == uncordoned else node
+                    replace(node, unschedulable=False) if node.name in uncordoned else node
                     for node in nodes
                 ]
             fresh_plan = make_plan(
@@ -419,14 +419,14 @@ class WindowReconciler:
     async def _admit(
         self,
         name: str,
-        admit: Callable[[LockState, datetime, str | None], list[str]],
+        admit: Callable[[LockState, datetime, frozenset[str]], list[str]],
         now: datetime,
     ) -> LockState:
         """Take slots in the lock; the plan is re-made on whatever lock the write lands on."""
         admitted: list[str] = []
 
         def decide(state: LockState) -> LockState | None:
-            admitted[:] = admit(state, now, None)
+            admitted[:] = admit(state, now, self.flow.recently_uncordoned())
             return state if admitted else None
 
         state = await self.lock.update(decide)

@@ -150,6 +150,8 @@ class Brain:
     saw_not_ready: set[LeaseKey] = field(default_factory=set)
     drain_started: set[LeaseKey] = field(default_factory=set)
     cordoned: set[LeaseKey] = field(default_factory=set)
+    # Nodes this brain uncordoned since its view was last fresh (flow.recently_uncordoned).
+    uncordoned: set[str] = field(default_factory=set)
 
     def forget(self, name: str) -> None:
         self.drains.pop(name, None)
@@ -223,9 +225,9 @@ class RolloutModel(RuleBasedStateMachine):
         view = dict(brain.view)
         spec = self.spec
 
-        def admit(state: LockState, now: datetime, uncordoned: str | None = None) -> list[str]:
+        def admit(state: LockState, now: datetime) -> list[str]:
             nodes = [
-                replace(node, unschedulable=False) if name == uncordoned else node
+                replace(node, unschedulable=False) if name in brain.uncordoned else node
                 for name, node in view.items()
             ]
             plan = make_plan([NamedWindow(WINDOW, spec)], nodes, state, now)
@@ -243,6 +245,7 @@ class RolloutModel(RuleBasedStateMachine):
     def brain_pass(self, brain: Brain, fresh_view: bool, fresh_lock: bool) -> None:
         if fresh_view or not brain.view:
             brain.view = {name: node.view() for name, node in self.nodes.items()}
+            brain.uncordoned.clear()
         lock = self.read_lock(brain) if fresh_lock else self.cached_lock(brain)
         plan = make_plan(
             [NamedWindow(WINDOW, self.spec)], list(brain.view.values()), lock, self.now
@@ -403,6 +406,7 @@ class RolloutModel(RuleBasedStateMachine):
         if node is not None:
             if uncordon:
                 world.cordoned = False
+                brain.uncordoned.add(name)
             world.marked = ""
             if step.clear_action:
                 world.action = world.action_since = ""
@@ -422,7 +426,7 @@ class RolloutModel(RuleBasedStateMachine):
                 step.retry_after,
             ):
                 return None
-            admit(state, self.now, name if uncordon else None)
+            admit(state, self.now)
             return state
 
         self.update_lock(brain, edit)
