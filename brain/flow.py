@@ -53,10 +53,16 @@ from brain.core.decide import (
     StepKind,
     decide,
 )
-from brain.core.lease_writes import TransitionObserver, finish_lease, move_lease, update_lease
+from brain.core.lease_writes import (
+    TransitionObserver,
+    check_transitions,
+    finish_lease,
+    move_lease,
+    update_lease,
+)
 from brain.core.lock_state import LockState, NodeLease
 from brain.core.node_view import NodeView, node_view_from_object
-from brain.core.phase import Phase, check_transition
+from brain.core.phase import Phase
 from brain.core.selectors import EVERYTHING
 from brain.core.window import WindowSpec
 from brain.drain import budgets, evictions
@@ -75,11 +81,14 @@ log = logging.getLogger("pitstop.flow")
 LOCK_FRESH_SECONDS = 3.0
 # A decision asks for a handful of facts at most; more means a decider that never decides.
 MAX_DECISIONS_PER_PASS = 16
-# Steps that post no Event of their own: the next step's Event says what they did (Drained is
-# told by RebootStarted; NodeReturned by Rebooted, or by the warning that stops the node).
+# Steps that post no Event of their own (each Event is a request): a person reads a node's
+# maintenance from two, Started and its outcome (Rebooted, or the warning that stopped it). The
+# steps in between (Drained, RebootStarted, NodeReturned) are in the lease's message (window
+# status, `pitstop status`), the log and the metrics.
 QUIET_TRANSITIONS = frozenset(
     {
         (Phase.DRAINING, Phase.REBOOTING),
+        (Phase.REBOOTING, Phase.WAITING_FOR_NODE),
         (Phase.WAITING_FOR_NODE, Phase.HEALTH_CHECK),
     }
 )
@@ -425,6 +434,7 @@ class NodeFlow:
                 retry_after=step.retry_after,
                 clear_action=step.clear_action,
                 spec=spec if step.with_labels else None,
+                through=step.through,
             )
         else:
             raise AssertionError(f"node {name}: no way to carry out {step}")
@@ -561,11 +571,13 @@ class NodeFlow:
         retry_after: datetime | None = None,
         clear_action: bool = False,
         spec: WindowSpec | None = None,
+        through: Phase | None = None,
     ) -> None:
         """Undo our marks on the node, THEN free the slot (a crash in between re-does it).
-        With the window's `spec`, its nodeLabels change in the same patch."""
+        With the window's `spec`, its nodeLabels change in the same patch. `through`: a phase
+        passed through in the same write (told to the observer as its own transition)."""
         target = Phase.DONE if succeeded else Phase.PENDING
-        check_transition(name, lease.phase, target)  # before the node is touched
+        check_transitions(name, lease.phase, target, through)  # before the node is touched
         uncordoned: str | None = None
         if node is not None:
             patch = node_updates.release_patch(
@@ -601,6 +613,7 @@ class NodeFlow:
                 succeeded,
                 boot_id=node.boot_id if node else "",
                 retry_after=retry_after,
+                through=through,
             ):
                 return None
             if hand_off is not None:  # the freed slot goes to the next node in this write
@@ -612,10 +625,17 @@ class NodeFlow:
         if applied:
             self.forget(name)
             self.hooks.forget(name, lease.window)
+            old = lease.phase
+            if through is not None:  # WaitingForNode -> HealthCheck, the gate passed at once
+                passed = "the node is Ready with a new boot ID; the health gate passed at once"
+                await self.announce(
+                    lease.window, name, old, through, "NodeReturned", passed, False, lease
+                )
+                old = through
             await self.announce(
                 lease.window,
                 name,
-                lease.phase,
+                old,
                 target,
                 reason,
                 message,
@@ -640,14 +660,16 @@ class NodeFlow:
         """Tell the observer of every transition; post Events for the ones a person reads.
 
         Each Event is a request, so only the steps that matter get one: on the Node, maintenance
-        started (cordoned, draining), reboot started (what the drain did, the Job) and the
-        outcome; on the window, what needs a person (warnings, Failed) and what a person did
+        started (cordoned, draining) and the outcome (the steps between are logged); on the
+        window, what needs a person (warnings, Failed) and what a person did
         (retry, release). The window's own story is its status (per-node phases) and the
         Events of its conditions (opened, blocked, degraded, rollout complete).
         """
         warning = warning or new == Phase.FAILED
         kind: Any = "Warning" if warning else "Normal"
-        if warning or (old, new) not in QUIET_TRANSITIONS:
+        if not warning and (old, new) in QUIET_TRANSITIONS:
+            log.info("node %s: %s -> %s: %s: %s", node, old, new, reason, message)
+        else:
             await self.events.post(
                 node_reference(node, self.node_uids.get(node, "")),
                 reason,

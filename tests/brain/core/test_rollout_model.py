@@ -420,6 +420,7 @@ class RolloutModel(RuleBasedStateMachine):
                 step.succeeded,
                 boot_id,
                 step.retry_after,
+                through=step.through,
             ):
                 return None
             admit(state, self.now, name if uncordon else None)
