@@ -66,6 +66,7 @@ from brain.core.phase import Phase
 from brain.core.selectors import EVERYTHING
 from brain.core.window import WindowSpec
 from brain.drain import budgets, evictions
+from brain.drain.budget_watch import SharedBudgets
 from brain.drain.classify import DrainOptions
 from brain.events import EventRecorder, node_reference, window_reference
 from brain.integrations.hooks import Hook, HookCaller, HookEndpoint
@@ -156,6 +157,15 @@ class NodeFlow:
     # window -> how to admit its next nodes when one of its nodes frees a slot (set by the
     # reconciler for the length of a pass; without one, the next pass admits them).
     hand_offs: dict[str, Callable[[], Awaitable[HandOff]]] = field(default_factory=dict)
+    # One PodDisruptionBudget watch for every drain and health gate while they use it: a
+    # reboot then reads no budget of its own (brain/drain/budget_watch.py).
+    _budgets: SharedBudgets | None = None
+
+    @property
+    def budgets(self) -> SharedBudgets:
+        if self._budgets is None:
+            self._budgets = SharedBudgets(self.kube.json)
+        return self._budgets
 
     @property
     def own_pods(self) -> frozenset[tuple[str, str]]:
@@ -221,6 +231,8 @@ class NodeFlow:
             with contextlib.suppress(BaseException):
                 await task
         self.drains.clear()
+        if self._budgets is not None:
+            await self._budgets.close()
 
     # -- what the decider asks to know ---------------------------------------------------------
 
@@ -266,7 +278,9 @@ class NodeFlow:
                 return replace(seen, job=JobSeen.NOT_READ)
             return replace(seen, job=JobSeen(job.phase.value), job_message=job.message)
         if need is Need.PDBS:
-            healthy, message = await budgets.pdbs_healthy(self.kube.api_client, lease.pdbs)
+            healthy, message = await budgets.pdbs_healthy(
+                self.kube.api_client, lease.pdbs, await self.budgets.view()
+            )
             return replace(seen, pdbs=Check(healthy, message))
         if need is Need.DAEMON_SETS:
             ready, message = await node_health.daemonset_pods_ready(self.kube.api_client, name)
@@ -301,6 +315,7 @@ class NodeFlow:
             message=result.message,
             pdbs=tuple(result.pdbs),
             blocking_pdbs=tuple(result.blocking_pdbs),
+            daemon_set_pods=result.daemon_set_pods,
         )
 
     async def _poll_hook(self, context: _Pass) -> HookSeen:
@@ -451,18 +466,29 @@ class NodeFlow:
             keep_pods=self.own_pods,
         )
         task = asyncio.create_task(
-            evictions.drain_node(
-                self.kube.api_client,
-                name,
-                options,
-                self.clock.to_local(deadline),  # the drain waits by this host's clock
-                watch_list=True,
-            ),
+            self._drain(name, options, self.clock.to_local(deadline)),  # by this host's clock
             name=f"drain-{name}",
         )
         task.add_done_callback(lambda _: self.wake(0))
         self.drains.put(key, task)
         self._drain_started.put(key, True)
+
+    async def _drain(
+        self, name: str, options: DrainOptions, deadline: datetime
+    ) -> evictions.DrainResult:
+        """The drain, holding the brain's shared budget watch from its start to its end."""
+        budget_watch = self.budgets.acquire()
+        try:
+            return await evictions.drain_node(
+                self.kube.api_client,
+                name,
+                options,
+                deadline,
+                watch_list=True,
+                budget_watch=budget_watch,
+            )
+        finally:
+            self.budgets.release()
 
     async def _delete_job(self, job_name: str) -> None:
         """Delete the Job of a visit that ends or starts over: it never reboots the node late."""

@@ -104,6 +104,7 @@ class DrainSeen:
     pdbs: tuple[str, ...] = ()
     blocking_pdbs: tuple[str, ...] = ()
     error: str = ""
+    daemon_set_pods: int | None = None  # seen on the node by the drain (None: not known)
 
 
 class HookAnswer(StrEnum):
@@ -387,7 +388,7 @@ def _draining(
             POLL_AGAIN_SECONDS, log=f"drain of node {node.name} failed, will retry: {drain.error}"
         )
     if drain.completed:
-        return _to_rebooting(lease, node, list(drain.pdbs), drain.message)
+        return _to_rebooting(lease, node, list(drain.pdbs), drain.message, drain.daemon_set_pods)
     if drain.problems or (seen.deadline_passed and spec.drain.on_timeout is OnTimeout.ABORT):
         return _drain_aborted("DrainAborted", drain.message, spec, now)
     if seen.deadline_passed:
@@ -398,6 +399,7 @@ def _draining(
             node,
             sorted({*drain.pdbs, *drain.blocking_pdbs}),
             f"drain timed out; force-deleted {seen.force_deleted} pods ({drain.message})",
+            drain.daemon_set_pods,
         )
     return _wait(POLL_AGAIN_SECONDS)  # the drain ended early (an error): start again
 
@@ -434,8 +436,15 @@ def _start_drain(
     return Step(StepKind.START_DRAIN, drain_deadline=lease.deadline or now + spec.drain.timeout)
 
 
-def _to_rebooting(lease: NodeLease, node: NodeView, pdbs: list[str], note: str) -> Step:
-    """Drained: Rebooting, with the boot to reboot from and the maintenance's Job name.
+def _to_rebooting(
+    lease: NodeLease,
+    node: NodeView,
+    pdbs: list[str],
+    note: str,
+    daemon_set_pods: int | None = None,
+) -> Step:
+    """Drained: Rebooting, with the boot to reboot from, the maintenance's Job name, and how
+    many DaemonSet pods the drain saw on the node (None: no drain, not known).
 
     If the node rebooted since its admission (another brain finished it while this one
     admitted it from an older view, or a person rebooted it), the boot it was admitted at is
@@ -449,7 +458,12 @@ def _to_rebooting(lease: NodeLease, node: NodeView, pdbs: list[str], note: str) 
         target=Phase.REBOOTING,
         reason="Drained",
         message=note,
-        changes={"boot_id_before": boot_id, "pdbs": sorted({*lease.pdbs, *pdbs}), "deadline": None},
+        changes={
+            "boot_id_before": boot_id,
+            "pdbs": sorted({*lease.pdbs, *pdbs}),
+            "deadline": None,
+            "daemon_set_pods": daemon_set_pods,
+        },
         name_job=True,
     )
 
@@ -567,7 +581,9 @@ def _gate_checks(lease: NodeLease, spec: WindowSpec, seen: Observations) -> Step
             return _observe(Need.PDBS)
         if not seen.pdbs.passed:
             return seen.pdbs.message
-    if spec.reboot.health_gate.daemon_sets_ready:
+    # A node whose drain saw no DaemonSet pod on it has no node-local agent to wait for: the
+    # pod list would say nothing (unknown, after a skipped drain or from an older lock: listed).
+    if spec.reboot.health_gate.daemon_sets_ready and lease.daemon_set_pods != 0:
         if seen.daemon_sets is None:
             return _observe(Need.DAEMON_SETS)
         if not seen.daemon_sets.passed:

@@ -400,6 +400,30 @@ def test_health_check_passes_to_done() -> None:
     assert step.reason == "Rebooted" and step.uncordon and step.with_labels
 
 
+def test_the_gate_lists_no_pods_on_a_node_whose_drain_saw_no_daemon_set_pod() -> None:
+    """No DaemonSet pod before the reboot: no node-local agent to wait for (the pod list would
+    say nothing). Some, or not known (a skipped drain, an older lock): the pods are listed."""
+    back = node(boot_id="boot-b")
+    none = rebooted(Phase.HEALTH_CHECK, daemon_set_pods=0)
+    assert step_for(none, back).target is Phase.DONE
+    assert asks(step_for(rebooted(Phase.HEALTH_CHECK, daemon_set_pods=2), back)) is Need.DAEMON_SETS
+    assert asks(step_for(rebooted(Phase.HEALTH_CHECK), back)) is Need.DAEMON_SETS
+
+
+def test_the_drain_tells_rebooting_how_many_daemon_set_pods_it_saw() -> None:
+    drained = DrainSeen(DrainState.FINISHED, completed=True, message="ok", daemon_set_pods=3)
+    step = step_for(lease(Phase.DRAINING), drain=drained)
+    assert step.target is Phase.REBOOTING and step.changes["daemon_set_pods"] == 3
+    skipped = step_for(
+        lease(Phase.DRAINING),
+        the_spec=spec(drain={"enabled": False}),
+        drain=DrainSeen(DrainState.NONE),
+        lease_current=True,
+        cordon=node(unschedulable=True),
+    )
+    assert skipped.target is Phase.REBOOTING and skipped.changes["daemon_set_pods"] is None
+
+
 def test_health_check_waits_for_a_view_that_shows_the_new_boot() -> None:
     """A Node view older than the node's return (another brain moved it to HealthCheck) would
     record the reboot at the old boot, and the planner would admit the node again (found by
