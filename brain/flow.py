@@ -13,6 +13,8 @@ drain resumes where the pods are, and a reboot already done (new boot ID) is nev
                   |  (drain aborted: back to Pending)      |                |
                   +---------------> Failed <---------------+----------------+
     Rebooting -> Draining when the node is found uncordoned (it is never rebooted so).
+    WaitingForNode -> HealthCheck -> Done in one lock write when the health gate (reads only,
+    without a postReboot hook) passes as the node returns.
     Failed -> Draining (retry); any phase -> released (slot freed) by a person.
 
 A drain or a reboot Job happens only on a node the API shows cordoned: the cordon patch's

@@ -110,8 +110,8 @@ class BudgetWatch:
 
     def budgets(self) -> list[dict[str, Any]] | None:
         # Only a watch that never failed stands in for a list: one that failed may have missed
-        # a change.
-        if not self._complete or not self.usable:
+        # a change. Read after stop() too: a drain stops its own watch, then reads what it saw.
+        if not self._complete or self._watch.interrupted:
             return None
         return list(self._objects.values())
 

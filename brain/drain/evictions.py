@@ -2,13 +2,14 @@
 
 Why not shell out to kubectl: the brain must stay cheap for the API server and cancellable. A
 drain here costs one list of the node's pods, one list of PodDisruptionBudgets (to name the
-budgets the health gate must wait for; a refused drain's budget watch stands in for it), one
-watch of the node's pods (pod_watch), and the evictions; with `watch_list` (the brain's choice)
-the watch also delivers the node's pods first, where the server serves watch-lists, and the list
-is not needed. Which pods are evicted is classify's decision. A pod blocked by a budget (429)
-is retried as soon as that budget allows a disruption again (a watch of the budgets, opened at
-the drain's first refusal: see budget_watch), once per change of the budget, and every
-`eviction_retry_seconds` (kubectl's 5 s) at the latest, never in a tight loop; a pod counts as
+budgets the health gate must wait for; a budget watch stands in for it: the brain's shared one,
+or a refused drain's own), one watch of the node's pods (pod_watch), and the evictions; with
+`watch_list` (the brain's choice) the watch also delivers the node's pods first, where the
+server serves watch-lists, and the list is not needed. Which pods are evicted is classify's
+decision. A pod blocked by a budget (429) is retried as soon as that budget allows a disruption
+again (a watch of the budgets: the brain's shared one, or the drain's own opened at its first
+refusal; see budget_watch), once per change of the budget, and every `eviction_retry_seconds`
+(kubectl's 5 s) at the latest, never in a tight loop; a pod counts as
 gone when the watch reports it deleted or replaced (new UID).
 
 Every blocking `kubernetes` call runs in a thread, so the brain's event loop never blocks. The
