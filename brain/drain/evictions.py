@@ -240,7 +240,8 @@ async def _drain_listed(
 ) -> DrainResult:
     """drain_node once the node's pods are known and watched (the caller stops the watch)."""
     to_evict, skipped, problems = classify_pods(items, options)
-    daemon_set_pods = sum(1 for pod in items if is_daemon_set_pod(pod))
+    # The node's DaemonSet pods (by namespace/name: the watch tells of the same pod again).
+    daemon_set_pods = {PodRef.from_pod(pod).key for pod in items if is_daemon_set_pod(pod)}
     if problems:
         listed = "; ".join(map(str, problems))
         return DrainResult(
@@ -249,14 +250,14 @@ async def _drain_listed(
             remaining=tuple(problem.pod for problem in problems),
             problems=tuple(problems),
             skipped=len(skipped),
-            daemon_set_pods=daemon_set_pods,
+            daemon_set_pods=len(daemon_set_pods),
         )
     if not to_evict:
         return DrainResult(
             completed=True,
             message=f"node {node} has no pods to evict",
             skipped=len(skipped),
-            daemon_set_pods=daemon_set_pods,
+            daemon_set_pods=len(daemon_set_pods),
         )
 
     labels_of = {PodRef.from_pod(pod): (pod.get("metadata") or {}).get("labels") for pod in items}
@@ -283,9 +284,8 @@ async def _drain_listed(
     def on_arrival(pod: Mapping[str, Any]) -> None:
         # The scheduler can still bind a pod here for a moment after the cordon (its cache has
         # not seen it yet). Such a pod is drained like the others, not left to the reboot.
-        nonlocal daemon_set_pods
-        if is_daemon_set_pod(pod):  # a DaemonSet pod placed during the drain: waited for too
-            daemon_set_pods += 1
+        if is_daemon_set_pod(pod):  # one placed during the drain is waited for too
+            daemon_set_pods.add(PodRef.from_pod(pod).key)
         if ending or (pod.get("metadata") or {}).get("deletionTimestamp"):
             return
         arrived = classify_pods([pod], options)
@@ -346,7 +346,7 @@ async def _drain_listed(
         evicted=len(removed),
         skipped=len(skipped),
         eviction_attempts=attempts,
-        daemon_set_pods=daemon_set_pods,
+        daemon_set_pods=len(daemon_set_pods),
     )
 
 
