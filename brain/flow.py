@@ -13,6 +13,8 @@ drain resumes where the pods are, and a reboot already done (new boot ID) is nev
                   |  (drain aborted: back to Pending)      |                |
                   +---------------> Failed <---------------+----------------+
     Rebooting -> Draining when the node is found uncordoned (it is never rebooted so).
+    WaitingForNode -> HealthCheck -> Done in one lock write when the health gate (reads only,
+    without a postReboot hook) passes as the node returns.
     Failed -> Draining (retry); any phase -> released (slot freed) by a person.
 
 A drain or a reboot Job happens only on a node the API shows cordoned: the cordon patch's
@@ -53,13 +55,20 @@ from brain.core.decide import (
     StepKind,
     decide,
 )
-from brain.core.lease_writes import TransitionObserver, finish_lease, move_lease, update_lease
+from brain.core.lease_writes import (
+    TransitionObserver,
+    check_transitions,
+    finish_lease,
+    move_lease,
+    update_lease,
+)
 from brain.core.lock_state import LockState, NodeLease
 from brain.core.node_view import NodeView, node_view_from_object
-from brain.core.phase import Phase, check_transition
+from brain.core.phase import Phase
 from brain.core.selectors import EVERYTHING
 from brain.core.window import WindowSpec
 from brain.drain import budgets, evictions
+from brain.drain.budget_watch import SharedBudgets
 from brain.drain.classify import DrainOptions
 from brain.events import EventRecorder, node_reference, window_reference
 from brain.integrations.hooks import Hook, HookCaller, HookEndpoint
@@ -79,11 +88,14 @@ UNCORDON_VIEW_LAG_SECONDS = 10.0
 LOCK_FRESH_SECONDS = 3.0
 # A decision asks for a handful of facts at most; more means a decider that never decides.
 MAX_DECISIONS_PER_PASS = 16
-# Steps that post no Event of their own: the next step's Event says what they did (Drained is
-# told by RebootStarted; NodeReturned by Rebooted, or by the warning that stops the node).
+# Steps that post no Event of their own (each Event is a request): a person reads a node's
+# maintenance from two, Started and its outcome (Rebooted, or the warning that stopped it). The
+# steps in between (Drained, RebootStarted, NodeReturned) are in the lease's message (window
+# status, `pitstop status`), the log and the metrics.
 QUIET_TRANSITIONS = frozenset(
     {
         (Phase.DRAINING, Phase.REBOOTING),
+        (Phase.REBOOTING, Phase.WAITING_FOR_NODE),
         (Phase.WAITING_FOR_NODE, Phase.HEALTH_CHECK),
     }
 )
@@ -163,6 +175,16 @@ class NodeFlow:
             del self._uncordoned_at[name]
         return frozenset(self._uncordoned_at)
 
+    # One PodDisruptionBudget watch for every drain and health gate while they use it: a
+    # reboot then reads no budget of its own (brain/drain/budget_watch.py).
+    _budgets: SharedBudgets | None = None
+
+    @property
+    def budgets(self) -> SharedBudgets:
+        if self._budgets is None:
+            self._budgets = SharedBudgets(self.kube.json)
+        return self._budgets
+
     @property
     def own_pods(self) -> frozenset[tuple[str, str]]:
         """The brain's own pod, which its drains never evict (see BrainSettings.pod_name)."""
@@ -227,6 +249,8 @@ class NodeFlow:
             with contextlib.suppress(BaseException):
                 await task
         self.drains.clear()
+        if self._budgets is not None:
+            await self._budgets.close()
 
     # -- what the decider asks to know ---------------------------------------------------------
 
@@ -272,7 +296,9 @@ class NodeFlow:
                 return replace(seen, job=JobSeen.NOT_READ)
             return replace(seen, job=JobSeen(job.phase.value), job_message=job.message)
         if need is Need.PDBS:
-            healthy, message = await budgets.pdbs_healthy(self.kube.api_client, lease.pdbs)
+            healthy, message = await budgets.pdbs_healthy(
+                self.kube.api_client, lease.pdbs, await self.budgets.view()
+            )
             return replace(seen, pdbs=Check(healthy, message))
         if need is Need.DAEMON_SETS:
             ready, message = await node_health.daemonset_pods_ready(self.kube.api_client, name)
@@ -307,6 +333,7 @@ class NodeFlow:
             message=result.message,
             pdbs=tuple(result.pdbs),
             blocking_pdbs=tuple(result.blocking_pdbs),
+            daemon_set_pods=result.daemon_set_pods,
         )
 
     async def _poll_hook(self, context: _Pass) -> HookSeen:
@@ -440,6 +467,7 @@ class NodeFlow:
                 retry_after=step.retry_after,
                 clear_action=step.clear_action,
                 spec=spec if step.with_labels else None,
+                through=step.through,
             )
         else:
             raise AssertionError(f"node {name}: no way to carry out {step}")
@@ -456,18 +484,29 @@ class NodeFlow:
             keep_pods=self.own_pods,
         )
         task = asyncio.create_task(
-            evictions.drain_node(
-                self.kube.api_client,
-                name,
-                options,
-                self.clock.to_local(deadline),  # the drain waits by this host's clock
-                watch_list=True,
-            ),
+            self._drain(name, options, self.clock.to_local(deadline)),  # by this host's clock
             name=f"drain-{name}",
         )
         task.add_done_callback(lambda _: self.wake(0))
         self.drains.put(key, task)
         self._drain_started.put(key, True)
+
+    async def _drain(
+        self, name: str, options: DrainOptions, deadline: datetime
+    ) -> evictions.DrainResult:
+        """The drain, holding the brain's shared budget watch from its start to its end."""
+        budget_watch = self.budgets.acquire()
+        try:
+            return await evictions.drain_node(
+                self.kube.api_client,
+                name,
+                options,
+                deadline,
+                watch_list=True,
+                budget_watch=budget_watch,
+            )
+        finally:
+            self.budgets.release()
 
     async def _delete_job(self, job_name: str) -> None:
         """Delete the Job of a visit that ends or starts over: it never reboots the node late."""
@@ -576,11 +615,13 @@ class NodeFlow:
         retry_after: datetime | None = None,
         clear_action: bool = False,
         spec: WindowSpec | None = None,
+        through: Phase | None = None,
     ) -> None:
         """Undo our marks on the node, THEN free the slot (a crash in between re-does it).
-        With the window's `spec`, its nodeLabels change in the same patch."""
+        With the window's `spec`, its nodeLabels change in the same patch. `through`: a phase
+        passed through in the same write (told to the observer as its own transition)."""
         target = Phase.DONE if succeeded else Phase.PENDING
-        check_transition(name, lease.phase, target)  # before the node is touched
+        check_transitions(name, lease.phase, target, through)  # before the node is touched
         if node is not None:
             patch = node_updates.release_patch(
                 uncordon=uncordon and not lease.was_cordoned,
@@ -615,6 +656,7 @@ class NodeFlow:
                 succeeded,
                 boot_id=node.boot_id if node else "",
                 retry_after=retry_after,
+                through=through,
             ):
                 return None
             if hand_off is not None:  # the freed slot goes to the next node in this write
@@ -626,10 +668,17 @@ class NodeFlow:
         if applied:
             self.forget(name)
             self.hooks.forget(name, lease.window)
+            old = lease.phase
+            if through is not None:  # WaitingForNode -> HealthCheck, the gate passed at once
+                passed = "the node is Ready with a new boot ID; the health gate passed at once"
+                await self.announce(
+                    lease.window, name, old, through, "NodeReturned", passed, False, lease
+                )
+                old = through
             await self.announce(
                 lease.window,
                 name,
-                lease.phase,
+                old,
                 target,
                 reason,
                 message,
@@ -654,14 +703,16 @@ class NodeFlow:
         """Tell the observer of every transition; post Events for the ones a person reads.
 
         Each Event is a request, so only the steps that matter get one: on the Node, maintenance
-        started (cordoned, draining), reboot started (what the drain did, the Job) and the
-        outcome; on the window, what needs a person (warnings, Failed) and what a person did
+        started (cordoned, draining) and the outcome (the steps between are logged); on the
+        window, what needs a person (warnings, Failed) and what a person did
         (retry, release). The window's own story is its status (per-node phases) and the
         Events of its conditions (opened, blocked, degraded, rollout complete).
         """
         warning = warning or new == Phase.FAILED
         kind: Any = "Warning" if warning else "Normal"
-        if warning or (old, new) not in QUIET_TRANSITIONS:
+        if not warning and (old, new) in QUIET_TRANSITIONS:
+            log.info("node %s: %s -> %s: %s: %s", node, old, new, reason, message)
+        else:
             await self.events.post(
                 node_reference(node, self.node_uids.get(node, "")),
                 reason,

@@ -119,12 +119,16 @@ class NodeTimes:
 
     @property
     def reboot(self) -> float | None:
-        """Reboot Job created -> node back with a new boot ID (WaitingForNode included)."""
-        return self.span("Rebooting", "HealthCheck")
+        """Reboot Job created -> node back with a new boot ID (WaitingForNode included). A node
+        whose health gate passed as it returned goes to Done without a HealthCheck of its own
+        in the lock: back and released in the same write."""
+        return self.span("Rebooting", "HealthCheck" if "HealthCheck" in self.phases else "Done")
 
     @property
     def hand_off(self) -> float | None:
         """Node back -> its slot released to the next node (health gate, uncordon)."""
+        if "HealthCheck" not in self.phases and self.finished is not None:
+            return 0.0  # the gate passed as the node returned: released in the same write
         return self.span("HealthCheck", "Done")
 
     @property

@@ -16,7 +16,7 @@ asks for is checked against `phase.TRANSITIONS` where it is written (`lease_writ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -104,6 +104,7 @@ class DrainSeen:
     pdbs: tuple[str, ...] = ()
     blocking_pdbs: tuple[str, ...] = ()
     error: str = ""
+    daemon_set_pods: int | None = None  # seen on the node by the drain (None: not known)
 
 
 class HookAnswer(StrEnum):
@@ -191,6 +192,9 @@ class Step:
     with_labels: bool = False  # FINISH: the window's nodeLabels change in the same patch
     clear_action: bool = False  # FINISH: in its patch; MOVE: once moved
     cancel_drain: bool = False  # FINISH: stop a drain task first
+    # FINISH: the phase passed through on the way, in the same lock write (WaitingForNode ->
+    # HealthCheck -> Done when the health gate passes at once); each change is checked.
+    through: Phase | None = None
     # A Job that must never reboot the node: FINISH deletes it first, MOVE once moved.
     delete_job: str = ""
 
@@ -384,7 +388,7 @@ def _draining(
             POLL_AGAIN_SECONDS, log=f"drain of node {node.name} failed, will retry: {drain.error}"
         )
     if drain.completed:
-        return _to_rebooting(lease, node, list(drain.pdbs), drain.message)
+        return _to_rebooting(lease, node, list(drain.pdbs), drain.message, drain.daemon_set_pods)
     if drain.problems or (seen.deadline_passed and spec.drain.on_timeout is OnTimeout.ABORT):
         return _drain_aborted("DrainAborted", drain.message, spec, now)
     if seen.deadline_passed:
@@ -395,6 +399,7 @@ def _draining(
             node,
             sorted({*drain.pdbs, *drain.blocking_pdbs}),
             f"drain timed out; force-deleted {seen.force_deleted} pods ({drain.message})",
+            drain.daemon_set_pods,
         )
     return _wait(POLL_AGAIN_SECONDS)  # the drain ended early (an error): start again
 
@@ -431,8 +436,15 @@ def _start_drain(
     return Step(StepKind.START_DRAIN, drain_deadline=lease.deadline or now + spec.drain.timeout)
 
 
-def _to_rebooting(lease: NodeLease, node: NodeView, pdbs: list[str], note: str) -> Step:
-    """Drained: Rebooting, with the boot to reboot from and the maintenance's Job name.
+def _to_rebooting(
+    lease: NodeLease,
+    node: NodeView,
+    pdbs: list[str],
+    note: str,
+    daemon_set_pods: int | None = None,
+) -> Step:
+    """Drained: Rebooting, with the boot to reboot from, the maintenance's Job name, and how
+    many DaemonSet pods the drain saw on the node (None: no drain, not known).
 
     If the node rebooted since its admission (another brain finished it while this one
     admitted it from an older view, or a person rebooted it), the boot it was admitted at is
@@ -446,7 +458,12 @@ def _to_rebooting(lease: NodeLease, node: NodeView, pdbs: list[str], note: str) 
         target=Phase.REBOOTING,
         reason="Drained",
         message=note,
-        changes={"boot_id_before": boot_id, "pdbs": sorted({*lease.pdbs, *pdbs}), "deadline": None},
+        changes={
+            "boot_id_before": boot_id,
+            "pdbs": sorted({*lease.pdbs, *pdbs}),
+            "deadline": None,
+            "daemon_set_pods": daemon_set_pods,
+        },
         name_job=True,
     )
 
@@ -493,12 +510,7 @@ def _waiting_for_node(
     lease: NodeLease, node: NodeView, spec: WindowSpec, seen: Observations, now: datetime
 ) -> Step:
     if node.boot_id and node.boot_id != lease.boot_id_before and node.ready:
-        return _move(
-            Phase.HEALTH_CHECK,
-            "NodeReturned",
-            f"node is Ready with a new boot ID ({node.boot_id[:8]}...)",
-            deadline=now + spec.reboot.health_gate.timeout,
-        )
+        return _node_returned(lease, node, spec, seen, now)
     # (sawNotReady in the lock: written by brains before this one)
     saw_not_ready = lease.saw_not_ready or seen.saw_not_ready or not node.ready
     came_back_unchanged = saw_not_ready and node.ready
@@ -524,6 +536,73 @@ def _waiting_for_node(
     return _wait(min(pace, max((lease.deadline - now).total_seconds(), 0.1)))
 
 
+def _node_returned(
+    lease: NodeLease, node: NodeView, spec: WindowSpec, seen: Observations, now: datetime
+) -> Step:
+    """The node is Ready at a new boot: HealthCheck, or straight on to Done in the same write.
+
+    Without a postReboot hook (calling it is an act: HealthCheck is written first), the health
+    gate's checks only read (the Node view, the PDBs, the node's DaemonSet pods), so they are
+    made at once: passed, the node finishes from here, HealthCheck and Done in one lock write
+    (its marks undone first, as any finish). Otherwise HealthCheck is written, with what the
+    gate waits for as its message (no second write to say it).
+    """
+    deadline = now + spec.reboot.health_gate.timeout
+    returned = f"node is Ready with a new boot ID ({node.boot_id[:8]}...)"
+    if spec.hooks.post_reboot is not None:
+        return _move(Phase.HEALTH_CHECK, "NodeReturned", returned, deadline=deadline)
+    waiting = _not_ready_taints(node)
+    if not waiting:
+        gate = _gate_checks(lease, spec, seen)
+        if isinstance(gate, Step):
+            return gate
+        if gate is None:
+            return replace(_rebooted(), through=Phase.HEALTH_CHECK)
+        waiting = f"waiting for {gate}"
+    return _move(Phase.HEALTH_CHECK, "NodeReturned", waiting, deadline=deadline)
+
+
+def _not_ready_taints(node: NodeView) -> str:
+    """What the gate waits for while the control plane still shows the node not ready ("":
+    nothing). A node reports Ready before the node lifecycle controller has seen it so: its
+    not-ready:NoExecute taint stays until the controller's next pass. Uncordoned meanwhile, it
+    would get the next drain's pods, which the controller may then mark NotReady."""
+    taints = node.not_ready_taint_keys  # by key: a change of effect is no news
+    if not taints:
+        return ""
+    return f"waiting for the control plane to clear not-ready ({', '.join(taints)})"
+
+
+def _gate_checks(lease: NodeLease, spec: WindowSpec, seen: Observations) -> Step | str | None:
+    """The health gate's checks after the node's own state: a fact to find out first (an
+    OBSERVE step), what it waits for, or None: passed."""
+    if spec.reboot.health_gate.pods_ready and lease.pdbs:
+        if seen.pdbs is None:
+            return _observe(Need.PDBS)
+        if not seen.pdbs.passed:
+            return seen.pdbs.message
+    # A node whose drain saw no DaemonSet pod on it has no node-local agent to wait for: the
+    # pod list would say nothing (unknown, after a skipped drain or from an older lock: listed).
+    if spec.reboot.health_gate.daemon_sets_ready and lease.daemon_set_pods != 0:
+        if seen.daemon_sets is None:
+            return _observe(Need.DAEMON_SETS)
+        if not seen.daemon_sets.passed:
+            return seen.daemon_sets.message
+    return None
+
+
+def _rebooted() -> Step:
+    return Step(
+        StepKind.FINISH,
+        target=Phase.DONE,
+        reason="Rebooted",
+        message="rebooted, back and healthy",
+        uncordon=True,
+        succeeded=True,
+        with_labels=True,
+    )
+
+
 def _health_check(
     lease: NodeLease, node: NodeView, spec: WindowSpec, seen: Observations, now: datetime
 ) -> Step:
@@ -545,37 +624,20 @@ def _health_check(
             why = seen.hook.message or "call under way"
             message = f"waiting for the {POST_REBOOT_HOOK} hook: {why}"
             return _waiting_for(lease, message, seen.hook.retry_in_seconds or None)
-    # A node reports Ready before the node lifecycle controller has seen it so: its
-    # not-ready:NoExecute taint stays until the controller's next pass. Uncordoned meanwhile,
-    # it would get the next drain's pods, which the controller may then mark NotReady.
-    taints = node.not_ready_taint_keys  # by key: a change of effect is no news
-    if taints:
-        waiting = f"waiting for the control plane to clear not-ready ({', '.join(taints)})"
+    waiting = _not_ready_taints(node)
+    if waiting:
         if seen.deadline_passed:
             return _fail("HealthGateTimeout", f"health gate not passed in time: {waiting}")
         left = (
             (lease.deadline - now).total_seconds() if lease.deadline else HEALTH_GATE_POLL_SECONDS
         )
         return _waiting_for(lease, waiting, min(HEALTH_GATE_POLL_SECONDS, max(left, 0.1)))
-    if spec.reboot.health_gate.pods_ready and lease.pdbs:
-        if seen.pdbs is None:
-            return _observe(Need.PDBS)
-        if not seen.pdbs.passed:
-            return _gate_not_passed(lease, seen, seen.pdbs.message)
-    if spec.reboot.health_gate.daemon_sets_ready:
-        if seen.daemon_sets is None:
-            return _observe(Need.DAEMON_SETS)
-        if not seen.daemon_sets.passed:
-            return _gate_not_passed(lease, seen, seen.daemon_sets.message)
-    return Step(
-        StepKind.FINISH,
-        target=Phase.DONE,
-        reason="Rebooted",
-        message="rebooted, back and healthy",
-        uncordon=True,
-        succeeded=True,
-        with_labels=True,
-    )
+    gate = _gate_checks(lease, spec, seen)
+    if isinstance(gate, Step):
+        return gate
+    if gate is not None:
+        return _gate_not_passed(lease, seen, gate)
+    return _rebooted()
 
 
 def _gate_not_passed(lease: NodeLease, seen: Observations, what: str) -> Step:

@@ -81,9 +81,14 @@ def finish_lease(
     succeeded: bool,
     boot_id: str,
     retry_after: datetime | None,
+    through: Phase | None = None,
 ) -> bool:
-    """Free the slot (Done if succeeded, else back to Pending) and record how it ended."""
-    check_transition(name, lease.phase, Phase.DONE if succeeded else Phase.PENDING)
+    """Free the slot (Done if succeeded, else back to Pending) and record how it ended.
+
+    `through`: a phase passed through on the way in this same write (WaitingForNode ->
+    HealthCheck -> Done when the health gate passes at once); both changes are checked.
+    """
+    check_transitions(name, lease.phase, Phase.DONE if succeeded else Phase.PENDING, through)
     current = state.nodes.get(name)
     if current is None or not same_visit(current, lease):
         return False
@@ -105,6 +110,15 @@ def finish_lease(
     else:
         record.retry_after.pop(name, None)
     return True
+
+
+def check_transitions(name: str, current: Phase, target: Phase, through: Phase | None) -> None:
+    """A phase change, maybe through another phase on the way: each step checked."""
+    if through is None:
+        check_transition(name, current, target)
+        return
+    check_transition(name, current, through)
+    check_transition(name, through, target)
 
 
 class TransitionObserver:

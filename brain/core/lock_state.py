@@ -52,6 +52,9 @@ class NodeLease(_LockModel):
     domain: str = ""
     # PodDisruptionBudgets (namespace/name) that covered evicted pods: the health gate's list.
     pdbs: list[str] = Field(default_factory=list)
+    # DaemonSet pods the drain saw on the node before its reboot (None: not known, e.g. no
+    # drain): with none, the health gate does not list the node's pods to wait for them.
+    daemon_set_pods: int | None = Field(default=None, alias="daemonSetPods")
     # WaitingForNode saw the node NotReady (a Ready node with the old boot ID after that did
     # not reboot). Written only by older brains: this one keeps it in memory, and reads it.
     saw_not_ready: bool = Field(default=False, alias="sawNotReady")

@@ -47,24 +47,36 @@ def list_budgets(api: JsonApi) -> list[dict[str, Any]]:
     return list(listed.get("items") or [])
 
 
-async def pdbs_healthy(api: client.ApiClient, pdbs: Iterable[str]) -> tuple[bool, str]:
+async def pdbs_healthy(
+    api: client.ApiClient,
+    pdbs: Iterable[str],
+    view: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[bool, str]:
     """Are these budgets (namespace/name) whole again? For the health gate after a reboot.
 
     Healthy means the disruption controller has seen the budget's current generation and counts
-    every expected pod healthy. A budget that no longer exists has nothing to wait for.
+    every expected pod healthy. A budget that no longer exists has nothing to wait for. `view`:
+    every budget as a watch holds them now (the brain's shared budget watch), read instead of
+    the API.
     """
     json_api = JsonApi(api)
     waiting: list[str] = []
     for full_name in pdbs:
         namespace, _, name = full_name.partition("/")
-        try:
-            budget = await asyncio.to_thread(
-                json_api.get, f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
-            )
-        except ApiException as error:
-            if error.status == 404:
+        if view is not None:
+            if full_name not in view:
                 continue
-            raise
+            budget: Mapping[str, Any] = view[full_name]
+        else:
+            try:
+                budget = await asyncio.to_thread(
+                    json_api.get,
+                    f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}",
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    continue
+                raise
         status = budget.get("status") or {}
         generation = (budget.get("metadata") or {}).get("generation", 0)
         if status.get("observedGeneration", 0) < generation:

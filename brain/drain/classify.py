@@ -86,6 +86,12 @@ def _controller_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def is_daemon_set_pod(pod: Mapping[str, Any]) -> bool:
+    """Is the pod a DaemonSet's (node-local agents, never evicted)?"""
+    controller = _controller_of(pod)
+    return controller is not None and controller.get("kind") == "DaemonSet"
+
+
 def classify_pods(pods: Iterable[Mapping[str, Any]], options: DrainOptions) -> Classification:
     """Decide, like `kubectl drain`, what happens to each pod of a node (pure).
 
@@ -112,7 +118,7 @@ def classify_pods(pods: Iterable[Mapping[str, Any]], options: DrainOptions) -> C
             skipped.append(SkippedPod(ref, "mirror (static) pod"))
             continue
         controller = _controller_of(pod)
-        if controller is not None and controller.get("kind") == "DaemonSet":
+        if is_daemon_set_pod(pod):
             skipped.append(SkippedPod(ref, "DaemonSet-managed pod"))
             continue
         if phase in FINISHED_PHASES:

@@ -2,13 +2,14 @@
 
 Why not shell out to kubectl: the brain must stay cheap for the API server and cancellable. A
 drain here costs one list of the node's pods, one list of PodDisruptionBudgets (to name the
-budgets the health gate must wait for; a refused drain's budget watch stands in for it), one
-watch of the node's pods (pod_watch), and the evictions; with `watch_list` (the brain's choice)
-the watch also delivers the node's pods first, where the server serves watch-lists, and the list
-is not needed. Which pods are evicted is classify's decision. A pod blocked by a budget (429)
-is retried as soon as that budget allows a disruption again (a watch of the budgets, opened at
-the drain's first refusal: see budget_watch), once per change of the budget, and every
-`eviction_retry_seconds` (kubectl's 5 s) at the latest, never in a tight loop; a pod counts as
+budgets the health gate must wait for; a budget watch stands in for it: the brain's shared one,
+or a refused drain's own), one watch of the node's pods (pod_watch), and the evictions; with
+`watch_list` (the brain's choice) the watch also delivers the node's pods first, where the
+server serves watch-lists, and the list is not needed. Which pods are evicted is classify's
+decision. A pod blocked by a budget (429) is retried as soon as that budget allows a disruption
+again (a watch of the budgets: the brain's shared one, or the drain's own opened at its first
+refusal; see budget_watch), once per change of the budget, and every `eviction_retry_seconds`
+(kubectl's 5 s) at the latest, never in a tight loop; a pod counts as
 gone when the watch reports it deleted or replaced (new UID).
 
 Every blocking `kubernetes` call runs in a thread, so the brain's event loop never blocks. The
@@ -31,9 +32,15 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from brain.drain.budget_watch import BudgetSignals, BudgetWatch
+from brain.drain.budget_watch import SHARED_SETTLE_SECONDS, BudgetSignals, BudgetWatch
 from brain.drain.budgets import covering_budgets, list_budgets
-from brain.drain.classify import DrainOptions, DrainProblem, PodRef, classify_pods
+from brain.drain.classify import (
+    DrainOptions,
+    DrainProblem,
+    PodRef,
+    classify_pods,
+    is_daemon_set_pod,
+)
 from brain.drain.pod_watch import GoneTracker, NodePodWatch
 from brain.drain.refusals import PodProgress, RefusalLog, plural, timeout_message
 from brain.kube import JsonApi
@@ -69,6 +76,9 @@ class DrainResult:
     evicted: int = 0
     skipped: int = 0
     eviction_attempts: int = 0
+    # DaemonSet pods seen on the node (before its reboot): with none, the health gate has no
+    # node-local agent to wait for, and does not list the node's pods after the reboot.
+    daemon_set_pods: int | None = None
 
 
 class _Outcome(Enum):
@@ -196,6 +206,7 @@ async def drain_node(
     options: DrainOptions,
     deadline: datetime,
     watch_list: bool = False,
+    budget_watch: BudgetWatch | None = None,
 ) -> DrainResult:
     """Evict the node's pods (as `kubectl drain` would) until they are gone or the deadline.
 
@@ -204,14 +215,16 @@ async def drain_node(
     so on a node left schedulable the drain would chase its workloads' replacements.
     Cancelling stops the evictions and the watch cleanly; calling again resumes.
     `watch_list`: read the node's pods through the watch itself (one request, not two) where
-    the server serves watch-lists; without it, a list and a watch.
+    the server serves watch-lists; without it, a list and a watch. `budget_watch`: a budget
+    watch the caller opened and keeps (the brain's shared one), else the drain opens its own at
+    its first refusal and closes it at its end.
     """
     json_api = JsonApi(api)
     watch = NodePodWatch(json_api, node, watch_lists=watch_list)
     watch.start()
     try:
         items = await watch.initial
-        return await _drain_listed(json_api, node, options, deadline, items, watch)
+        return await _drain_listed(json_api, node, options, deadline, items, watch, budget_watch)
     finally:
         await watch.stop()
 
@@ -223,9 +236,12 @@ async def _drain_listed(
     deadline: datetime,
     items: list[dict[str, Any]],
     watch: NodePodWatch,
+    shared_budgets: BudgetWatch | None = None,
 ) -> DrainResult:
     """drain_node once the node's pods are known and watched (the caller stops the watch)."""
     to_evict, skipped, problems = classify_pods(items, options)
+    # The node's DaemonSet pods (by namespace/name: the watch tells of the same pod again).
+    daemon_set_pods = {PodRef.from_pod(pod).key for pod in items if is_daemon_set_pod(pod)}
     if problems:
         listed = "; ".join(map(str, problems))
         return DrainResult(
@@ -234,10 +250,14 @@ async def _drain_listed(
             remaining=tuple(problem.pod for problem in problems),
             problems=tuple(problems),
             skipped=len(skipped),
+            daemon_set_pods=len(daemon_set_pods),
         )
     if not to_evict:
         return DrainResult(
-            completed=True, message=f"node {node} has no pods to evict", skipped=len(skipped)
+            completed=True,
+            message=f"node {node} has no pods to evict",
+            skipped=len(skipped),
+            daemon_set_pods=len(daemon_set_pods),
         )
 
     labels_of = {PodRef.from_pod(pod): (pod.get("metadata") or {}).get("labels") for pod in items}
@@ -251,7 +271,7 @@ async def _drain_listed(
     problem_arrived = asyncio.Event()
     ending = False
     refusals = RefusalLog(node)
-    budget_watch: BudgetSignals = BudgetWatch(api)
+    budget_watch: BudgetSignals = shared_budgets or BudgetWatch(api)
 
     def evict(pod: PodRef) -> None:
         progress[pod] = PodProgress(pod)
@@ -264,6 +284,8 @@ async def _drain_listed(
     def on_arrival(pod: Mapping[str, Any]) -> None:
         # The scheduler can still bind a pod here for a moment after the cordon (its cache has
         # not seen it yet). Such a pod is drained like the others, not left to the reboot.
+        if is_daemon_set_pod(pod):  # one placed during the drain is waited for too
+            daemon_set_pods.add(PodRef.from_pod(pod).key)
         if ending or (pod.get("metadata") or {}).get("deletionTimestamp"):
             return
         arrived = classify_pods([pod], options)
@@ -288,11 +310,15 @@ async def _drain_listed(
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         await watch.stop()  # before the budgets are read: no pod event lands after this
-        await budget_watch.stop()
+        if shared_budgets is None:
+            await budget_watch.stop()
 
-    # The budgets covering the evicted pods: what the budget watch (a refused drain) has seen,
-    # else a list.
+    # The budgets covering the evicted pods: what the budget watch (the brain's shared one, or a
+    # refused drain's) has seen, else a list.
     budgets = budget_watch.budgets()
+    if budgets is None and shared_budgets is not None:
+        view = await shared_budgets.settled(SHARED_SETTLE_SECONDS)
+        budgets = None if view is None else list(view.values())
     if budgets is None:
         budgets = await asyncio.to_thread(list_budgets, api)
     remaining_keys = set(tracker.remaining())
@@ -320,6 +346,7 @@ async def _drain_listed(
         evicted=len(removed),
         skipped=len(skipped),
         eviction_attempts=attempts,
+        daemon_set_pods=len(daemon_set_pods),
     )
 
 

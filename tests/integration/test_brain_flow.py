@@ -98,7 +98,7 @@ def test_rolling_reboot_respects_budget_zones_pdbs_and_precordoned_nodes(
 
     for name in nodes:
         env.wait(lambda name=name: "Rebooted" in brain_reasons(name), f"{name}'s Rebooted Event")
-        assert brain_reasons(name) == ["RebootStarted", "Rebooted", "Started"], name
+        assert brain_reasons(name) == ["Rebooted", "Started"], name
     client.CoreV1Api(env.api).delete_namespace(workload_namespace)
 
 

@@ -187,6 +187,7 @@ def test_drain_evicts_deployment_pods_and_skips_the_daemonset(
     result = asyncio.run(scenario())
     assert result.completed, result.message
     assert (result.evicted, result.skipped) == (3, 1)
+    assert result.daemon_set_pods == 1  # the health gate waits for it after the reboot
     assert result.remaining == () and result.problems == ()
     assert "3 pods evicted" in result.message
     # One list of the node's pods, one of the budgets, one watch, one eviction per pod.

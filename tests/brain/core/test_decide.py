@@ -268,10 +268,81 @@ def test_rebooting_waits_while_the_api_says_the_node_is_gone() -> None:
 # -- WaitingForNode -----------------------------------------------------------------------------
 
 
-def test_a_node_back_with_a_new_boot_goes_to_the_health_check() -> None:
-    step = step_for(lease(Phase.WAITING_FOR_NODE), node(boot_id="boot-b", ready=True))
+def test_a_node_back_whose_gate_passes_at_once_is_done_in_the_same_write() -> None:
+    """The health gate's checks only read: made as the node returns, passed, the node goes
+    through HealthCheck to Done in one lock write (no HealthCheck write of its own)."""
+    waiting = lease(Phase.WAITING_FOR_NODE, pdbs=["ns/web"])
+    back = node(boot_id="boot-b", ready=True)
+    assert asks(step_for(waiting, back)) is Need.PDBS
+    assert asks(step_for(waiting, back, pdbs=Check(True))) is Need.DAEMON_SETS
+    step = step_for(waiting, back, pdbs=Check(True), daemon_sets=Check(True))
+    assert step.kind is StepKind.FINISH and step.target is Phase.DONE and step.succeeded
+    assert step.through is Phase.HEALTH_CHECK and step.reason == "Rebooted" and step.uncordon
+
+
+def test_a_node_back_whose_gate_waits_goes_to_the_health_check_saying_for_what() -> None:
+    waiting = lease(Phase.WAITING_FOR_NODE, pdbs=["ns/web"])
+    back = node(boot_id="boot-b", ready=True)
+    step = step_for(waiting, back, pdbs=Check(False, "ns/web: 0 of 1"))
     assert step.target is Phase.HEALTH_CHECK and step.reason == "NodeReturned"
     assert step.changes == {"deadline": NOW + SPEC.reboot.health_gate.timeout}
+    assert step.message == "waiting for ns/web: 0 of 1"
+    # In HealthCheck, the same wait writes no message again (one lock write, not two).
+    checking = lease(Phase.HEALTH_CHECK, pdbs=["ns/web"], message=step.message)
+    again = step_for(checking, back, pdbs=Check(False, "ns/web: 0 of 1"))
+    assert again.kind is StepKind.WAIT and again.record_message is None
+
+
+def test_a_node_back_but_not_ready_to_the_control_plane_goes_to_the_health_check() -> None:
+    tainted = node(
+        boot_id="boot-b",
+        ready=True,
+        taints=(Taint(contract.CONTROL_PLANE_NOT_READY_TAINT_KEYS[0], "", "NoExecute"),),
+    )
+    step = step_for(lease(Phase.WAITING_FOR_NODE), tainted)
+    assert step.target is Phase.HEALTH_CHECK and "clear not-ready" in step.message
+
+
+def test_a_node_back_with_a_post_reboot_hook_goes_to_the_health_check_first() -> None:
+    """Calling the hook is an act: HealthCheck is written before it."""
+    hooked = spec(hooks={"postReboot": {"url": "http://hook.example/post"}})
+    step = step_for(lease(Phase.WAITING_FOR_NODE), node(boot_id="boot-b", ready=True), hooked)
+    assert step.target is Phase.HEALTH_CHECK and step.reason == "NodeReturned"
+    assert step.message.startswith("node is Ready with a new boot ID")
+
+
+def test_a_finish_through_a_phase_checks_both_changes() -> None:
+    state = LockState(nodes={"n1": lease(Phase.WAITING_FOR_NODE)})
+    with pytest.raises(IllegalTransitionError):  # WaitingForNode -> Done alone is not allowed
+        finish_lease(
+            state, "n1", lease(Phase.WAITING_FOR_NODE), NOW, "Rebooted", "", True, "b", None
+        )
+    with pytest.raises(IllegalTransitionError):  # nor through a phase that does not lead there
+        finish_lease(
+            state,
+            "n1",
+            lease(Phase.WAITING_FOR_NODE),
+            NOW,
+            "Rebooted",
+            "",
+            True,
+            "b",
+            None,
+            through=Phase.REBOOTING,
+        )
+    assert finish_lease(
+        state,
+        "n1",
+        lease(Phase.WAITING_FOR_NODE),
+        NOW,
+        "Rebooted",
+        "",
+        True,
+        "b",
+        None,
+        through=Phase.HEALTH_CHECK,
+    )
+    assert "n1" not in state.nodes
 
 
 def test_a_new_boot_not_yet_ready_keeps_waiting() -> None:
@@ -327,6 +398,30 @@ def test_health_check_passes_to_done() -> None:
     step = step_for(checking, node(boot_id="boot-b"), daemon_sets=Check(True))
     assert step.kind is StepKind.FINISH and step.target is Phase.DONE and step.succeeded
     assert step.reason == "Rebooted" and step.uncordon and step.with_labels
+
+
+def test_the_gate_lists_no_pods_on_a_node_whose_drain_saw_no_daemon_set_pod() -> None:
+    """No DaemonSet pod before the reboot: no node-local agent to wait for (the pod list would
+    say nothing). Some, or not known (a skipped drain, an older lock): the pods are listed."""
+    back = node(boot_id="boot-b")
+    none = rebooted(Phase.HEALTH_CHECK, daemon_set_pods=0)
+    assert step_for(none, back).target is Phase.DONE
+    assert asks(step_for(rebooted(Phase.HEALTH_CHECK, daemon_set_pods=2), back)) is Need.DAEMON_SETS
+    assert asks(step_for(rebooted(Phase.HEALTH_CHECK), back)) is Need.DAEMON_SETS
+
+
+def test_the_drain_tells_rebooting_how_many_daemon_set_pods_it_saw() -> None:
+    drained = DrainSeen(DrainState.FINISHED, completed=True, message="ok", daemon_set_pods=3)
+    step = step_for(lease(Phase.DRAINING), drain=drained)
+    assert step.target is Phase.REBOOTING and step.changes["daemon_set_pods"] == 3
+    skipped = step_for(
+        lease(Phase.DRAINING),
+        the_spec=spec(drain={"enabled": False}),
+        drain=DrainSeen(DrainState.NONE),
+        lease_current=True,
+        cordon=node(unschedulable=True),
+    )
+    assert skipped.target is Phase.REBOOTING and skipped.changes["daemon_set_pods"] is None
 
 
 def test_health_check_waits_for_a_view_that_shows_the_new_boot() -> None:

@@ -424,6 +424,7 @@ class RolloutModel(RuleBasedStateMachine):
                 step.succeeded,
                 boot_id,
                 step.retry_after,
+                through=step.through,
             ):
                 return None
             admit(state, self.now)

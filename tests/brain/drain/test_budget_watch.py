@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from brain.drain.budget_watch import BudgetWatch
+from brain.drain.budget_watch import BudgetWatch, SharedBudgets
+from brain.drain.budgets import pdbs_healthy
 from tests.brain.drain.fakes import FakePolicy, WiredApi, web_budget, wired
 
 
@@ -115,3 +116,48 @@ def test_a_budget_watch_it_may_not_open_gives_up_and_refusals_wait_the_pace(
 
     allowed, waited, budgets = asyncio.run(scenario())
     assert not allowed and waited >= 0.45 and budgets is None
+
+
+def test_the_shared_budget_watch_serves_drains_and_health_gates_with_one_request() -> None:
+    """Drains hold the brain's one budget watch; the health gate reads its view: a reboot reads
+    no budget of its own. Unused for its idle time, the watch closes; the next user reopens."""
+    policy = FakePolicy(web_budget(0))
+    api = WiredApi(policy.list_pod_disruption_budget_for_all_namespaces)
+
+    async def scenario() -> tuple[Any, ...]:
+        shared = SharedBudgets(api.api, idle_seconds=0.3)
+        first, second = shared.acquire(), shared.acquire()
+        view = await shared.view()
+        shared.release()
+        shared.release()
+        opened_once = api.requests.get("watch poddisruptionbudgets")
+        await asyncio.sleep(0.6)  # idle: closed
+        closed = first.view()
+        again = await shared.view()
+        await shared.close()
+        return first is second, view, opened_once, closed, again
+
+    same, view, opened_once, closed, again = asyncio.run(scenario())
+    assert same and opened_once == 1
+    assert view == {"shop/web": web_budget(0)}
+    assert closed is None, "a closed watch's view is not current"
+    assert again == {"shop/web": web_budget(0)}
+    assert api.requests == {"watch poddisruptionbudgets": 2}
+
+
+def test_the_health_gate_reads_budgets_from_a_view_without_a_request() -> None:
+    api = WiredApi(lambda **_: pytest.fail("the health gate asked the API"))
+    whole = {
+        "metadata": {"namespace": "shop", "name": "web", "generation": 2},
+        "status": {"observedGeneration": 2, "currentHealthy": 3, "expectedPods": 3},
+    }
+    short = {
+        "metadata": {"namespace": "shop", "name": "db", "generation": 1},
+        "status": {"observedGeneration": 1, "currentHealthy": 1, "expectedPods": 2},
+    }
+    view = {"shop/web": whole, "shop/db": short}
+    healthy = asyncio.run(pdbs_healthy(api.api_client, ["shop/web", "shop/gone"], view))
+    assert healthy == (True, "all PodDisruptionBudgets healthy")
+    waiting = asyncio.run(pdbs_healthy(api.api_client, ["shop/web", "shop/db"], view))
+    assert waiting == (False, "PDB shop/db: 1 of 2 pods healthy")
+    assert api.requests == {}

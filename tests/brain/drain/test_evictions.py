@@ -129,6 +129,33 @@ def test_a_refused_pod_that_arrives_stops_the_drain_and_is_reported_once(
     assert sorted(ref.name for ref in result.remaining) == ["held", "late"]
 
 
+class FakeDaemonSetArrivalCore(FakeArrivalCore):
+    """Evictions refused (429); the node's watch shows a DaemonSet pod, already listed, change
+    twice, and a new one arrive."""
+
+    def list_pod_for_all_namespaces(self, **arguments: Any) -> Any:
+        known = pod("agent-1", namespace="n", owner="DaemonSet", uid="a1")
+        new = pod("agent-2", namespace="n", owner="DaemonSet", uid="a2")
+        events = [("MODIFIED", known), ("MODIFIED", known), ("ADDED", new)]
+        stream = FakeStream([{"type": kind, "object": item} for kind, item in events])
+        self.streams.append(stream)
+        return stream
+
+
+def test_the_drain_counts_the_daemon_set_pods_it_saw_on_the_node_once_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The health gate lists the node's pods after the reboot only if there were some."""
+    monkeypatch.setattr("brain.drain.evictions.list_budgets", lambda api: [])
+    deadline = datetime.now(UTC) + timedelta(seconds=0.5)
+    agent = pod("agent-1", namespace="n", owner="DaemonSet", uid="a1")
+    web = pod("web", namespace="n", uid="uw")
+    result = asyncio.run(drain_listed(FakeDaemonSetArrivalCore(), DEFAULTS, deadline, [agent, web]))
+    assert result.daemon_set_pods == 2
+    empty = asyncio.run(drain_listed(FakeBlockedCore(), DEFAULTS, deadline, []))
+    assert empty.completed and empty.daemon_set_pods == 0
+
+
 class FakeBlockedCore(FakeCore):
     """Every eviction refused by the budget `web`; the node's watch shows nothing new."""
 
