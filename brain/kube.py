@@ -11,8 +11,8 @@ Every request of the brain goes through one ApiClient, and `ApiRequests` wraps t
 transport (its rest client's `request`) once: every request, whichever module makes it (the
 flow, the drain's evictions and watches, the reboot Job, the blockers, the health gate), is
 counted by verb, resource and code, timed, counted as an API error when it failed, and its
-`Date` header tells the cluster clock the API server's time. `Kube.call()` runs blocking
-client calls in a thread so that the operator's event loop never blocks.
+`Date` header tells the cluster clock the API server's time. `Kube`'s async forms run each
+request in a thread so that the operator's event loop never blocks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -31,7 +31,6 @@ from kubernetes.client.exceptions import ApiException
 from brain.core.api import NO_ANSWER, ApiRequest, describe_request
 from brain.core.clock import ClusterClock
 
-T = TypeVar("T")
 # Patch bodies: a list is a JSON patch (RFC 6902); an object is a strategic merge patch for the
 # built-in kinds and a merge patch (RFC 7386) for custom resources, which have no strategy.
 JSON_PATCH: Final = "application/json-patch+json"
@@ -264,10 +263,6 @@ class Kube:
         """Every request of the client so far, by "verb resource": the API cost, seen from
         our side (the drain's and the Job's included)."""
         return self._requests.counts
-
-    async def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking client call in a thread (its request is counted at the transport)."""
-        return await asyncio.to_thread(function, *args, **kwargs)
 
     async def get(self, path: str, query: dict[str, Any] | None = None) -> Any:
         return await asyncio.to_thread(self.json.get, path, query)

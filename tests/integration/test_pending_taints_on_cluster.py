@@ -65,13 +65,13 @@ class CountingKube(Kube):
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(function, "__name__", "") != "patch_node":
-            return await super().call(function, *args, **kwargs)
+    async def patch(self, path: str, body: Any, content_type: str | None = None) -> Any:
+        if not path.startswith("/api/v1/nodes/"):
+            return await super().patch(path, body, content_type)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            return await super().call(function, *args, **kwargs)
+            return await super().patch(path, body, content_type)
         finally:
             self.in_flight -= 1
 
