@@ -868,7 +868,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                 lock_name=LOCK,
                 resync_seconds=arguments.resync_seconds,
             )
-            measure(bench, plane, api, brain, hosts, nodes, lock, window, flagged, limit)
+            measure(bench, Scene(plane, api, brain, hosts, nodes, lock, window, flagged, limit))
     except PhaseError as error:
         result["error"] = str(error)
         say(f"error: {error}")
@@ -891,36 +891,41 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def measure(
-    bench: Run,
-    plane: ControlPlane,
-    api: client.ApiClient,
-    brain: BrainProcess,
-    hosts: HostSimulator,
-    nodes: Nodes,
-    lock: LockWatch,
-    window: WindowWatch,
-    flagged: list[str],
-    limit: int,
-) -> None:
+@dataclass(frozen=True)
+class Scene:
+    """What the phases run against: the control plane, its client, the brain (not started
+    yet), the simulated hosts, and the watches on the nodes, the lock and the window."""
+
+    plane: ControlPlane
+    api: client.ApiClient
+    brain: BrainProcess
+    hosts: HostSimulator
+    nodes: Nodes
+    lock: LockWatch
+    window: WindowWatch
+    flagged: list[str]
+    limit: int
+
+
+def measure(bench: Run, scene: Scene) -> None:
     """The phases, against a running control plane with the nodes Ready and no brain yet."""
     arguments = bench.arguments
     result = bench.result
     timeout = arguments.phase_timeout
     brain_started = time.monotonic()
-    brain.start()
-    assert brain.process is not None
-    pid = bench.pid = brain.process.pid
+    scene.brain.start()
+    assert scene.brain.process is not None
+    pid = bench.pid = scene.brain.process.pid
     with Sampler(pid) as sampler:
         with bench.phase("startup"):
             governed = arguments.nodes
 
             def counted_all() -> bool:
-                counts = window.counts()
+                counts = scene.window.counts()
                 return counts.get("governed") == governed and not counts.get("pending")
 
             first_status = wait_until(
-                counted_all, "the first correct window status", timeout, brain
+                counted_all, "the first correct window status", timeout, scene.brain
             )
             bench.figure("brain_start_to_first_status_s", first_status - brain_started)
             say(f"first correct status after {result['brain_start_to_first_status_s']} s")
@@ -933,22 +938,22 @@ def measure(
             time.sleep(arguments.idle_seconds)
             bench.figure("brain_idle_cpu_pct", cpu.percent(), 1)
             end = time.monotonic()
-            events = nodes.events_between(idle_start, end)
+            events = scene.nodes.events_between(idle_start, end)
             bench.figure("idle_node_events_per_s", events.total() / (end - idle_start))
             bench.figure("idle_node_events_by_writer", dict(events.most_common(5)))
             bench.figure(
                 "brain_idle_rss_mib", sampler.mean_between(idle_start, time.monotonic()), 1
             )
-        names = sorted(nodes.snapshot())
+        names = sorted(scene.nodes.snapshot())
         per_second = arguments.nodes / 300
         with bench.phase("churn"):
             cpu.start()
             churn_start = time.monotonic()
-            with heartbeats(api, names, per_second) as sent:
+            with heartbeats(scene.api, names, per_second) as sent:
                 time.sleep(arguments.churn_seconds)
             bench.figure("brain_churn_cpu_pct", cpu.percent(), 1)
             end = time.monotonic()
-            events = nodes.events_between(churn_start, end)
+            events = scene.nodes.events_between(churn_start, end)
             bench.figure("churn_node_events_per_s", events.total() / (end - churn_start))
             bench.figure("churn_node_events_by_writer", dict(events.most_common(5)))
             bench.figure("churn_updates_per_s", sent[0] / arguments.churn_seconds)
@@ -957,40 +962,29 @@ def measure(
         with bench.phase("rollout"):
             cpu.start()
             try:
-                rollout(bench, plane, api, brain, hosts, nodes, lock, window, flagged, limit)
+                rollout(bench, scene)
             finally:
                 bench.figure("brain_rollout_cpu_pct", cpu.percent(), 1)
         bench.figure("brain_peak_rss_mib", sampler.peak(), 1)
         bench.figure("brain_total_cpu_s", cpu_seconds(pid), 1)
 
 
-def rollout(
-    bench: Run,
-    plane: ControlPlane,
-    api: client.ApiClient,
-    brain: BrainProcess,
-    hosts: HostSimulator,
-    nodes: Nodes,
-    lock: LockWatch,
-    window: WindowWatch,
-    flagged: list[str],
-    limit: int,
-) -> None:
+def rollout(bench: Run, scene: Scene) -> None:
     arguments = bench.arguments
     result = bench.result
     timeout = arguments.phase_timeout
-    boots = {name: state.boot_id for name, state in nodes.snapshot().items()}
-    wanted = set(flagged)
+    boots = {name: state.boot_id for name, state in scene.nodes.snapshot().items()}
+    wanted = set(scene.flagged)
     plan_thread: threading.Thread | None = None
     start = time.monotonic()
     bench.flagged_at = time.time()
-    nodes.first_cordon_after = start
+    scene.nodes.first_cordon_after = start
     try:
-        patch_in_parallel(api, flagged, flag_body, status=False)
+        patch_in_parallel(scene.api, scene.flagged, flag_body, status=False)
         bench.figure("flag_writes_s", time.monotonic() - start)
-        say(f"flagged {len(flagged)} nodes")
+        say(f"flagged {len(scene.flagged)} nodes")
         first = wait_until(
-            lambda: nodes.first_cordon is not None, "the first cordon", timeout, brain
+            lambda: scene.nodes.first_cordon is not None, "the first cordon", timeout, scene.brain
         )
         # As the bench's Node watch saw it: late by up to the flagging itself (the watch thread
         # shares the interpreter with the flagging threads); the audit log's time replaces it.
@@ -1005,7 +999,7 @@ def rollout(
                 began = time.monotonic()
                 process = subprocess.Popen(
                     [*plan_command(), "plan", "--namespace", NAMESPACE, "--lock-name", LOCK],
-                    env=plane.environment(),
+                    env=scene.plane.environment(),
                     stdout=subprocess.DEVNULL,
                     stderr=output,
                 )
@@ -1026,16 +1020,16 @@ def rollout(
         plan_thread = threading.Thread(target=time_plan, name="bench-plan", daemon=True)
         plan_thread.start()
         full = wait_until(
-            lambda: lock.latest().in_maintenance >= limit,
-            f"{limit} nodes in maintenance",
+            lambda: scene.lock.latest().in_maintenance >= scene.limit,
+            f"{scene.limit} nodes in maintenance",
             timeout,
-            brain,
+            scene.brain,
         )
         bench.figure("time_to_limit_s", full - start)
 
         def finished() -> bool:
-            states = nodes.snapshot()
-            return not lock.latest().holders and all(
+            states = scene.nodes.snapshot()
+            return not scene.lock.latest().holders and all(
                 name in states
                 and states[name].boot_id != boots.get(name)
                 and not states[name].unschedulable
@@ -1048,9 +1042,9 @@ def rollout(
 
         def finished_with_progress() -> bool:
             nonlocal last, progress
-            done = sum(1 for record in hosts.reboots if record.node in wanted)
+            done = sum(1 for record in scene.hosts.reboots if record.node in wanted)
             if done != progress and time.monotonic() - last > 10:
-                held = lock.latest().in_maintenance
+                held = scene.lock.latest().in_maintenance
                 say(f"{done} of {len(wanted)} rebooted, {held} in maintenance")
                 last, progress = time.monotonic(), done
             return finished()
@@ -1059,7 +1053,7 @@ def rollout(
             finished_with_progress,
             "every flagged node rebooted and released",
             timeout,
-            brain,
+            scene.brain,
             interval=0.1,
         )
         bench.figure("rollout_s", end - start)
@@ -1067,32 +1061,33 @@ def rollout(
         with contextlib.suppress(PhaseError):
             wait_until(
                 lambda: (
-                    window.counts().get("inMaintenance", 0) == 0
-                    and window.counts().get("pending", 0) == 0
+                    scene.window.counts().get("inMaintenance", 0) == 0
+                    and scene.window.counts().get("pending", 0) == 0
                 ),
                 "the window status to settle",
                 30,
             )
     finally:
-        states = nodes.snapshot()
+        states = scene.nodes.snapshot()
         rebooted = sum(
             1 for name in wanted if name in states and states[name].boot_id != boots.get(name)
         )
         bench.figure("rebooted", rebooted)
         bench.figure(
-            "max_in_maintenance", max((v.in_maintenance for v in lock.since(start)), default=0)
+            "max_in_maintenance",
+            max((v.in_maintenance for v in scene.lock.since(start)), default=0),
         )
         bench.figure(
-            "max_lock_holders", max((len(v.holders) for v in lock.since(start)), default=0)
+            "max_lock_holders", max((len(v.holders) for v in scene.lock.since(start)), default=0)
         )
-        bench.figure("max_cordoned", nodes.max_cordoned)
-        finished = [record.finished for record in hosts.reboots if record.node in wanted]
+        bench.figure("max_cordoned", scene.nodes.max_cordoned)
+        finished = [record.finished for record in scene.hosts.reboots if record.node in wanted]
         if finished:
             bench.figure("last_host_reboot_s", max(finished) - start)
-        bench.figure("status_done_count", window.counts().get("done"))
-        bench.figure("status_counts_at_end", window.counts())
-        bench.figure("lock_phase_seconds", phase_seconds(lock.since(start)))
-        times = handoffs(lock.since(start), wanted, limit)
+        bench.figure("status_done_count", scene.window.counts().get("done"))
+        bench.figure("status_counts_at_end", scene.window.counts())
+        bench.figure("lock_phase_seconds", phase_seconds(scene.lock.since(start)))
+        times = handoffs(scene.lock.since(start), wanted, scene.limit)
         bench.figure("handoff_p50_s", percentile(times, 0.5))
         bench.figure("handoff_p90_s", percentile(times, 0.9))
         bench.figure("handoffs", len(times))
