@@ -188,12 +188,12 @@ class JsonApi:
         return response.response
 
     def _answer(self, method: str, path: str, **arguments: Any) -> Any:
-        response = self.send(method, path, **arguments)
-        try:
-            data = response.data
-        finally:
-            response.release_conn()
+        data = _body(self.send(method, path, **arguments))
         return json.loads(data) if data else {}
+
+    def get_bytes(self, path: str, query: dict[str, Any] | None = None) -> bytes:
+        """GET: the answer's JSON as it came, for a caller that decodes only part of it."""
+        return _body(self.send("GET", path, query=query))
 
     def get(
         self,
@@ -222,6 +222,14 @@ class JsonApi:
     def delete(self, path: str, body: Any = None) -> Any:
         """DELETE, with DeleteOptions (`propagationPolicy`, `preconditions`) as the body."""
         return self._answer("DELETE", path, body=body)
+
+
+def _body(response: Any) -> bytes:
+    """A whole answer's body; its connection goes back to the pool."""
+    try:
+        return bytes(response.data or b"")
+    finally:
+        response.release_conn()
 
 
 def node_path(name: str) -> str:

@@ -56,42 +56,14 @@ def api_client(arguments: argparse.Namespace) -> Any:
     return client.ApiClient()
 
 
-def get_bytes(client_handle: Any, path: str, query: dict[str, Any] | None = None) -> bytes:
-    """GET `path`'s JSON body as bytes through the client's transport (authentication, TLS),
-    without the generated API classes: importing kubernetes' CoreV1Api builds pydantic
-    validators for its ~1,200 methods and their models (2-3 s of CPU and 80 MiB), more than a
-    read needs."""
-    from kubernetes.client.exceptions import ApiException
-
-    method, url, headers, body, post = client_handle.param_serialize(
-        "GET",
-        path,
-        query_params=list((query or {}).items()),
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-    )
-    response = client_handle.call_api(
-        method, url, header_params=headers, body=body, post_params=post
-    )
-    response.read()
-    if not 200 <= response.status <= 299:
-        raise ApiException(http_resp=response)
-    return bytes(response.data)
-
-
-def get_json(client_handle: Any, path: str, query: dict[str, Any] | None = None) -> Any:
-    """GET `path` as JSON (see get_bytes)."""
-    import json
-
-    return json.loads(get_bytes(client_handle, path, query))
-
-
 def read_snapshot(client_handle: Any, namespace: str, lock_name: str) -> ClusterSnapshot:
     """Read (only read) the windows, the nodes and the lock."""
     from kubernetes.client.exceptions import ApiException
 
+    from brain.kube import JsonApi
+
     try:
-        windows = get_json(client_handle, f"/apis/{GROUP}/{VERSION}/{PLURAL}")["items"]
+        windows = JsonApi(client_handle).get(f"/apis/{GROUP}/{VERSION}/{PLURAL}")["items"]
     except ApiException as error:
         if error.status == 404:
             raise CommandError(CRD_MISSING) from error
@@ -111,6 +83,7 @@ def list_nodes(client_handle: Any) -> list[dict[str, Any]]:
     (pitstopctl/node_pages.py: a third of json.loads' time at 5,000 Nodes). Not through the
     client's models: turning 5,000 Nodes into V1Node objects and back to dicts took most of
     `pitstop plan`'s 20-34 s."""
+    from brain.kube import JsonApi
     from pitstopctl.node_pages import decode_node_page
 
     nodes: list[dict[str, Any]] = []
@@ -119,7 +92,7 @@ def list_nodes(client_handle: Any) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"limit": NODE_PAGE_SIZE}
         if token:
             query["continue"] = token
-        items, token = decode_node_page(get_bytes(client_handle, "/api/v1/nodes", query))
+        items, token = decode_node_page(JsonApi(client_handle).get_bytes("/api/v1/nodes", query))
         nodes.extend(items)
         if not token:
             return nodes
@@ -129,9 +102,11 @@ def read_lock_state(client_handle: Any, namespace: str, lock_name: str) -> LockS
     """The lock's content (a missing ConfigMap is an empty lock)."""
     from kubernetes.client.exceptions import ApiException
 
+    from brain.kube import JsonApi
+
     try:
-        config_map = get_json(
-            client_handle, f"/api/v1/namespaces/{namespace}/configmaps/{lock_name}"
+        config_map = JsonApi(client_handle).get(
+            f"/api/v1/namespaces/{namespace}/configmaps/{lock_name}"
         )
     except ApiException as error:
         if error.status != 404:

@@ -104,7 +104,7 @@ class _Raw:
     """A whole (not streamed) answer, as the transport hands it over."""
 
     def __init__(self, data: str | bytes) -> None:
-        self.data = data
+        self.data = data.encode() if isinstance(data, str) else data  # bytes, as urllib3's
 
     def release_conn(self) -> None:
         pass
